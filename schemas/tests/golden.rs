@@ -1,0 +1,211 @@
+//! Golden fixtures pin the wire encoding: a change that alters the bytes of an existing event fails
+//! here. Regenerate deliberately with `UPDATE_GOLDEN=1 cargo test -p clawline-schemas`.
+
+use std::path::PathBuf;
+
+use clawline_schemas::*;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+fn check_golden<T>(name: &str, event: &T)
+where
+    T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug,
+{
+    let bytes = encode(event).expect("encode");
+    let path = fixture(name);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, &bytes).expect("write fixture");
+    }
+    let golden = std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; run with UPDATE_GOLDEN=1 to create it",
+            path.display()
+        )
+    });
+    assert_eq!(
+        bytes, golden,
+        "{name}: encoding changed; if deliberate, UPDATE_GOLDEN=1"
+    );
+    let decoded: T = decode(&golden).expect("decode golden");
+    assert_eq!(&decoded, event);
+}
+
+fn step() -> StepRecorded {
+    StepRecorded {
+        event_id: StepRecorded::id_for("acme", "traj-1", 2, 0),
+        event_time: 1_790_000_000_123,
+        producer: "clawline-gateway/0.1.0".into(),
+        schema_version: SCHEMA_VERSION,
+        tenant: "acme".into(),
+        channel: "train".into(),
+        trajectory_uid: "traj-1".into(),
+        prompt_uid: "p-7".into(),
+        step_index: 2,
+        choice_index: 0,
+        is_last: false,
+        policy_version: Some(3),
+        source: StepSource::Chat,
+        request_id: Some("req-1".into()),
+        messages: vec![
+            Message {
+                role: "system".into(),
+                content: Some("Be brief.".into()),
+                ..Default::default()
+            },
+            Message {
+                role: "user".into(),
+                content: Some("Weather in Paris?".into()),
+                ..Default::default()
+            },
+        ],
+        tools_json: Some(r#"[{"type":"function","function":{"name":"weather"}}]"#.into()),
+        request_params_json: Some(r#"{"temperature":0.7}"#.into()),
+        prompt_text: None,
+        response_text: String::new(),
+        response_tool_calls: vec![ToolCall {
+            id: "call_1".into(),
+            name: "weather".into(),
+            arguments: r#"{"city":"Paris"}"#.into(),
+        }],
+        reasoning_text: None,
+        finish_reason: Some("tool_calls".into()),
+        token_source: TokenSource::Engine,
+        prompt_ids: vec![1, 2, 3, 70000],
+        response_ids: vec![9, 8],
+        response_logprobs: Some(vec![-0.5, -0.25]),
+        upstream: Some("http://127.0.0.1:8000/v1".into()),
+        upstream_model: Some("tiny".into()),
+        latency_ms: Some(12.5),
+        ttft_ms: None,
+        stream: true,
+        reward: None,
+        metadata: Some(serde_json::json!({"ground_truth": "42"})),
+    }
+}
+
+#[test]
+fn step_recorded_encoding_is_pinned() {
+    check_golden("step_recorded.msgpack", &step());
+}
+
+#[test]
+fn trajectory_events_encoding_is_pinned() {
+    check_golden(
+        "trajectory_registered.msgpack",
+        &TrajectoryRegistered {
+            event_id: "trg_01j000000000000000000000".into(),
+            event_time: 1_790_000_000_000,
+            producer: "clawline-gateway/0.1.0".into(),
+            schema_version: SCHEMA_VERSION,
+            tenant: "acme".into(),
+            channel: "train".into(),
+            trajectory_uid: "traj-1".into(),
+            prompt_uid: "p-7".into(),
+            metadata: Some(serde_json::json!({"data_source": "gsm8k"})),
+            policy_version: None,
+        },
+    );
+    check_golden(
+        "trajectory_completed.msgpack",
+        &TrajectoryCompleted {
+            event_id: TrajectoryCompleted::id_for("acme", "traj-1"),
+            event_time: 1_790_000_000_999,
+            producer: "clawline-gateway/0.1.0".into(),
+            schema_version: SCHEMA_VERSION,
+            tenant: "acme".into(),
+            channel: "train".into(),
+            trajectory_uid: "traj-1".into(),
+            prompt_uid: Some("p-7".into()),
+            reward: Some(1.0),
+            last_step_index: Some(2),
+            reason: CompletionReason::Client,
+        },
+    );
+}
+
+#[test]
+fn feedback_encoding_is_pinned() {
+    check_golden(
+        "feedback_received.msgpack",
+        &FeedbackReceived {
+            event_id: "fbk_01j000000000000000000000".into(),
+            event_time: 1_790_000_001_000,
+            producer: "clawline-gateway/0.1.0".into(),
+            schema_version: SCHEMA_VERSION,
+            tenant: "acme".into(),
+            trajectory_uid: "traj-1".into(),
+            step_id: Some(StepRecorded::id_for("acme", "traj-1", 2, 0)),
+            step_index: Some(2),
+            kind: FeedbackKind::Explicit,
+            thumbs: Some(Thumbs::Down),
+            rating: Some(0.25),
+            correction: Some("Call the weather tool with city=Paris, FR".into()),
+            comment: None,
+            implicit: None,
+            metadata: None,
+        },
+    );
+}
+
+/// An old reader must accept events written by a newer build with extra fields.
+#[test]
+fn readers_ignore_fields_they_do_not_know() {
+    #[derive(Serialize)]
+    struct Newer {
+        #[serde(flatten)]
+        step: StepRecorded,
+        some_future_field: Vec<String>,
+    }
+    let bytes = rmp_serde::to_vec_named(&Newer {
+        step: step(),
+        some_future_field: vec!["x".into()],
+    })
+    .expect("encode");
+    let decoded: StepRecorded = decode(&bytes).expect("decode newer event");
+    assert_eq!(decoded, step());
+}
+
+/// A newer reader must accept events written before an optional field existed.
+#[test]
+fn missing_optional_fields_take_defaults() {
+    #[derive(Serialize)]
+    struct Older<'a> {
+        event_id: &'a str,
+        event_time: i64,
+        producer: &'a str,
+        schema_version: u16,
+        tenant: &'a str,
+        channel: &'a str,
+        trajectory_uid: &'a str,
+        prompt_uid: &'a str,
+        step_index: u32,
+    }
+    let bytes = rmp_serde::to_vec_named(&Older {
+        event_id: "stp_x",
+        event_time: 1,
+        producer: "old",
+        schema_version: 1,
+        tenant: "t",
+        channel: "train",
+        trajectory_uid: "a",
+        prompt_uid: "b",
+        step_index: 4,
+    })
+    .expect("encode");
+    let step: StepRecorded = decode(&bytes).expect("decode older event");
+    assert_eq!(step.step_index, 4);
+    assert_eq!(step.token_source, TokenSource::Untokenized);
+    assert!(step.prompt_ids.is_empty() && step.response_logprobs.is_none());
+}
+
+#[test]
+fn garbage_is_a_decode_error_not_a_panic() {
+    assert!(decode::<StepRecorded>(b"\xc1\xff not msgpack").is_err());
+    assert!(decode::<StepRecorded>(&[]).is_err());
+}

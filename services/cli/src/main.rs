@@ -1,0 +1,34 @@
+//! `clawline` — one command for the whole system on one machine.
+//!
+//! `clawline up` starts a local nats-server with JetStream on disk (unless `--nats-url` points at
+//! one) and every service in this process. Today that is the gateway; each later service joins here.
+//! Each service also runs alone as its own binary against the same NATS: that is how it scales.
+
+mod up;
+
+use clap::{Parser, Subcommand};
+use clawline_runtime::{LogArgs, init_tracing};
+
+#[derive(Parser)]
+#[command(name = "clawline", version, about = "clawline: deployment = training")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    #[command(flatten)]
+    log: LogArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the whole system on this machine.
+    Up(up::UpArgs),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing(&cli.log);
+    match cli.command {
+        Command::Up(args) => up::run(args, cli.log).await,
+    }
+}

@@ -1,0 +1,112 @@
+//! `clawline up`: nats-server (JetStream on disk under the data dir) plus every service, in one
+//! process; Ctrl-C stops it cleanly and running it again resumes from the data dir.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Args;
+use clawline_nats::server::{LocalServer, LocalServerConfig};
+use clawline_runtime::{LogArgs, NatsArgs, Shutdown};
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Where clawline keeps its state: JetStream store, spool, logs.
+    #[arg(long, env = "CLAWLINE_DATA_DIR", default_value = "./data/run")]
+    data_dir: PathBuf,
+    /// Use this NATS server instead of starting one.
+    #[arg(long, env = "CLAWLINE_NATS_URL")]
+    nats_url: Option<String>,
+    /// Client port of the local nats-server.
+    #[arg(long, default_value_t = 4222)]
+    nats_port: u16,
+    /// fsync every JetStream write (an acked step survives power loss; slower).
+    #[arg(long)]
+    nats_sync_always: bool,
+    /// The gateway's address (Claw-R1's port).
+    #[arg(long, default_value = "127.0.0.1:8100")]
+    listen: SocketAddr,
+    /// OpenAI-compatible engine(s) to serve from, e.g. a vLLM at http://127.0.0.1:8000/v1.
+    /// (Until the built-in policy server lands, this is required.)
+    #[arg(
+        long = "upstream",
+        env = "CLAWLINE_UPSTREAMS",
+        value_delimiter = ',',
+        required = true
+    )]
+    upstreams: Vec<String>,
+    /// Tokenizer dir for steps whose engine returns no token ids.
+    #[arg(long, env = "CLAWLINE_TOKENIZER")]
+    tokenizer: Option<PathBuf>,
+    /// API key file (`KEY TENANT [admin]` lines); without it the gateway is open.
+    #[arg(long = "api-keys", env = "CLAWLINE_API_KEYS")]
+    api_keys: Option<PathBuf>,
+}
+
+pub async fn run(args: UpArgs, log: LogArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating --data-dir {}", args.data_dir.display()))?;
+    let shutdown = Shutdown::on_signals();
+
+    let mut server = None;
+    let nats_url = match &args.nats_url {
+        Some(url) => url.clone(),
+        None => {
+            let mut config = LocalServerConfig::new(args.data_dir.join("nats"));
+            config.port = Some(args.nats_port);
+            config.sync_always = args.nats_sync_always;
+            let local = tokio::task::spawn_blocking(move || LocalServer::start(config))
+                .await?
+                .context(
+                    "starting nats-server (try --nats-port, or --nats-url for an existing server)",
+                )?;
+            let url = local.url();
+            tracing::info!(url = %url, store = %args.data_dir.join("nats/js").display(), "nats-server started");
+            server = Some(local);
+            url
+        }
+    };
+
+    let mut gateway = clawline_gateway::Config {
+        listen: args.listen,
+        upstreams: args.upstreams,
+        nats: NatsArgs {
+            url: nats_url.clone(),
+            replicas: 1,
+        },
+        tokenizer: args.tokenizer,
+        api_keys: args.api_keys,
+        spool_dir: args.data_dir.join("spool"),
+        log,
+        ..default_gateway_config()
+    };
+    gateway.default_channel = "train".into();
+
+    println!("clawline is up");
+    println!("  base_url for your agent:  http://{}/v1", args.listen);
+    println!(
+        "  Claw-R1 agents:           POST http://{}/init_trajectory",
+        args.listen
+    );
+    println!("  metrics:                  http://{}/metrics", args.listen);
+    println!("  NATS:                     {nats_url}");
+    println!("  data dir:                 {}", args.data_dir.display());
+    println!("Ctrl-C stops everything; running it again resumes from the data dir.");
+
+    let result = clawline_gateway::run_from_config(gateway, shutdown.token()).await;
+    if let Some(mut server) = server {
+        tokio::task::spawn_blocking(move || server.stop()).await?;
+        tracing::info!("nats-server stopped");
+    }
+    result
+}
+
+/// The gateway's own defaults (as its binary parses them with only the required flag).
+fn default_gateway_config() -> clawline_gateway::Config {
+    use clap::Parser;
+    clawline_gateway::Config::parse_from([
+        "clawline-gateway",
+        "--upstream",
+        "http://127.0.0.1:1/v1",
+    ])
+}

@@ -1,0 +1,143 @@
+//! Gateway configuration: every flag has an env fallback.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use clawline_runtime::{LogArgs, NatsArgs};
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "clawline-gateway",
+    version,
+    about = "OpenAI- and Claw-R1-compatible gateway that records every LLM call on JetStream"
+)]
+pub struct Config {
+    /// Address to listen on (Claw-R1's port by default).
+    #[arg(long, env = "CLAWLINE_LISTEN", default_value = "127.0.0.1:8100")]
+    pub listen: SocketAddr,
+
+    /// OpenAI-compatible upstream base URL, e.g. http://127.0.0.1:8000/v1. Repeat for several:
+    /// requests go round-robin over the healthy ones.
+    #[arg(
+        long = "upstream",
+        env = "CLAWLINE_UPSTREAMS",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub upstreams: Vec<String>,
+
+    #[command(flatten)]
+    pub nats: NatsArgs,
+
+    /// Directory with a Hugging Face `tokenizer.json` and `tokenizer_config.json` (chat_template):
+    /// used to tokenize steps when the upstream returns no token ids.
+    #[arg(long, env = "CLAWLINE_TOKENIZER")]
+    pub tokenizer: Option<PathBuf>,
+
+    /// API key file: one `KEY TENANT [admin]` a line, `#` comments. Without it the gateway is open
+    /// (single user, tenant `default`, every caller admin).
+    #[arg(long = "api-keys", env = "CLAWLINE_API_KEYS")]
+    pub api_keys: Option<PathBuf>,
+
+    /// Where steps wait while NATS is unreachable (append-only, drained in order).
+    #[arg(
+        long = "spool-dir",
+        env = "CLAWLINE_SPOOL_DIR",
+        default_value = "./data/spool"
+    )]
+    pub spool_dir: PathBuf,
+
+    /// fsync each spooled event (survives power loss, costs a disk flush per event during outages).
+    #[arg(long = "spool-fsync", env = "CLAWLINE_SPOOL_FSYNC", default_value_t = true, action = clap::ArgAction::Set)]
+    pub spool_fsync: bool,
+
+    /// Public base URL for the `base_url` that `/init_trajectory` returns; default: the Host header.
+    #[arg(long = "public-url", env = "CLAWLINE_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
+    /// Channel for steps that name none.
+    #[arg(
+        long = "default-channel",
+        env = "CLAWLINE_DEFAULT_CHANNEL",
+        default_value = "train"
+    )]
+    pub default_channel: String,
+
+    /// Largest request body accepted, in bytes.
+    #[arg(long = "max-body-bytes", env = "CLAWLINE_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Upstream request timeout (whole response for non-streaming, between chunks for streaming).
+    #[arg(long = "upstream-timeout", env = "CLAWLINE_UPSTREAM_TIMEOUT", value_parser = parse_duration, default_value = "120s")]
+    pub upstream_timeout: Duration,
+
+    /// How long to wait for JetStream's ack before spooling the event instead.
+    #[arg(long = "capture-timeout", env = "CLAWLINE_CAPTURE_TIMEOUT", value_parser = parse_duration, default_value = "2s")]
+    pub capture_timeout: Duration,
+
+    /// A conversation with no call for this long no longer continues (implicit sessions); its
+    /// trajectory is completed with reason `idle_timeout`.
+    #[arg(long = "session-idle", env = "CLAWLINE_SESSION_IDLE", value_parser = parse_duration, default_value = "30m")]
+    pub session_idle: Duration,
+
+    /// How long a trajectory stays known for completion and feedback after its last activity.
+    #[arg(long = "trajectory-ttl", env = "CLAWLINE_TRAJECTORY_TTL", value_parser = parse_duration, default_value = "24h")]
+    pub trajectory_ttl: Duration,
+
+    /// Most trajectories kept in memory; the least recently used are forgotten first.
+    #[arg(
+        long = "max-trajectories",
+        env = "CLAWLINE_MAX_TRAJECTORIES",
+        default_value_t = 100_000
+    )]
+    pub max_trajectories: usize,
+
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+/// Parses `250ms`, `2s`, `30m`, `24h` or plain seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (e.g. 500ms, 2s, 30m, 24h)"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(format!("{text:?}: unknown unit {unit:?} (ms, s, m, h)")),
+    };
+    if !seconds.is_finite() || seconds < 0.0 {
+        return Err(format!("{text:?} is not a valid duration"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units_and_reject_nonsense() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse_duration("5"), Ok(Duration::from_secs(5)));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("x").is_err());
+    }
+
+    #[test]
+    fn a_missing_upstream_is_a_cli_error_naming_the_flag() {
+        let err = Config::try_parse_from(["clawline-gateway"]).expect_err("must fail");
+        assert!(err.to_string().contains("--upstream"), "{err}");
+    }
+}

@@ -1,0 +1,480 @@
+//! `POST /v1/chat/completions` and Claw-R1's path-scoped `/{trajectory_uid}/{prompt_uid}/v1/chat/completions`.
+//!
+//! The request goes to the engine with every field untouched, plus `return_token_ids` and `logprobs`
+//! when the engine may support them; the answer goes back to the client with those extensions removed
+//! unless it asked for them. Streams are forwarded chunk by chunk as they arrive; the step is acked
+//! before the final `[DONE]`.
+
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use clawline_schemas::{SCHEMA_VERSION, TrajectoryRegistered, derived_id, new_event_id, now_ms};
+use futures::StreamExt;
+use serde_json::{Map, Value};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::steps::{CallContext, record_call};
+use super::{Body, caller, parse_json};
+use crate::AppState;
+use crate::auth::Caller;
+use crate::chat::{
+    Answer, Wants, content_text, request_exact_tokens, strip_unrequested, validate_messages,
+};
+use crate::error::ApiError;
+use crate::sessions::Trajectory;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/chat/completions", post(chat_auto))
+        .route(
+            "/{trajectory_uid}/{prompt_uid}/v1/chat/completions",
+            post(chat_path),
+        )
+}
+
+async fn chat_auto(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> Result<Response, ApiError> {
+    chat(state, headers, None, body).await
+}
+
+async fn chat_path(
+    State(state): State<AppState>,
+    Path((trajectory_uid, prompt_uid)): Path<(String, String)>,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> Result<Response, ApiError> {
+    chat(state, headers, Some((trajectory_uid, prompt_uid)), body).await
+}
+
+pub const TRAJECTORY_HEADER: &str = "x-clawline-trajectory";
+pub const PROMPT_HEADER: &str = "x-clawline-prompt";
+pub const CHANNEL_HEADER: &str = "x-clawline-channel";
+pub const STEP_ID_HEADER: &str = "x-clawline-step-id";
+pub const POLICY_VERSION_HEADER: &str = "x-clawline-policy-version";
+
+/// A fresh trajectory uid: 32 hex digits, time-ordered, like Claw-R1's uuid4 hex.
+pub fn new_trajectory_uid() -> String {
+    format!("{:032x}", ulid::Ulid::new().0)
+}
+
+/// An id a client chose (header or path): printable, no whitespace, at most 128 bytes.
+pub fn valid_client_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic())
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+}
+
+pub fn channel_from(state: &AppState, headers: &HeaderMap) -> Result<String, ApiError> {
+    match header(headers, CHANNEL_HEADER) {
+        None => Ok(state.config.default_channel.clone()),
+        Some(c) if clawline_nats::subjects::is_valid_token(c) => Ok(c.to_string()),
+        Some(c) => Err(ApiError::bad_param(
+            CHANNEL_HEADER,
+            format!("channel {c:?} must be 1-64 of [A-Za-z0-9_-]"),
+        )),
+    }
+}
+
+pub fn registration(state: &AppState, t: &Trajectory) -> TrajectoryRegistered {
+    TrajectoryRegistered {
+        event_id: new_event_id("trg"),
+        event_time: now_ms(),
+        producer: state.producer.clone(),
+        schema_version: SCHEMA_VERSION,
+        tenant: t.tenant.clone(),
+        channel: t.channel.clone(),
+        trajectory_uid: t.uid.clone(),
+        prompt_uid: t.prompt_uid.clone(),
+        metadata: t.metadata.clone(),
+        policy_version: state.policy.get(),
+    }
+}
+
+/// A prompt group for conversations without one: the same opening (system + first user message)
+/// from the same tenant is the same prompt, so GRPO can group answers to it.
+fn derived_prompt_uid(tenant: &str, messages: &[Value]) -> String {
+    let opening: Vec<String> = messages
+        .iter()
+        .take_while(|m| m.get("role").and_then(Value::as_str) != Some("assistant"))
+        .take(2)
+        .map(|m| content_text(m.get("content")))
+        .collect();
+    let mut parts = vec![tenant];
+    parts.extend(opening.iter().map(String::as_str));
+    derived_id("prm", &parts)
+}
+
+/// Which trajectory this call belongs to, with this call's step index taken.
+fn resolve(
+    state: &AppState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    path: Option<(String, String)>,
+    messages: &[Value],
+) -> Result<(Trajectory, String, Option<TrajectoryRegistered>), ApiError> {
+    let tenant = &caller.tenant;
+    let unknown = |uid: &str| {
+        ApiError::NotFound(format!(
+            "unknown trajectory {uid:?}: call /init_trajectory first"
+        ))
+    };
+    if let Some((uid, prompt_uid)) = path {
+        let t = state
+            .sessions
+            .next_step(&uid, tenant)
+            .map_err(|_| unknown(&uid))?;
+        return Ok((t, prompt_uid, None));
+    }
+    if let Some(uid) = header(headers, TRAJECTORY_HEADER) {
+        if !valid_client_id(uid) {
+            return Err(ApiError::bad_param(
+                TRAJECTORY_HEADER,
+                "trajectory id must be 1-128 printable characters",
+            ));
+        }
+        let prompt = header(headers, PROMPT_HEADER).map(str::to_string);
+        if prompt.as_deref().is_some_and(|p| !valid_client_id(p)) {
+            return Err(ApiError::bad_param(
+                PROMPT_HEADER,
+                "prompt id must be 1-128 printable characters",
+            ));
+        }
+        let prompt = prompt.unwrap_or_else(|| derived_prompt_uid(tenant, messages));
+        let channel = channel_from(state, headers)?;
+        let (created, is_new) = state
+            .sessions
+            .create(uid, tenant, &channel, &prompt, None, false)
+            .map_err(|_| unknown(uid))?;
+        let t = state
+            .sessions
+            .next_step(uid, tenant)
+            .map_err(|_| unknown(uid))?;
+        let reg = is_new.then(|| registration(state, &created));
+        let prompt_uid = t.prompt_uid.clone();
+        return Ok((t, prompt_uid, reg));
+    }
+    if let Some(existing) = state.sessions.continuing(tenant, messages)
+        && let Ok(t) = state.sessions.next_step(&existing.uid, tenant)
+    {
+        let prompt_uid = t.prompt_uid.clone();
+        return Ok((t, prompt_uid, None));
+    }
+    let uid = new_trajectory_uid();
+    let channel = channel_from(state, headers)?;
+    let prompt = derived_prompt_uid(tenant, messages);
+    let (created, _) = state
+        .sessions
+        .create(&uid, tenant, &channel, &prompt, None, true)
+        .map_err(|_| ApiError::Internal("fresh trajectory uid collided".into()))?;
+    let t = state
+        .sessions
+        .next_step(&uid, tenant)
+        .map_err(|_| unknown(&uid))?;
+    Ok((t, prompt, Some(registration(state, &created))))
+}
+
+/// The request fields other than the conversation itself, for provenance.
+fn params_of(request: &Map<String, Value>) -> Option<String> {
+    let params: Map<String, Value> = request
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "messages" | "tools"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    (!params.is_empty()).then(|| Value::Object(params).to_string())
+}
+
+async fn chat(
+    state: AppState,
+    headers: HeaderMap,
+    path: Option<(String, String)>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let caller = caller(&state, &headers)?;
+    let mut request: Map<String, Value> = parse_json(&body)?;
+    let messages = validate_messages(&request)
+        .map_err(|(param, message)| ApiError::bad_param(&param, message))?
+        .clone();
+    let stream = request
+        .get("stream")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let tools = request.get("tools").cloned().filter(|t| !t.is_null());
+    let params_json = params_of(&request);
+    let (trajectory, prompt_uid, registration) =
+        resolve(&state, &caller, &headers, path, &messages)?;
+    let request_id = header(&headers, "x-request-id")
+        .map(str::to_string)
+        .unwrap_or_else(|| new_event_id("req"));
+
+    let plain = serde_json::to_vec(&request).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let wants = request_exact_tokens(&mut request, true);
+    let extended = serde_json::to_vec(&request).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let body_for = |u: &crate::upstream::Upstream| {
+        if u.may_support_token_ids() {
+            extended.clone()
+        } else {
+            plain.clone()
+        }
+    };
+
+    let started = Instant::now();
+    // Streams get no total timeout (they may run long); the wait between chunks is bounded instead.
+    let timeout = (!stream).then_some(state.config.upstream_timeout);
+    let send = state
+        .upstreams
+        .post("/chat/completions", &body_for, timeout);
+    let (mut response, mut upstream) = tokio::time::timeout(state.config.upstream_timeout, send)
+        .await
+        .map_err(|_| ApiError::GatewayTimeout(state.config.upstream_timeout))??;
+    if response.status() == StatusCode::BAD_REQUEST && upstream.may_support_token_ids() {
+        // OpenAI's API and older engines refuse vLLM's extension: remember, and ask again without it.
+        let status = response.status();
+        let error_body = response.bytes().await.unwrap_or_default();
+        if !String::from_utf8_lossy(&error_body).contains("return_token_ids") {
+            return Err(ApiError::Upstream {
+                status,
+                body: error_body,
+            });
+        }
+        upstream.mark_no_token_ids();
+        (response, upstream) = state
+            .upstreams
+            .post("/chat/completions", &body_for, timeout)
+            .await?;
+    }
+    let status = response.status();
+    let policy_version = response
+        .headers()
+        .get(POLICY_VERSION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .or_else(|| state.policy.get());
+    if !status.is_success() {
+        let error_body = response.bytes().await.unwrap_or_default();
+        return Err(ApiError::Upstream {
+            status,
+            body: error_body,
+        });
+    }
+    let ctx = CallContext {
+        caller,
+        trajectory,
+        prompt_uid,
+        registration,
+        messages,
+        tools,
+        params_json,
+        request_id,
+        stream,
+        started,
+        ttft: None,
+        upstream: upstream.base.clone(),
+        policy_version,
+    };
+    let is_event_stream = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    if stream && is_event_stream {
+        return Ok(stream_response(state, ctx, response, wants));
+    }
+
+    let bytes = response.bytes().await.map_err(|e| {
+        if e.is_timeout() {
+            ApiError::GatewayTimeout(state.config.upstream_timeout)
+        } else {
+            ApiError::BadGateway(format!("reading the upstream answer: {e}"))
+        }
+    })?;
+    state
+        .metrics
+        .upstream_seconds
+        .observe(started.elapsed().as_secs_f64());
+    let mut answer_body: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::BadGateway(format!("the upstream answered invalid JSON: {e}")))?;
+    let answer = Answer::from_response(&answer_body);
+    record_call(&state, &ctx, &answer).await;
+    let out = if strip_unrequested(&mut answer_body, wants) {
+        Bytes::from(
+            serde_json::to_vec(&answer_body).map_err(|e| ApiError::Internal(e.to_string()))?,
+        )
+    } else {
+        bytes
+    };
+    let mut response = ([("content-type", "application/json")], out).into_response();
+    add_call_headers(response.headers_mut(), &ctx);
+    Ok(response)
+}
+
+fn add_call_headers(headers: &mut HeaderMap, ctx: &CallContext) {
+    let mut set = |name: &'static str, value: &str| {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            headers.insert(name, v);
+        }
+    };
+    set(TRAJECTORY_HEADER, &ctx.trajectory.uid);
+    set(STEP_ID_HEADER, &ctx.step_id(0));
+    set(
+        "x-clawline-step-index",
+        &ctx.trajectory.next_step.to_string(),
+    );
+    set("x-request-id", &ctx.request_id);
+    if let Some(v) = ctx.policy_version {
+        set(POLICY_VERSION_HEADER, &v.to_string());
+    }
+}
+
+fn stream_response(
+    state: AppState,
+    ctx: CallContext,
+    upstream: reqwest::Response,
+    wants: Wants,
+) -> Response {
+    let (tx, rx) = mpsc::channel::<Result<Bytes, std::convert::Infallible>>(64);
+    let mut headers = HeaderMap::new();
+    add_call_headers(&mut headers, &ctx);
+    tokio::spawn(pump(state, ctx, upstream, wants, tx));
+    let mut response = Response::new(axum::body::Body::from_stream(ReceiverStream::new(rx)));
+    let h = response.headers_mut();
+    h.extend(headers);
+    h.insert(
+        "content-type",
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert("cache-control", HeaderValue::from_static("no-cache"));
+    response
+}
+
+/// Position just past the first complete SSE event in `buf`.
+fn event_end(buf: &[u8]) -> Option<usize> {
+    let lf = buf.windows(2).position(|w| w == b"\n\n").map(|i| i + 2);
+    let crlf = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4);
+    match (lf, crlf) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+enum Event {
+    Done,
+    Forward(Bytes),
+}
+
+/// Reads one SSE event: `[DONE]`, or the bytes to forward (re-encoded only when extensions had to
+/// be removed).
+fn process_event(raw: Vec<u8>, answer: &mut Answer, wants: Wants) -> Event {
+    let text = String::from_utf8_lossy(&raw);
+    let data: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .map(|d| d.strip_prefix(' ').unwrap_or(d))
+        .collect();
+    if data.is_empty() {
+        return Event::Forward(Bytes::from(raw));
+    }
+    let data = data.join("\n");
+    if data.trim() == "[DONE]" {
+        return Event::Done;
+    }
+    match serde_json::from_str::<Value>(&data) {
+        Ok(mut chunk) => {
+            answer.push_chunk(&chunk);
+            if strip_unrequested(&mut chunk, wants) {
+                Event::Forward(Bytes::from(format!("data: {chunk}\n\n")))
+            } else {
+                Event::Forward(Bytes::from(raw))
+            }
+        }
+        Err(_) => Event::Forward(Bytes::from(raw)),
+    }
+}
+
+fn error_event(message: &str) -> Bytes {
+    let body = crate::error::error_body(message, "upstream_error", None, None);
+    Bytes::from(format!("data: {body}\n\n"))
+}
+
+/// Forwards the engine's stream to the client as it arrives, collecting the answer; records the step
+/// and only then sends `[DONE]`.
+async fn pump(
+    state: AppState,
+    mut ctx: CallContext,
+    upstream: reqwest::Response,
+    wants: Wants,
+    tx: mpsc::Sender<Result<Bytes, std::convert::Infallible>>,
+) {
+    let mut chunks = upstream.bytes_stream();
+    let mut buf: Vec<u8> = Vec::new();
+    let mut answer = Answer::default();
+    let mut done = false;
+    'read: loop {
+        let next = tokio::time::timeout(state.config.upstream_timeout, chunks.next()).await;
+        let bytes = match next {
+            Ok(Some(Ok(bytes))) => bytes,
+            Ok(None) => break,
+            Ok(Some(Err(err))) => {
+                tracing::warn!(request_id = %ctx.request_id, error = %err, "upstream stream broke; step not recorded");
+                let _ = tx
+                    .send(Ok(error_event(&format!(
+                        "the upstream stream broke: {err}"
+                    ))))
+                    .await;
+                return;
+            }
+            Err(_) => {
+                tracing::warn!(request_id = %ctx.request_id, "upstream stream stalled; step not recorded");
+                let message = format!(
+                    "the upstream sent nothing for {:?}",
+                    state.config.upstream_timeout
+                );
+                let _ = tx.send(Ok(error_event(&message))).await;
+                return;
+            }
+        };
+        if ctx.ttft.is_none() {
+            ctx.ttft = Some(ctx.started.elapsed());
+        }
+        buf.extend_from_slice(&bytes);
+        while let Some(end) = event_end(&buf) {
+            let raw: Vec<u8> = buf.drain(..end).collect();
+            match process_event(raw, &mut answer, wants) {
+                Event::Done => {
+                    done = true;
+                    break 'read;
+                }
+                Event::Forward(out) => {
+                    if tx.send(Ok(out)).await.is_err() {
+                        state.metrics.streams_abandoned.inc();
+                        tracing::info!(request_id = %ctx.request_id, "client left the stream; step not recorded");
+                        return;
+                    }
+                }
+            }
+        }
+    }
+    state
+        .metrics
+        .upstream_seconds
+        .observe(ctx.started.elapsed().as_secs_f64());
+    answer.finish_stream();
+    record_call(&state, &ctx, &answer).await;
+    if done {
+        let _ = tx.send(Ok(Bytes::from_static(b"data: [DONE]\n\n"))).await;
+    }
+}

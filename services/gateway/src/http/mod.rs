@@ -1,0 +1,115 @@
+//! HTTP routes. Each resource module exports `router()`; [`app`] assembles them with the body limit
+//! and request metrics.
+
+mod chat;
+mod ops;
+mod steps;
+mod trajectory;
+mod whitebox;
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Request, State};
+use axum::http::HeaderMap;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use clawline_runtime::CancellationToken;
+use serde::de::DeserializeOwned;
+
+use crate::AppState;
+use crate::auth::Caller;
+use crate::error::ApiError;
+
+pub fn app(state: AppState) -> Router {
+    let limit = state.config.max_body_bytes;
+    Router::new()
+        .merge(chat::router())
+        .merge(trajectory::router())
+        .merge(whitebox::router())
+        .merge(ops::router())
+        .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_requests,
+        ))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+async fn count_requests(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let response = next.run(request).await;
+    state
+        .metrics
+        .requests
+        .get_or_create(&vec![
+            ("route".to_string(), route),
+            ("status".to_string(), response.status().as_u16().to_string()),
+        ])
+        .inc();
+    response
+}
+
+/// The raw request body, with the size cap turned into a 413 in our error shape.
+pub struct Body(pub Bytes);
+
+impl FromRequest<AppState> for Body {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        Bytes::from_request(req, state)
+            .await
+            .map(Body)
+            .map_err(|rejection| {
+                if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::PayloadTooLarge {
+                        limit: state.config.max_body_bytes,
+                    }
+                } else {
+                    ApiError::bad_request(format!(
+                        "could not read the request body: {}",
+                        rejection.body_text()
+                    ))
+                }
+            })
+    }
+}
+
+/// Parses a JSON body; the error names the position and what was wrong.
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+}
+
+/// Parses an optional JSON body: empty means `T::default()`.
+pub fn parse_optional_json<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        Ok(T::default())
+    } else {
+        parse_json(body)
+    }
+}
+
+pub fn caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    state.keys.authenticate(headers)
+}
+
+/// Every 10 s: forget idle trajectories, and complete implicit sessions that went idle.
+pub async fn sweep_sessions(state: AppState, shutdown: CancellationToken) -> anyhow::Result<()> {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+        }
+        for ended in state.sessions.sweep() {
+            trajectory::complete_idle(&state, &ended).await;
+        }
+        state.metrics.sessions.set(state.sessions.len() as i64);
+    }
+}

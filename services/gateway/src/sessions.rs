@@ -1,0 +1,347 @@
+//! Trajectories the gateway knows, and sessions for unmodified clients.
+//!
+//! A trajectory is known by uid (from `/init_trajectory`, a header, or created for a new
+//! conversation) and carries its tenant, channel and next step index. For clients that send no ids,
+//! a call whose messages start with an earlier call's messages plus that call's answer continues the
+//! earlier call's trajectory: each answered call leaves a fingerprint of "messages + answer", and a new
+//! call looks up the fingerprint of its messages up to its last assistant message.
+//!
+//! Memory is bounded: a sweeper forgets trajectories idle longer than the TTL and, past
+//! `max_trajectories`, the least recently used ones.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+/// One known trajectory.
+#[derive(Debug, Clone)]
+pub struct Trajectory {
+    pub uid: String,
+    pub tenant: String,
+    pub channel: String,
+    pub prompt_uid: String,
+    pub metadata: Option<serde_json::Value>,
+    /// Created for a client that sends no ids (completed by the gateway when idle).
+    pub implicit: bool,
+    pub completed: bool,
+    /// Steps recorded so far; the next step gets this index.
+    pub next_step: u32,
+    last_active: Instant,
+    fingerprint: Option<Fingerprint>,
+}
+
+type Fingerprint = [u8; 32];
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub session_idle: Duration,
+    pub trajectory_ttl: Duration,
+    pub max_trajectories: usize,
+}
+
+pub struct Sessions {
+    limits: Limits,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    by_uid: HashMap<String, Trajectory>,
+    by_fingerprint: HashMap<Fingerprint, String>,
+}
+
+/// Why a trajectory cannot be used by this caller.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Denied {
+    /// Unknown, or owned by another tenant (the two are not told apart).
+    NotFound,
+}
+
+impl Sessions {
+    pub fn new(limits: Limits) -> Self {
+        Self {
+            limits,
+            inner: Mutex::new(Inner::default()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().by_uid.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Registers a new trajectory, or returns the existing one of the same tenant; `true` when it
+    /// was created by this call.
+    pub fn create(
+        &self,
+        uid: &str,
+        tenant: &str,
+        channel: &str,
+        prompt_uid: &str,
+        metadata: Option<serde_json::Value>,
+        implicit: bool,
+    ) -> Result<(Trajectory, bool), Denied> {
+        let mut inner = self.lock();
+        if let Some(existing) = inner.by_uid.get(uid) {
+            return if existing.tenant == tenant {
+                Ok((existing.clone(), false))
+            } else {
+                Err(Denied::NotFound)
+            };
+        }
+        let trajectory = Trajectory {
+            uid: uid.to_string(),
+            tenant: tenant.to_string(),
+            channel: channel.to_string(),
+            prompt_uid: prompt_uid.to_string(),
+            metadata,
+            implicit,
+            completed: false,
+            next_step: 0,
+            last_active: Instant::now(),
+            fingerprint: None,
+        };
+        inner.by_uid.insert(uid.to_string(), trajectory.clone());
+        Ok((trajectory, true))
+    }
+
+    /// The trajectory, if it exists and belongs to `tenant`.
+    pub fn get(&self, uid: &str, tenant: &str) -> Result<Trajectory, Denied> {
+        let inner = self.lock();
+        match inner.by_uid.get(uid) {
+            Some(t) if t.tenant == tenant => Ok(t.clone()),
+            _ => Err(Denied::NotFound),
+        }
+    }
+
+    /// Applies `change` to a trajectory of `tenant` and returns the result.
+    pub fn update(
+        &self,
+        uid: &str,
+        tenant: &str,
+        change: impl FnOnce(&mut Trajectory),
+    ) -> Result<Trajectory, Denied> {
+        let mut inner = self.lock();
+        match inner.by_uid.get_mut(uid) {
+            Some(t) if t.tenant == tenant => {
+                change(t);
+                t.last_active = Instant::now();
+                Ok(t.clone())
+            }
+            _ => Err(Denied::NotFound),
+        }
+    }
+
+    /// Takes the next step index of a trajectory (counts per trajectory, from 0).
+    pub fn next_step(&self, uid: &str, tenant: &str) -> Result<Trajectory, Denied> {
+        let mut taken = None;
+        self.update(uid, tenant, |t| {
+            taken = Some(t.next_step);
+            t.next_step += 1;
+        })
+        .map(|mut t| {
+            t.next_step = taken.unwrap_or(t.next_step);
+            t
+        })
+    }
+
+    /// The implicit session that `messages` continue, if any.
+    pub fn continuing(&self, tenant: &str, messages: &[serde_json::Value]) -> Option<Trajectory> {
+        let last_assistant = messages
+            .iter()
+            .rposition(|m| m.get("role").and_then(|r| r.as_str()) == Some("assistant"))?;
+        let key = fingerprint(tenant, &messages[..=last_assistant], None);
+        let inner = self.lock();
+        let uid = inner.by_fingerprint.get(&key)?;
+        let t = inner.by_uid.get(uid)?;
+        (!t.completed && t.tenant == tenant && t.last_active.elapsed() < self.limits.session_idle)
+            .then(|| t.clone())
+    }
+
+    /// Remembers that `messages` plus `answer` is where this session stands now.
+    pub fn remember_turn(
+        &self,
+        uid: &str,
+        tenant: &str,
+        messages: &[serde_json::Value],
+        answer: &serde_json::Value,
+    ) {
+        let key = fingerprint(tenant, messages, Some(answer));
+        let mut inner = self.lock();
+        let Some(t) = inner.by_uid.get_mut(uid) else {
+            return;
+        };
+        let old = t.fingerprint.replace(key);
+        if let Some(old) = old {
+            inner.by_fingerprint.remove(&old);
+        }
+        inner.by_fingerprint.insert(key, uid.to_string());
+    }
+
+    /// Forgets what is idle too long or over the cap. Returns the implicit sessions that ended
+    /// without completion, for the caller to complete with reason `idle_timeout`.
+    pub fn sweep(&self) -> Vec<Trajectory> {
+        let now = Instant::now();
+        let mut ended = Vec::new();
+        let mut inner = self.lock();
+        let Inner {
+            by_uid,
+            by_fingerprint,
+        } = &mut *inner;
+        for t in by_uid.values_mut() {
+            if t.implicit
+                && !t.completed
+                && now.duration_since(t.last_active) >= self.limits.session_idle
+            {
+                t.completed = true;
+                if let Some(fp) = t.fingerprint.take() {
+                    by_fingerprint.remove(&fp);
+                }
+                ended.push(t.clone());
+            }
+        }
+        by_uid.retain(|_, t| {
+            let keep = now.duration_since(t.last_active) < self.limits.trajectory_ttl;
+            if !keep && let Some(fp) = t.fingerprint {
+                by_fingerprint.remove(&fp);
+            }
+            keep
+        });
+        if by_uid.len() > self.limits.max_trajectories {
+            let mut ages: Vec<(Instant, String)> = by_uid
+                .iter()
+                .map(|(uid, t)| (t.last_active, uid.clone()))
+                .collect();
+            ages.sort();
+            let excess = by_uid.len() - self.limits.max_trajectories;
+            for (_, uid) in ages.into_iter().take(excess) {
+                if let Some(t) = by_uid.remove(&uid)
+                    && let Some(fp) = t.fingerprint
+                {
+                    by_fingerprint.remove(&fp);
+                }
+            }
+        }
+        ended
+    }
+}
+
+/// A chained hash of the messages as the model saw them: role, text and tool calls (not ids or
+/// formatting details that clients rewrite when they send history back).
+fn fingerprint(
+    tenant: &str,
+    messages: &[serde_json::Value],
+    answer: Option<&serde_json::Value>,
+) -> Fingerprint {
+    let mut hasher = Sha256::new();
+    hasher.update(tenant.as_bytes());
+    for message in messages.iter().chain(answer) {
+        hasher.update([0xff]);
+        canonical_message(message, &mut hasher);
+    }
+    hasher.finalize().into()
+}
+
+fn canonical_message(message: &serde_json::Value, hasher: &mut Sha256) {
+    let field = |name: &str| message.get(name).and_then(|v| v.as_str()).unwrap_or("");
+    hasher.update(field("role").as_bytes());
+    hasher.update([0]);
+    hasher.update(
+        crate::chat::content_text(message.get("content"))
+            .trim()
+            .as_bytes(),
+    );
+    hasher.update([0]);
+    if let Some(calls) = message.get("tool_calls").and_then(|c| c.as_array()) {
+        for call in calls {
+            let function = call.get("function");
+            let part = |name: &str| {
+                function
+                    .and_then(|f| f.get(name))
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("")
+            };
+            hasher.update(part("name").as_bytes());
+            hasher.update([1]);
+            hasher.update(part("arguments").as_bytes());
+            hasher.update([2]);
+        }
+    }
+    hasher.update(field("tool_call_id").as_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn sessions(idle_ms: u64) -> Sessions {
+        Sessions::new(Limits {
+            session_idle: Duration::from_millis(idle_ms),
+            trajectory_ttl: Duration::from_secs(3600),
+            max_trajectories: 3,
+        })
+    }
+
+    #[test]
+    fn a_call_extending_the_last_answer_continues_the_session() {
+        let s = sessions(60_000);
+        s.create("t1", "acme", "train", "p", None, true)
+            .expect("create");
+        let first = vec![json!({"role": "user", "content": "hi"})];
+        let answer = json!({"role": "assistant", "content": "hello"});
+        s.remember_turn("t1", "acme", &first, &answer);
+
+        let mut next = first.clone();
+        next.push(json!({"role": "assistant", "content": "hello ", "tool_calls": null}));
+        next.push(json!({"role": "user", "content": "how are you?"}));
+        assert_eq!(
+            s.continuing("acme", &next).map(|t| t.uid),
+            Some("t1".into())
+        );
+        // Another tenant sending the same history does not join it.
+        assert!(s.continuing("other", &next).is_none());
+        // A different answer in the history is a different conversation.
+        next[1] = json!({"role": "assistant", "content": "bye"});
+        assert!(s.continuing("acme", &next).is_none());
+        // A fresh conversation has no assistant message and never continues anything.
+        assert!(s.continuing("acme", &first).is_none());
+    }
+
+    #[test]
+    fn step_indexes_count_per_trajectory_and_tenants_are_isolated() {
+        let s = sessions(60_000);
+        s.create("t1", "acme", "train", "p", None, false)
+            .expect("create");
+        assert_eq!(s.next_step("t1", "acme").expect("step").next_step, 0);
+        assert_eq!(s.next_step("t1", "acme").expect("step").next_step, 1);
+        assert!(s.next_step("t1", "evil").is_err());
+        assert!(s.create("t1", "evil", "train", "p", None, false).is_err());
+    }
+
+    #[test]
+    fn idle_sessions_end_and_memory_stays_bounded() {
+        let s = sessions(0);
+        for i in 0..5 {
+            s.create(&format!("t{i}"), "acme", "train", "p", None, i == 0)
+                .expect("create");
+        }
+        let ended = s.sweep();
+        assert_eq!(
+            ended.iter().map(|t| t.uid.as_str()).collect::<Vec<_>>(),
+            vec!["t0"]
+        );
+        assert_eq!(s.len(), 3, "capped at max_trajectories");
+        assert!(s.sweep().is_empty(), "an ended session is reported once");
+    }
+}

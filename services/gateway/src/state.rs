@@ -1,0 +1,294 @@
+//! The gateway's shared state and its background tasks.
+
+use std::ops::Deref;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clawline_nats::buckets;
+use clawline_runtime::prometheus_client::metrics::counter::Counter;
+use clawline_runtime::prometheus_client::metrics::family::Family;
+use clawline_runtime::prometheus_client::metrics::gauge::Gauge;
+use clawline_runtime::prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use clawline_runtime::tokenize::ChatTokenizer;
+use clawline_runtime::{CancellationToken, Metrics, TaskSet};
+use futures::StreamExt;
+
+use crate::auth::ApiKeys;
+use crate::capture::{Capture, CaptureMetrics, Spool};
+use crate::config::Config;
+use crate::sessions::{Limits, Sessions};
+use crate::upstream::Upstreams;
+
+/// The policy version currently served (KV `policy.version`), if one was ever set.
+#[derive(Default)]
+pub struct PolicyVersion {
+    value: AtomicU64,
+    known: AtomicBool,
+}
+
+impl PolicyVersion {
+    pub fn get(&self) -> Option<u64> {
+        self.known
+            .load(Ordering::Acquire)
+            .then(|| self.value.load(Ordering::Acquire))
+    }
+
+    pub fn set(&self, version: u64) {
+        self.value.store(version, Ordering::Release);
+        self.known.store(true, Ordering::Release);
+    }
+}
+
+type Labels = Vec<(String, String)>;
+
+#[derive(Clone)]
+pub struct GatewayMetrics {
+    pub requests: Family<Labels, Counter>,
+    pub upstream_seconds: Histogram,
+    pub steps: Family<Labels, Counter>,
+    pub streams_abandoned: Counter,
+    pub sessions: Gauge,
+    pub capture: CaptureMetrics,
+}
+
+impl GatewayMetrics {
+    fn new(registry: &Metrics) -> Self {
+        let this = Self {
+            requests: Family::default(),
+            upstream_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 20)),
+            steps: Family::default(),
+            streams_abandoned: Counter::default(),
+            sessions: Gauge::default(),
+            capture: CaptureMetrics::default(),
+        };
+        registry.register(
+            "http_requests",
+            "HTTP requests by route and status",
+            this.requests.clone(),
+        );
+        registry.register(
+            "upstream_request_seconds",
+            "Time to the upstream's full answer",
+            this.upstream_seconds.clone(),
+        );
+        registry.register(
+            "steps_recorded",
+            "Steps recorded by token source",
+            this.steps.clone(),
+        );
+        registry.register(
+            "streams_abandoned",
+            "Streams the client left before the end (not recorded)",
+            this.streams_abandoned.clone(),
+        );
+        registry.register(
+            "trajectories_in_memory",
+            "Trajectories the gateway keeps in memory",
+            this.sessions.clone(),
+        );
+        registry.register(
+            "capture_events",
+            "Events by capture outcome (acked, duplicate, spooled, drained, rejected, lost)",
+            this.capture.events.clone(),
+        );
+        registry.register(
+            "spool_depth",
+            "Events in the spool waiting for JetStream",
+            this.capture.spool_depth.clone(),
+        );
+        this
+    }
+
+    pub fn count_step(&self, token_source: &str) {
+        self.steps
+            .get_or_create(&vec![(
+                "token_source".to_string(),
+                token_source.to_string(),
+            )])
+            .inc();
+    }
+}
+
+pub struct Inner {
+    pub config: Config,
+    pub keys: ApiKeys,
+    pub upstreams: Upstreams,
+    pub capture: Capture,
+    pub sessions: Sessions,
+    pub tokenizer: Option<ChatTokenizer>,
+    pub policy: PolicyVersion,
+    /// Set once the topology exists (and the tokenizer, if configured, is loaded).
+    pub ready: AtomicBool,
+    pub metrics: GatewayMetrics,
+    pub registry: Metrics,
+    pub producer: String,
+    client: async_nats::Client,
+}
+
+/// Cheap to clone; what every handler gets.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+impl Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    pub fn build(config: Config, client: async_nats::Client) -> anyhow::Result<Self> {
+        let keys = match &config.api_keys {
+            Some(path) => ApiKeys::load(path)?,
+            None => ApiKeys::open(),
+        };
+        let tokenizer = match &config.tokenizer {
+            Some(dir) => Some(
+                ChatTokenizer::load(dir)
+                    .with_context(|| format!("--tokenizer {}", dir.display()))?,
+            ),
+            None => None,
+        };
+        anyhow::ensure!(
+            clawline_nats::subjects::is_valid_token(&config.default_channel),
+            "--default-channel {:?} must be 1-64 of [A-Za-z0-9_-]",
+            config.default_channel
+        );
+        let upstreams = Upstreams::new(&config.upstreams)?;
+        let spool = Spool::open(&config.spool_dir, config.spool_fsync)
+            .with_context(|| format!("opening --spool-dir {}", config.spool_dir.display()))?;
+        if spool.depth() > 0 {
+            tracing::info!(
+                depth = spool.depth(),
+                "spool has events from an earlier run; draining"
+            );
+        }
+        let registry = Metrics::new("clawline_gateway");
+        let metrics = GatewayMetrics::new(&registry);
+        let capture = Capture::new(
+            client.clone(),
+            spool,
+            config.capture_timeout,
+            metrics.capture.clone(),
+        );
+        let sessions = Sessions::new(Limits {
+            session_idle: config.session_idle,
+            trajectory_ttl: config.trajectory_ttl,
+            max_trajectories: config.max_trajectories,
+        });
+        Ok(Self(Arc::new(Inner {
+            config,
+            keys,
+            upstreams,
+            capture,
+            sessions,
+            tokenizer,
+            policy: PolicyVersion::default(),
+            ready: AtomicBool::new(false),
+            metrics,
+            registry,
+            producer: format!("clawline-gateway/{}", env!("CARGO_PKG_VERSION")),
+            client,
+        })))
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+}
+
+pub fn spawn_background(state: &AppState, tasks: &mut TaskSet, shutdown: CancellationToken) {
+    let s = state.clone();
+    let token = shutdown.clone();
+    tasks.spawn("topology", async move {
+        ensure_topology_until_done(s, token).await
+    });
+
+    let capture = state.capture.clone();
+    let token = shutdown.clone();
+    tasks.spawn("spool-drain", async move { capture.drain(token).await });
+
+    let s = state.clone();
+    let token = shutdown.clone();
+    tasks.spawn("policy-version", async move {
+        watch_policy_version(s, token).await
+    });
+
+    let s = state.clone();
+    let token = shutdown.clone();
+    tasks.spawn("upstream-probe", async move {
+        s.upstreams.probe(Duration::from_secs(2), token).await
+    });
+
+    let s = state.clone();
+    tasks.spawn("session-sweep", async move {
+        crate::http::sweep_sessions(s, shutdown).await
+    });
+}
+
+/// Creates the topology, retrying while NATS is unreachable; `/ready` answers 200 afterwards.
+async fn ensure_topology_until_done(
+    state: AppState,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let js = state.capture.jetstream().clone();
+    let topology = state.config.nats.topology();
+    loop {
+        match clawline_nats::ensure_topology(&js, &topology).await {
+            Ok(()) => {
+                state.ready.store(true, Ordering::Release);
+                tracing::info!("topology ready");
+                return Ok(());
+            }
+            Err(err) => tracing::warn!(error = %err, "topology not ready; retrying"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+/// Follows KV `state`/`policy.version`, reconnecting the watch when NATS goes away.
+async fn watch_policy_version(state: AppState, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let js = async_nats::jetstream::new(state.client.clone());
+    loop {
+        let attempt = async {
+            let kv = js.get_key_value(buckets::STATE).await?;
+            let mut watch = kv.watch_with_history(buckets::POLICY_VERSION_KEY).await?;
+            while let Some(entry) = watch.next().await {
+                let entry = entry?;
+                match std::str::from_utf8(&entry.value)
+                    .ok()
+                    .and_then(|t| t.trim().parse::<u64>().ok())
+                {
+                    Some(version) => {
+                        if state.policy.get() != Some(version) {
+                            tracing::info!(version, "policy version");
+                        }
+                        state.policy.set(version);
+                    }
+                    None if entry.value.is_empty() => {}
+                    None => {
+                        tracing::warn!(value = ?entry.value, "policy.version is not a number; ignored")
+                    }
+                }
+            }
+            anyhow::Ok(())
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            result = attempt => {
+                if let Err(err) = result {
+                    tracing::debug!(error = %err, "policy version watch ended; retrying");
+                }
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}

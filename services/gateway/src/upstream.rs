@@ -1,0 +1,164 @@
+//! The serving engines behind the gateway: round-robin over the healthy ones, pooled connections
+//! with TCP_NODELAY, failover on connection errors, and a health probe that brings an engine back.
+
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::error::ApiError;
+
+/// Whether an engine understands vLLM's `return_token_ids` (learned from its first answer).
+const TOKEN_IDS_UNKNOWN: u8 = 0;
+const TOKEN_IDS_NO: u8 = 2;
+
+pub struct Upstream {
+    /// Base URL without a trailing slash, e.g. `http://127.0.0.1:8000/v1`.
+    pub base: String,
+    healthy: AtomicBool,
+    token_ids: AtomicU8,
+}
+
+impl Upstream {
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// False once the engine refused the extension; then the gateway stops asking.
+    pub fn may_support_token_ids(&self) -> bool {
+        self.token_ids.load(Ordering::Relaxed) != TOKEN_IDS_NO
+    }
+
+    pub fn mark_no_token_ids(&self) {
+        if self.token_ids.swap(TOKEN_IDS_NO, Ordering::Relaxed) == TOKEN_IDS_UNKNOWN {
+            tracing::info!(upstream = %self.base, "upstream rejects return_token_ids; using the tokenizer fallback");
+        }
+    }
+}
+
+pub struct Upstreams {
+    list: Vec<Upstream>,
+    next: AtomicUsize,
+    client: reqwest::Client,
+}
+
+impl Upstreams {
+    pub fn new(bases: &[String]) -> anyhow::Result<Self> {
+        anyhow::ensure!(!bases.is_empty(), "at least one --upstream is required");
+        let mut list = Vec::new();
+        for base in bases {
+            let parsed = reqwest::Url::parse(base)
+                .map_err(|e| anyhow::anyhow!("--upstream {base:?} is not a URL: {e}"))?;
+            anyhow::ensure!(
+                matches!(parsed.scheme(), "http" | "https"),
+                "--upstream {base:?} must be http(s)"
+            );
+            list.push(Upstream {
+                base: base.trim_end_matches('/').to_string(),
+                healthy: AtomicBool::new(true),
+                token_ids: AtomicU8::new(TOKEN_IDS_UNKNOWN),
+            });
+        }
+        let client = reqwest::Client::builder()
+            .tcp_nodelay(true)
+            .pool_max_idle_per_host(1024)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .connect_timeout(Duration::from_secs(5))
+            .build()?;
+        Ok(Self {
+            list,
+            next: AtomicUsize::new(0),
+            client,
+        })
+    }
+
+    pub fn all(&self) -> &[Upstream] {
+        &self.list
+    }
+
+    /// Upstreams in the order to try: healthy ones round-robin first, then the rest.
+    fn order(&self) -> Vec<&Upstream> {
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let n = self.list.len();
+        let rotated = (0..n).map(|i| &self.list[(start + i) % n]);
+        let (mut healthy, sick): (Vec<_>, Vec<_>) = rotated.partition(|u| u.is_healthy());
+        healthy.extend(sick);
+        healthy
+    }
+
+    /// POSTs a JSON body to `path` on the next upstream, failing over to the others when one cannot
+    /// be connected to. `body_for` builds the body for the chosen upstream (engines differ in the
+    /// extensions they accept). Any HTTP answer (also an error status) is returned as is.
+    pub async fn post(
+        &self,
+        path: &str,
+        body_for: impl Fn(&Upstream) -> Vec<u8>,
+        timeout: Option<Duration>,
+    ) -> Result<(reqwest::Response, &Upstream), ApiError> {
+        let mut last_error = String::from("no upstream configured");
+        for upstream in self.order() {
+            let mut request = self
+                .client
+                .post(format!("{}{path}", upstream.base))
+                .header("content-type", "application/json")
+                .body(body_for(upstream));
+            if let Some(t) = timeout {
+                request = request.timeout(t);
+            }
+            match request.send().await {
+                Ok(response) => {
+                    upstream.healthy.store(true, Ordering::Relaxed);
+                    return Ok((response, upstream));
+                }
+                Err(err) if err.is_timeout() => {
+                    return Err(ApiError::GatewayTimeout(timeout.unwrap_or_default()));
+                }
+                Err(err) if err.is_connect() => {
+                    tracing::warn!(upstream = %upstream.base, error = %err, "upstream unreachable; trying the next");
+                    upstream.healthy.store(false, Ordering::Relaxed);
+                    last_error = format!("{}: {err}", upstream.base);
+                }
+                Err(err) => return Err(ApiError::BadGateway(format!("{}: {err}", upstream.base))),
+            }
+        }
+        Err(ApiError::BadGateway(last_error))
+    }
+
+    /// GETs `path` from the first healthy upstream.
+    pub async fn get(&self, path: &str) -> Result<reqwest::Response, ApiError> {
+        let upstream = self.order()[0];
+        self.client
+            .get(format!("{}{path}", upstream.base))
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .map_err(|e| ApiError::BadGateway(format!("{}: {e}", upstream.base)))
+    }
+
+    /// Probes unhealthy upstreams every `interval` and marks the reachable ones healthy again.
+    pub async fn probe(
+        &self,
+        interval: Duration,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(interval) => {}
+            }
+            for upstream in self.list.iter().filter(|u| !u.is_healthy()) {
+                let reachable = self
+                    .client
+                    .get(format!("{}/models", upstream.base))
+                    .timeout(Duration::from_secs(2))
+                    .send()
+                    .await
+                    .is_ok();
+                if reachable {
+                    tracing::info!(upstream = %upstream.base, "upstream reachable again");
+                    upstream.healthy.store(true, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}

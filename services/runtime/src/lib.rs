@@ -1,0 +1,22 @@
+//! clawline-runtime — the small shared base of every service.
+//!
+//! Owns: the clap arg groups every binary has (`NatsArgs`, `LogArgs`), `init_tracing`, the shutdown
+//! token wired to Ctrl-C / SIGTERM, the task spawner that takes the service down when any task dies,
+//! the Prometheus registry, and connecting to NATS. Must not know about any one service.
+
+mod args;
+mod metrics;
+mod nats;
+mod shutdown;
+#[cfg(feature = "tokenizer")]
+pub mod tokenize;
+mod tracing_init;
+
+pub use args::{LogArgs, LogFormat, NatsArgs};
+pub use metrics::Metrics;
+pub use nats::connect_nats;
+pub use shutdown::{Shutdown, TaskSet};
+pub use tracing_init::init_tracing;
+
+pub use prometheus_client;
+pub use tokio_util::sync::CancellationToken;

@@ -1,0 +1,200 @@
+//! clawline-mock-vllm — a stand-in for vLLM's OpenAI-compatible server, for tests and benchmarks
+//! only (the one part of the system tests may mock).
+//!
+//! It behaves like vLLM where clawline depends on it: `return_token_ids` gives `prompt_token_ids`
+//! and per-choice `token_ids` (the end-of-sequence token included, as engines count it), `logprobs`
+//! gives per-token logprobs, streams are SSE chunks with per-chunk ids and logprobs, tool calls
+//! stream as vLLM's do, and `/v1/completions` takes token-id prompts. Prompt ids come from the
+//! bundled tokenizer's chat template. Knobs: delays, failure status, a hang, no-token-ids mode
+//! (rejects the extension like OpenAI's API), a policy-version header.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use clawline_runtime::tokenize::ChatTokenizer;
+use serde_json::{Value, json};
+
+mod reply;
+
+/// The bundled tokenizer (`data/tokenizer`).
+pub fn default_tokenizer_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data/tokenizer")
+}
+
+/// Behaviour knobs; change them while the mock runs through [`MockVllm::configure`].
+#[derive(Debug, Clone)]
+pub struct MockConfig {
+    pub model: String,
+    /// Wait before answering (before the first chunk when streaming).
+    pub delay: Duration,
+    /// Wait between streamed chunks.
+    pub token_delay: Duration,
+    /// Understand vLLM's `return_token_ids`; when false, reject it with 400 like OpenAI's API.
+    pub token_ids: bool,
+    /// Send `x-clawline-policy-version` with every answer.
+    pub policy_version: Option<u64>,
+    /// Answer every chat request with this status and an error body.
+    pub fail_status: Option<u16>,
+    /// A fixed reply instead of `echo: <last message>`.
+    pub reply: Option<String>,
+}
+
+impl Default for MockConfig {
+    fn default() -> Self {
+        Self {
+            model: "mock-model".into(),
+            delay: Duration::ZERO,
+            token_delay: Duration::ZERO,
+            token_ids: true,
+            policy_version: None,
+            fail_status: None,
+            reply: None,
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct Stats {
+    pub chat_requests: AtomicU64,
+    pub completion_requests: AtomicU64,
+    /// The last chat request body as received.
+    pub last_request: Mutex<Option<Value>>,
+}
+
+pub(crate) struct Shared {
+    pub config: RwLock<MockConfig>,
+    pub tokenizer: ChatTokenizer,
+    pub stats: Arc<Stats>,
+    pub counter: AtomicU64,
+}
+
+impl Shared {
+    fn new(config: MockConfig, tokenizer: &std::path::Path) -> anyhow::Result<Arc<Self>> {
+        Ok(Arc::new(Shared {
+            config: RwLock::new(config),
+            tokenizer: ChatTokenizer::load(tokenizer)?,
+            stats: Arc::new(Stats::default()),
+            counter: AtomicU64::new(0),
+        }))
+    }
+
+    pub(crate) fn config(&self) -> MockConfig {
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// A running mock on a loopback port; stops when dropped.
+pub struct MockVllm {
+    /// Base URL including `/v1`, as given to `--upstream`.
+    pub url: String,
+    pub addr: SocketAddr,
+    pub stats: Arc<Stats>,
+    shared: Arc<Shared>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl MockVllm {
+    pub async fn start(config: MockConfig) -> anyhow::Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        Self::serve(listener, config, &default_tokenizer_dir()).await
+    }
+
+    pub async fn serve(
+        listener: tokio::net::TcpListener,
+        config: MockConfig,
+        tokenizer: &std::path::Path,
+    ) -> anyhow::Result<Self> {
+        let addr = listener.local_addr()?;
+        let shared = Shared::new(config, tokenizer)?;
+        let app = router(shared.clone());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Self {
+            url: format!("http://{addr}/v1"),
+            addr,
+            stats: shared.stats.clone(),
+            shared,
+            task,
+        })
+    }
+
+    /// Changes the behaviour for the following requests.
+    pub fn configure(&self, change: impl FnOnce(&mut MockConfig)) {
+        change(
+            &mut self
+                .shared
+                .config
+                .write()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+    }
+
+    /// The ids vLLM would report for this chat prompt (for assertions).
+    pub fn prompt_ids(&self, messages: &[Value], tools: Option<&Value>) -> Vec<u32> {
+        self.shared
+            .tokenizer
+            .encode_chat(messages, tools)
+            .unwrap_or_default()
+    }
+
+    pub fn chat_requests(&self) -> u64 {
+        self.stats.chat_requests.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for MockVllm {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(reply::chat))
+        .route("/v1/completions", post(reply::completions))
+        .route("/v1/models", get(models))
+        .route("/health", get(|| async { "ok" }))
+        .with_state(shared)
+}
+
+/// Serves a mock on `listener` until the process ends (for the `clawline-mock-vllm` binary).
+pub async fn serve_forever(
+    listener: tokio::net::TcpListener,
+    config: MockConfig,
+    tokenizer: &std::path::Path,
+) -> anyhow::Result<()> {
+    axum::serve(listener, router(Shared::new(config, tokenizer)?)).await?;
+    Ok(())
+}
+
+async fn models(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    let model = shared.config().model;
+    axum::Json(
+        json!({"object": "list", "data": [{"id": model, "object": "model", "owned_by": "clawline-mock"}]}),
+    )
+}
+
+pub(crate) fn error(status: StatusCode, message: &str) -> Response {
+    (
+        status,
+        axum::Json(json!({"error": {"message": message, "type": "BadRequestError", "param": null, "code": status.as_u16()}})),
+    )
+        .into_response()
+}
+
+pub(crate) fn sse(data: &Value) -> Bytes {
+    Bytes::from(format!("data: {data}\n\n"))
+}
