@@ -230,7 +230,8 @@ impl Drop for LocalServer {
 
 fn parse_client_port(text: &str) -> Option<u16> {
     let value: serde_json::Value = serde_json::from_str(text).ok()?;
-    let url = value.get("client")?.as_array()?.first()?.as_str()?;
+    let urls = value.get("nats").or_else(|| value.get("client"))?;
+    let url = urls.as_array()?.first()?.as_str()?;
     url.rsplit(':').next()?.parse().ok()
 }
 
@@ -238,7 +239,7 @@ fn parse_client_port(text: &str) -> Option<u16> {
 mod tests {
     #[test]
     fn reads_the_client_port_from_a_ports_file() {
-        let text = r#"{"client":["nats://127.0.0.1:41234"],"monitoring":[]}"#;
+        let text = r#"{"nats":["nats://127.0.0.1:41234"],"monitoring":[]}"#;
         assert_eq!(super::parse_client_port(text), Some(41234));
         assert_eq!(super::parse_client_port("{}"), None);
     }

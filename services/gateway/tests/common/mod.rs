@@ -1,0 +1,216 @@
+//! Shared test setup: a real nats-server, the mock engine, and the gateway run in-process.
+#![allow(dead_code, unused_imports, clippy::unwrap_used)]
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use clawline_gateway::{AppState, Config};
+use clawline_mock_vllm::{MockConfig, MockVllm};
+use clawline_nats::async_nats::jetstream;
+use clawline_nats::testing::NatsServer;
+use clawline_runtime::CancellationToken;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+pub use clawline_schemas::*;
+
+pub struct Options {
+    pub mock: MockConfig,
+    pub api_keys: Option<&'static str>,
+    pub tokenizer: bool,
+    pub extra_args: Vec<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            mock: MockConfig::default(),
+            api_keys: None,
+            tokenizer: true,
+            extra_args: Vec::new(),
+        }
+    }
+}
+
+pub struct Harness {
+    pub nats: NatsServer,
+    pub mock: MockVllm,
+    pub url: String,
+    pub state: AppState,
+    pub http: reqwest::Client,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    pub dir: tempfile::TempDir,
+}
+
+pub fn tokenizer_dir() -> PathBuf {
+    clawline_mock_vllm::default_tokenizer_dir()
+}
+
+impl Harness {
+    pub async fn start() -> Self {
+        Self::with(Options::default()).await
+    }
+
+    pub async fn with(options: Options) -> Self {
+        let nats = NatsServer::start().await;
+        let mock = MockVllm::start(options.mock).await.expect("mock engine");
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut args: Vec<String> = vec![
+            "clawline-gateway".into(),
+            "--upstream".into(),
+            mock.url.clone(),
+            "--nats-url".into(),
+            nats.url(),
+            "--spool-dir".into(),
+            dir.path().join("spool").display().to_string(),
+            "--spool-fsync".into(),
+            "false".into(),
+            "--capture-timeout".into(),
+            "1s".into(),
+        ];
+        if options.tokenizer {
+            args.extend(["--tokenizer".into(), tokenizer_dir().display().to_string()]);
+        }
+        if let Some(keys) = options.api_keys {
+            let path = dir.path().join("keys.txt");
+            std::fs::write(&path, keys).expect("key file");
+            args.extend(["--api-keys".into(), path.display().to_string()]);
+        }
+        args.extend(options.extra_args);
+        let config = Config::try_parse_from(args).expect("config");
+        Self::launch(nats, mock, dir, config).await
+    }
+
+    async fn launch(nats: NatsServer, mock: MockVllm, dir: tempfile::TempDir, config: Config) -> Self {
+        let client = clawline_runtime::connect_nats(&config.nats, "test-gateway", false)
+            .await
+            .expect("nats client");
+        let state = clawline_gateway::build(config, client).expect("gateway state");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(clawline_gateway::run(state.clone(), listener, shutdown.clone()));
+        let harness = Self {
+            nats,
+            mock,
+            url,
+            state,
+            http: reqwest::Client::new(),
+            shutdown,
+            task,
+            dir,
+        };
+        harness.wait_ready().await;
+        harness
+    }
+
+    pub async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = self.http.get(format!("{}/ready", self.url)).send().await
+                && r.status() == 200
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "gateway not ready in 20 s\nnats log:\n{}", self.nats.log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> reqwest::Response {
+        self.http.post(format!("{}{path}", self.url)).json(&body).send().await.expect("request")
+    }
+
+    pub async fn post_as(&self, key: &str, path: &str, body: Value) -> reqwest::Response {
+        self.http
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(key)
+            .json(&body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn js(&self) -> jetstream::Context {
+        self.nats.jetstream().await
+    }
+
+    /// Every event of type `E` on `stream` whose subject starts with `prefix`, in stream order.
+    pub async fn events<E: DeserializeOwned>(&self, stream: &str, prefix: &str) -> Vec<E> {
+        read_events(&self.js().await, stream, prefix).await
+    }
+
+    pub async fn steps(&self) -> Vec<StepRecorded> {
+        self.events("STEPS", "clawline.steps.").await
+    }
+
+    /// Waits until `stream` holds at least `n` messages (bounded).
+    pub async fn wait_for_messages(&self, stream: &str, n: u64) {
+        let js = self.js().await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let count = stream_count(&js, stream).await;
+            if count >= n {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{stream} has {count} messages, expected {n}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
+    }
+}
+
+pub async fn stream_count(js: &jetstream::Context, stream: &str) -> u64 {
+    let mut s = js.get_stream(stream).await.expect("stream");
+    s.info().await.expect("stream info").state.messages
+}
+
+pub async fn read_events<E: DeserializeOwned>(js: &jetstream::Context, stream: &str, prefix: &str) -> Vec<E> {
+    let mut s = js.get_stream(stream).await.expect("stream");
+    let info = s.info().await.expect("info").clone();
+    let mut out = Vec::new();
+    for seq in info.state.first_sequence..=info.state.last_sequence {
+        if seq == 0 {
+            continue;
+        }
+        let Ok(msg) = s.get_raw_message(seq).await else { continue };
+        if msg.subject.starts_with(prefix) {
+            out.push(decode(&msg.payload).expect("decodable event"));
+        }
+    }
+    out
+}
+
+pub fn chat_body(content: &str) -> Value {
+    json!({"model": "mock-model", "messages": [{"role": "user", "content": content}]})
+}
+
+/// The ids the mock (like vLLM) reports for a reply text: the text's tokens plus the EOS token.
+pub fn reply_ids(text: &str) -> Vec<u32> {
+    let tok = clawline_runtime::tokenize::ChatTokenizer::load(&tokenizer_dir()).expect("tokenizer");
+    let mut ids = tok.encode(text).expect("encode");
+    ids.push(tok.token_id(tok.eos_token()).expect("eos"));
+    ids
+}
+
+/// Reads an SSE response to the end: the JSON chunks and whether `[DONE]` came.
+pub async fn read_sse(response: reqwest::Response) -> (Vec<Value>, bool) {
+    let text = response.text().await.expect("stream body");
+    let mut chunks = Vec::new();
+    let mut done = false;
+    for event in text.split("\n\n") {
+        let Some(data) = event.trim().strip_prefix("data: ") else { continue };
+        if data == "[DONE]" {
+            done = true;
+        } else {
+            chunks.push(serde_json::from_str(data).expect("chunk JSON"));
+        }
+    }
+    (chunks, done)
+}
