@@ -42,6 +42,7 @@ pub struct Harness {
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
     pub dir: tempfile::TempDir,
+    pub config: Config,
 }
 
 pub fn tokenizer_dir() -> PathBuf {
@@ -87,7 +88,7 @@ impl Harness {
         let client = clawline_runtime::connect_nats(&config.nats, "test-gateway", false)
             .await
             .expect("nats client");
-        let state = clawline_gateway::build(config, client).expect("gateway state");
+        let state = clawline_gateway::build(config.clone(), client).expect("gateway state");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let shutdown = CancellationToken::new();
@@ -101,6 +102,7 @@ impl Harness {
             shutdown,
             task,
             dir,
+            config,
         };
         harness.wait_ready().await;
         harness
@@ -160,9 +162,34 @@ impl Harness {
         }
     }
 
-    pub async fn stop(self) {
+    /// Stops the gateway and starts a new one with the same config (same spool dir), as after a
+    /// deploy or a crash-restart.
+    pub async fn restart_gateway(self) -> Self {
         self.shutdown.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
+        Self::launch(self.nats, self.mock, self.dir, self.config).await
+    }
+
+    /// Starts a gateway whose NATS is not there (yet).
+    pub async fn start_without_nats(dir: &tempfile::TempDir, nats_url: &str) -> (AppState, String, CancellationToken, MockVllm) {
+        let mock = MockVllm::start(MockConfig::default()).await.expect("mock");
+        let config = Config::try_parse_from([
+            "clawline-gateway",
+            "--upstream",
+            &mock.url,
+            "--nats-url",
+            nats_url,
+            "--spool-dir",
+            &dir.path().join("spool").display().to_string(),
+        ])
+        .expect("config");
+        let client = clawline_runtime::connect_nats(&config.nats, "test", false).await.expect("client");
+        let state = clawline_gateway::build(config, client).expect("state");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let shutdown = CancellationToken::new();
+        tokio::spawn(clawline_gateway::run(state.clone(), listener, shutdown.clone()));
+        (state, url, shutdown, mock)
     }
 }
 
