@@ -1,4 +1,5 @@
 //! API keys isolate tenants; bad input and failing engines get clear 4xx/5xx answers and change nothing.
+#![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
 mod common;
 
@@ -12,48 +13,107 @@ const KEYS: &str = "# tenants\nkey-a alpha\nkey-b beta\nkey-admin ops admin\n";
 
 #[tokio::test]
 async fn a_tenant_cannot_touch_another_tenants_trajectory() {
-    let h = Harness::with(Options { api_keys: Some(KEYS), ..Default::default() }).await;
-    let init: Value = h.post_as("key-a", "/init_trajectory", json!({})).await.json().await.unwrap();
+    let h = Harness::with(Options {
+        api_keys: Some(KEYS),
+        ..Default::default()
+    })
+    .await;
+    let init: Value = h
+        .post_as("key-a", "/init_trajectory", json!({}))
+        .await
+        .json()
+        .await
+        .unwrap();
     let uid = init["trajectory_uid"].as_str().unwrap();
-    let r = h.post_as("key-a", &format!("/{uid}/1/v1/chat/completions"), chat_body("mine")).await;
+    let r = h
+        .post_as(
+            "key-a",
+            &format!("/{uid}/1/v1/chat/completions"),
+            chat_body("mine"),
+        )
+        .await;
     assert_eq!(r.status(), 200);
 
     for (path, body) in [
         (format!("/{uid}/1/v1/chat/completions"), chat_body("theirs")),
-        (format!("/{uid}/1/v1/register_trajectory"), json!({"channel": "val"})),
-        (format!("/{uid}/1/v1/complete_trajectory"), json!({"reward": 1})),
+        (
+            format!("/{uid}/1/v1/register_trajectory"),
+            json!({"channel": "val"}),
+        ),
+        (
+            format!("/{uid}/1/v1/complete_trajectory"),
+            json!({"reward": 1}),
+        ),
         (format!("/complete_trajectory/{uid}"), json!({})),
-        ("/v1/feedback".to_string(), json!({"trajectory_uid": uid, "thumbs": "down"})),
+        (
+            "/v1/feedback".to_string(),
+            json!({"trajectory_uid": uid, "thumbs": "down"}),
+        ),
     ] {
         let r = h.post_as("key-b", &path, body).await;
-        assert_eq!(r.status(), 404, "beta reached alpha's trajectory through {path}");
+        assert_eq!(
+            r.status(),
+            404,
+            "beta reached alpha's trajectory through {path}"
+        );
     }
     let steps = h.steps().await;
     assert_eq!(steps.len(), 1);
     assert_eq!(steps[0].tenant, "alpha");
-    assert_eq!(stream_count(&h.js().await, "TRAJECTORIES").await, 1, "only alpha's registration");
+    assert_eq!(
+        stream_count(&h.js().await, "TRAJECTORIES").await,
+        1,
+        "only alpha's registration"
+    );
 
     // Implicit sessions are per tenant too.
-    let r = h.post_as("key-b", "/v1/chat/completions", chat_body("hello")).await;
+    let r = h
+        .post_as("key-b", "/v1/chat/completions", chat_body("hello"))
+        .await;
     assert_eq!(r.status(), 200);
     assert_eq!(h.steps().await[1].tenant, "beta");
 }
 
 #[tokio::test]
 async fn keys_are_required_and_submit_steps_needs_an_admin() {
-    let h = Harness::with(Options { api_keys: Some(KEYS), ..Default::default() }).await;
+    let h = Harness::with(Options {
+        api_keys: Some(KEYS),
+        ..Default::default()
+    })
+    .await;
     let r = h.post("/v1/chat/completions", chat_body("x")).await;
     assert_eq!(r.status(), 401);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"]["type"], "authentication_error");
-    assert_eq!(h.post_as("wrong", "/v1/chat/completions", chat_body("x")).await.status(), 401);
+    assert_eq!(
+        h.post_as("wrong", "/v1/chat/completions", chat_body("x"))
+            .await
+            .status(),
+        401
+    );
     let step = json!({"steps": [{"prompt_ids": [1], "response_ids": [2]}]});
-    assert_eq!(h.post_as("key-a", "/submit_steps", step.clone()).await.status(), 403);
-    assert_eq!(h.post_as("key-admin", "/submit_steps", step).await.status(), 200);
+    assert_eq!(
+        h.post_as("key-a", "/submit_steps", step.clone())
+            .await
+            .status(),
+        403
+    );
+    assert_eq!(
+        h.post_as("key-admin", "/submit_steps", step).await.status(),
+        200
+    );
     assert_eq!(h.steps().await[0].tenant, "ops");
     assert_eq!(h.mock.chat_requests(), 0);
     // Probes stay open.
-    assert_eq!(h.http.get(format!("{}/healthz", h.url)).send().await.unwrap().status(), 200);
+    assert_eq!(
+        h.http
+            .get(format!("{}/healthz", h.url))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
 }
 
 async fn error_of(r: reqwest::Response) -> (u16, Value) {
@@ -63,7 +123,11 @@ async fn error_of(r: reqwest::Response) -> (u16, Value) {
 
 #[tokio::test]
 async fn bad_requests_get_openai_style_errors_and_record_nothing() {
-    let h = Harness::with(Options { extra_args: vec!["--max-body-bytes".into(), "2048".into()], ..Default::default() }).await;
+    let h = Harness::with(Options {
+        extra_args: vec!["--max-body-bytes".into(), "2048".into()],
+        ..Default::default()
+    })
+    .await;
     let raw = |body: &'static str| {
         h.http
             .post(format!("{}/v1/chat/completions", h.url))
@@ -74,31 +138,67 @@ async fn bad_requests_get_openai_style_errors_and_record_nothing() {
     let (status, body) = error_of(raw("{not json").await.unwrap()).await;
     assert_eq!(status, 400);
     assert_eq!(body["error"]["type"], "invalid_request_error");
-    assert!(body["error"]["message"].as_str().unwrap().contains("line 1"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("line 1"),
+        "{body}"
+    );
     let (status, body) = error_of(raw("[1, 2]").await.unwrap()).await;
     assert_eq!(status, 400, "{body}");
-    let (status, body) = error_of(h.post("/v1/chat/completions", json!({"messages": "hi"})).await).await;
-    assert_eq!((status, body["error"]["param"].as_str()), (400, Some("messages")));
-    let (status, body) = error_of(h.post("/v1/chat/completions", json!({"messages": [{"role": "user", "content": "x"}], "n": "two"})).await).await;
+    let (status, body) = error_of(
+        h.post("/v1/chat/completions", json!({"messages": "hi"}))
+            .await,
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["param"].as_str()),
+        (400, Some("messages"))
+    );
+    let (status, body) = error_of(
+        h.post(
+            "/v1/chat/completions",
+            json!({"messages": [{"role": "user", "content": "x"}], "n": "two"}),
+        )
+        .await,
+    )
+    .await;
     assert_eq!((status, body["error"]["param"].as_str()), (400, Some("n")));
     let big = chat_body(&"x".repeat(4096));
     let (status, body) = error_of(h.post("/v1/chat/completions", big).await).await;
     assert_eq!(status, 413);
-    assert!(body["error"]["message"].as_str().unwrap().contains("2048"), "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("2048"),
+        "{body}"
+    );
     let (status, body) = error_of(h.post("/no/such/route/here", json!({})).await).await;
-    assert_eq!((status, body["error"]["type"].as_str()), (404, Some("not_found_error")));
+    assert_eq!(
+        (status, body["error"]["type"].as_str()),
+        (404, Some("not_found_error"))
+    );
     assert_eq!(h.mock.chat_requests(), 0);
     assert_eq!(stream_count(&h.js().await, "STEPS").await, 0);
 }
 
 #[tokio::test]
 async fn engine_errors_pass_through_and_a_hanging_engine_times_out() {
-    let mut mock = MockConfig::default();
-    mock.fail_status = Some(500);
-    let h = Harness::with(Options { mock, extra_args: vec!["--upstream-timeout".into(), "300ms".into()], ..Default::default() }).await;
+    let mock = MockConfig {
+        fail_status: Some(500),
+        ..Default::default()
+    };
+    let h = Harness::with(Options {
+        mock,
+        extra_args: vec!["--upstream-timeout".into(), "300ms".into()],
+        ..Default::default()
+    })
+    .await;
     let (status, body) = error_of(h.post("/v1/chat/completions", chat_body("x")).await).await;
     assert_eq!(status, 500);
-    assert_eq!(body["error"]["message"], "mock failure", "the engine's own error body");
+    assert_eq!(
+        body["error"]["message"], "mock failure",
+        "the engine's own error body"
+    );
 
     h.mock.configure(|c| {
         c.fail_status = None;
@@ -117,17 +217,33 @@ async fn engine_errors_pass_through_and_a_hanging_engine_times_out() {
     let (chunks, done) = read_sse(h.post("/v1/chat/completions", body).await).await;
     assert!(!done);
     assert_eq!(chunks.last().unwrap()["error"]["type"], "upstream_error");
-    assert_eq!(stream_count(&h.js().await, "STEPS").await, 0, "failed calls are not steps");
+    assert_eq!(
+        stream_count(&h.js().await, "STEPS").await,
+        0,
+        "failed calls are not steps"
+    );
 }
 
 #[tokio::test]
 async fn an_unreachable_engine_is_skipped_for_a_healthy_one() {
-    let h = Harness::with(Options { extra_args: vec!["--upstream".into(), "http://127.0.0.1:9/v1".into()], ..Default::default() }).await;
+    let h = Harness::with(Options {
+        extra_args: vec!["--upstream".into(), "http://127.0.0.1:9/v1".into()],
+        ..Default::default()
+    })
+    .await;
     for i in 0..4 {
-        let r = h.post("/v1/chat/completions", chat_body(&format!("call {i}"))).await;
+        let r = h
+            .post("/v1/chat/completions", chat_body(&format!("call {i}")))
+            .await;
         assert_eq!(r.status(), 200, "round-robin must fail over");
     }
     assert_eq!(h.mock.chat_requests(), 4);
-    let dead = h.state.upstreams.all().iter().find(|u| u.base.contains(":9/")).unwrap();
+    let dead = h
+        .state
+        .upstreams
+        .all()
+        .iter()
+        .find(|u| u.base.contains(":9/"))
+        .unwrap();
     assert!(!dead.is_healthy());
 }

@@ -1,5 +1,6 @@
 //! Claw-R1's agents work unchanged: black-box trajectories through a path-scoped base_url, and
 //! white-box `/submit_steps` and `/generate`.
+#![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
 mod common;
 
@@ -10,11 +11,23 @@ use serde_json::{Value, json};
 async fn a_black_box_agent_runs_a_trajectory_through_its_base_url() {
     let h = Harness::start().await;
     // Claw-R1 posts no body at all.
-    let init: Value = h.http.post(format!("{}/init_trajectory", h.url)).send().await.unwrap().json().await.unwrap();
+    let init: Value = h
+        .http
+        .post(format!("{}/init_trajectory", h.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let uid = init["trajectory_uid"].as_str().unwrap().to_string();
     assert_eq!(uid.len(), 32);
     let base_url = init["base_url"].as_str().unwrap();
-    assert_eq!(base_url, format!("{}/{uid}/1/v1", h.url), "base_url includes /v1, prompt uid 1");
+    assert_eq!(
+        base_url,
+        format!("{}/{uid}/1/v1", h.url),
+        "base_url includes /v1, prompt uid 1"
+    );
 
     // Claw-R1 agents rewrite the prompt segment with their dataset uid.
     let base = format!("{}/{uid}/gsm8k-7/v1", h.url);
@@ -41,20 +54,33 @@ async fn a_black_box_agent_runs_a_trajectory_through_its_base_url() {
         messages.push(answer["choices"][0]["message"].clone());
         messages.push(json!({"role": "user", "content": format!("and then? {turn}")}));
     }
-    let r = h.http.post(format!("{base}/complete_trajectory")).json(&json!({"reward": 1.0})).send().await.unwrap();
+    let r = h
+        .http
+        .post(format!("{base}/complete_trajectory"))
+        .json(&json!({"reward": 1.0}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.json::<Value>().await.unwrap(), json!({"status": "ok"}));
 
     let steps = h.steps().await;
-    assert_eq!(steps.iter().map(|s| s.step_index).collect::<Vec<_>>(), vec![0, 1]);
+    assert_eq!(
+        steps.iter().map(|s| s.step_index).collect::<Vec<_>>(),
+        vec![0, 1]
+    );
     for s in &steps {
         assert_eq!(s.trajectory_uid, uid);
         assert_eq!(s.prompt_uid, "gsm8k-7");
         assert_eq!(s.channel, "val");
         assert_eq!(s.metadata.as_ref().unwrap()["ground_truth"], "4");
     }
-    let registered: Vec<TrajectoryRegistered> = h.events("TRAJECTORIES", "clawline.trajectories.registered").await;
+    let registered: Vec<TrajectoryRegistered> = h
+        .events("TRAJECTORIES", "clawline.trajectories.registered")
+        .await;
     assert_eq!(registered.last().unwrap().channel, "val");
-    let completed: Vec<TrajectoryCompleted> = h.events("TRAJECTORIES", "clawline.trajectories.completed").await;
+    let completed: Vec<TrajectoryCompleted> = h
+        .events("TRAJECTORIES", "clawline.trajectories.completed")
+        .await;
     assert_eq!(completed.len(), 1);
     assert_eq!(completed[0].reward, Some(1.0));
     assert_eq!(completed[0].last_step_index, Some(1));
@@ -64,15 +90,39 @@ async fn a_black_box_agent_runs_a_trajectory_through_its_base_url() {
 #[tokio::test]
 async fn completing_by_id_works_and_twice_stores_one_event() {
     let h = Harness::start().await;
-    let init: Value = h.post("/init_trajectory", json!({"channel": "train", "prompt_uid": "p1"})).await.json().await.unwrap();
+    let init: Value = h
+        .post(
+            "/init_trajectory",
+            json!({"channel": "train", "prompt_uid": "p1"}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
     let uid = init["trajectory_uid"].as_str().unwrap();
-    assert!(init["base_url"].as_str().unwrap().ends_with(&format!("/{uid}/p1/v1")));
+    assert!(
+        init["base_url"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("/{uid}/p1/v1"))
+    );
     for _ in 0..2 {
-        let r = h.post(&format!("/complete_trajectory/{uid}"), json!({"reward": 0.5, "channel": "train"})).await;
+        let r = h
+            .post(
+                &format!("/complete_trajectory/{uid}"),
+                json!({"reward": 0.5, "channel": "train"}),
+            )
+            .await;
         assert_eq!(r.status(), 200);
     }
-    let completed: Vec<TrajectoryCompleted> = h.events("TRAJECTORIES", "clawline.trajectories.completed").await;
-    assert_eq!(completed.len(), 1, "the completion id is derived from the trajectory");
+    let completed: Vec<TrajectoryCompleted> = h
+        .events("TRAJECTORIES", "clawline.trajectories.completed")
+        .await;
+    assert_eq!(
+        completed.len(),
+        1,
+        "the completion id is derived from the trajectory"
+    );
     assert_eq!(completed[0].last_step_index, None);
 }
 
@@ -108,9 +158,17 @@ async fn submitted_steps_are_stored_once_with_their_tokens() {
     let body = json!({"steps": [white_box_step("t1", 0, false), white_box_step("t1", 1, true)]});
     let r = h.post("/submit_steps?channel=val", body.clone()).await;
     assert_eq!(r.status(), 200);
-    assert_eq!(r.json::<Value>().await.unwrap(), json!({"accepted": 2, "duplicates": 0}));
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"accepted": 2, "duplicates": 0})
+    );
     // The same steps again: recognised, not stored twice.
-    let again: Value = h.post("/submit_steps?channel=val", body).await.json().await.unwrap();
+    let again: Value = h
+        .post("/submit_steps?channel=val", body)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(again, json!({"accepted": 0, "duplicates": 2}));
 
     let steps = h.steps().await;
@@ -123,7 +181,9 @@ async fn submitted_steps_are_stored_once_with_their_tokens() {
     assert_eq!(steps[0].policy_version, Some(3));
     assert_eq!(steps[1].reward, Some(0.5));
     assert!(steps[1].is_last);
-    let completed: Vec<TrajectoryCompleted> = h.events("TRAJECTORIES", "clawline.trajectories.completed").await;
+    let completed: Vec<TrajectoryCompleted> = h
+        .events("TRAJECTORIES", "clawline.trajectories.completed")
+        .await;
     assert_eq!(completed.len(), 1);
     assert_eq!(completed[0].reason, CompletionReason::LastStep);
     assert_eq!(completed[0].last_step_index, Some(1));
@@ -134,13 +194,25 @@ async fn one_bad_submitted_step_rejects_the_request_and_stores_nothing() {
     let h = Harness::start().await;
     let mut bad = white_box_step("t1", 1, false);
     bad["rollout_log_probs"] = json!([-0.1]);
-    let r = h.post("/submit_steps", json!({"steps": [white_box_step("t1", 0, false), bad]})).await;
+    let r = h
+        .post(
+            "/submit_steps",
+            json!({"steps": [white_box_step("t1", 0, false), bad]}),
+        )
+        .await;
     assert_eq!(r.status(), 400);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"]["param"], "steps[1].rollout_log_probs");
-    let r = h.post("/submit_steps", json!({"steps": [{"prompt_ids": "nope", "response_ids": [1]}]})).await;
+    let r = h
+        .post(
+            "/submit_steps",
+            json!({"steps": [{"prompt_ids": "nope", "response_ids": [1]}]}),
+        )
+        .await;
     assert_eq!(r.status(), 400);
-    let r = h.post("/submit_steps?channel=a.b", json!({"steps": []})).await;
+    let r = h
+        .post("/submit_steps?channel=a.b", json!({"steps": []}))
+        .await;
     assert_eq!(r.status(), 400);
     assert_eq!(stream_count(&h.js().await, "STEPS").await, 0);
 }
@@ -157,7 +229,11 @@ async fn generate_returns_the_engines_own_token_ids_and_logprobs() {
     assert_eq!(ids, reply_ids("echo completion"));
     assert_eq!(body["log_probs"].as_array().unwrap().len(), ids.len());
     assert_eq!(body["stop_reason"], "stop");
-    let sent = h.mock.stats.completion_requests.load(std::sync::atomic::Ordering::Relaxed);
+    let sent = h
+        .mock
+        .stats
+        .completion_requests
+        .load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(sent, 1);
     let r = h.post("/generate", json!({"prompt_ids": []})).await;
     assert_eq!(r.status(), 400);

@@ -1,5 +1,6 @@
 //! NATS goes away: the gateway keeps answering, spools, and drains in order once NATS is back.
 //! Every step arrives exactly once, and no request fails.
+#![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
 mod common;
 
@@ -15,13 +16,22 @@ async fn call(h: &Harness, i: usize) -> String {
     body["stream"] = json!(i % 2 == 1);
     let r = h.post("/v1/chat/completions", body).await;
     assert_eq!(r.status(), 200, "request {i} failed");
-    let step_id = r.headers()["x-clawline-step-id"].to_str().unwrap().to_string();
+    let step_id = r.headers()["x-clawline-step-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
     let text = if i % 2 == 1 {
         let (chunks, done) = read_sse(r).await;
         assert!(done, "stream {i} did not finish");
-        chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect::<String>()
+        chunks
+            .iter()
+            .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+            .collect::<String>()
     } else {
-        r.json::<Value>().await.unwrap()["choices"][0]["message"]["content"].as_str().unwrap().to_string()
+        r.json::<Value>().await.unwrap()["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .to_string()
     };
     assert_eq!(text, format!("echo: request number {i}"));
     step_id
@@ -30,7 +40,11 @@ async fn call(h: &Harness, i: usize) -> String {
 async fn wait_spool_empty(h: &Harness) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while h.state.capture.spool_depth() > 0 {
-        assert!(Instant::now() < deadline, "spool not drained: {} left", h.state.capture.spool_depth());
+        assert!(
+            Instant::now() < deadline,
+            "spool not drained: {} left",
+            h.state.capture.spool_depth()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -46,9 +60,23 @@ async fn every_step_arrives_exactly_once_across_a_nats_outage() {
     for i in 10..40 {
         sent.push(call(&h, i).await);
     }
-    assert!(h.state.capture.spool_depth() > 0, "steps were spooled while NATS was down");
-    let metrics = h.http.get(format!("{}/metrics", h.url)).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("clawline_gateway_spool_depth"), "{metrics}");
+    assert!(
+        h.state.capture.spool_depth() > 0,
+        "steps were spooled while NATS was down"
+    );
+    let metrics = h
+        .http
+        .get(format!("{}/metrics", h.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("clawline_gateway_spool_depth"),
+        "{metrics}"
+    );
     h.nats.restart();
     for i in 40..50 {
         sent.push(call(&h, i).await);
@@ -59,10 +87,20 @@ async fn every_step_arrives_exactly_once_across_a_nats_outage() {
     let ids: Vec<String> = steps.iter().map(|s| s.event_id.clone()).collect();
     let unique: HashSet<&String> = ids.iter().collect();
     assert_eq!(unique.len(), ids.len(), "a step was stored twice");
-    assert_eq!(unique, sent.iter().collect::<HashSet<_>>(), "a step is missing");
+    assert_eq!(
+        unique,
+        sent.iter().collect::<HashSet<_>>(),
+        "a step is missing"
+    );
     // The spool drained in order: steps of the outage keep the order they were answered in.
-    let order: Vec<usize> = sent[10..40].iter().map(|id| ids.iter().position(|x| x == id).unwrap()).collect();
-    assert!(order.windows(2).all(|w| w[0] < w[1]), "spooled steps out of order: {order:?}");
+    let order: Vec<usize> = sent[10..40]
+        .iter()
+        .map(|id| ids.iter().position(|x| x == id).unwrap())
+        .collect();
+    assert!(
+        order.windows(2).all(|w| w[0] < w[1]),
+        "spooled steps out of order: {order:?}"
+    );
 }
 
 #[tokio::test]
@@ -74,7 +112,10 @@ async fn a_restarted_gateway_drains_the_spool_an_earlier_run_left() {
         sent.push(call(&h, i).await);
     }
     let depth = h.state.capture.spool_depth();
-    assert!(depth >= 6, "6 steps and their registrations spooled, got {depth}");
+    assert!(
+        depth >= 6,
+        "6 steps and their registrations spooled, got {depth}"
+    );
     h.nats.restart();
     // Stop the gateway before it drains much, then start a new one on the same spool.
     let h = h.restart_gateway().await;
@@ -88,21 +129,33 @@ async fn a_restarted_gateway_drains_the_spool_an_earlier_run_left() {
 async fn without_nats_the_gateway_is_not_ready_but_still_answers() {
     let dir = tempfile::tempdir().unwrap();
     // A port nothing listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let (state, url, shutdown, _mock) = Harness::start_without_nats(&dir, &format!("nats://127.0.0.1:{port}")).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (state, url, shutdown, _mock) =
+        Harness::start_without_nats(&dir, &format!("nats://127.0.0.1:{port}")).await;
     let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(10);
     let ready = loop {
         match http.get(format!("{url}/ready")).send().await {
             Ok(r) => break r,
-            Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
             Err(e) => panic!("gateway not listening: {e}"),
         }
     };
     assert_eq!(ready.status(), 503);
     let body: Value = ready.json().await.unwrap();
     assert!(body["detail"].as_str().unwrap().contains("NATS"));
-    let r = http.post(format!("{url}/v1/chat/completions")).json(&chat_body("still there?")).send().await.unwrap();
+    let r = http
+        .post(format!("{url}/v1/chat/completions"))
+        .json(&chat_body("still there?"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert!(state.capture.spool_depth() >= 1);
     shutdown.cancel();

@@ -1,4 +1,5 @@
 //! Unmodified clients get trajectories from their conversations; feedback lands on steps.
+#![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
 mod common;
 
@@ -8,10 +9,21 @@ use common::*;
 use serde_json::{Value, json};
 
 async fn ask(h: &Harness, messages: &[Value]) -> (String, Value, String) {
-    let r = h.post("/v1/chat/completions", json!({"model": "mock-model", "messages": messages})).await;
+    let r = h
+        .post(
+            "/v1/chat/completions",
+            json!({"model": "mock-model", "messages": messages}),
+        )
+        .await;
     assert_eq!(r.status(), 200);
-    let trajectory = r.headers()["x-clawline-trajectory"].to_str().unwrap().to_string();
-    let step_id = r.headers()["x-clawline-step-id"].to_str().unwrap().to_string();
+    let trajectory = r.headers()["x-clawline-trajectory"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let step_id = r.headers()["x-clawline-step-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
     let body: Value = r.json().await.unwrap();
     (trajectory, body["choices"][0]["message"].clone(), step_id)
 }
@@ -19,7 +31,10 @@ async fn ask(h: &Harness, messages: &[Value]) -> (String, Value, String) {
 #[tokio::test]
 async fn a_call_that_extends_the_last_answer_continues_the_trajectory() {
     let h = Harness::start().await;
-    let mut conversation = vec![json!({"role": "system", "content": "You help."}), json!({"role": "user", "content": "hi"})];
+    let mut conversation = vec![
+        json!({"role": "system", "content": "You help."}),
+        json!({"role": "user", "content": "hi"}),
+    ];
     let (t1, answer, _) = ask(&h, &conversation).await;
     conversation.push(answer);
     conversation.push(json!({"role": "user", "content": "tell me more"}));
@@ -40,12 +55,21 @@ async fn a_call_that_extends_the_last_answer_continues_the_trajectory() {
     assert_ne!(branched, t1);
 
     let steps = h.steps().await;
-    let of_t1: Vec<u32> = steps.iter().filter(|s| s.trajectory_uid == t1).map(|s| s.step_index).collect();
+    let of_t1: Vec<u32> = steps
+        .iter()
+        .filter(|s| s.trajectory_uid == t1)
+        .map(|s| s.step_index)
+        .collect();
     assert_eq!(of_t1, vec![0, 1, 2]);
     let first_of_other = steps.iter().find(|s| s.trajectory_uid == other).unwrap();
     assert_eq!(first_of_other.step_index, 0);
-    assert_eq!(first_of_other.prompt_uid, steps[0].prompt_uid, "same opening, same prompt group");
-    let registered: Vec<TrajectoryRegistered> = h.events("TRAJECTORIES", "clawline.trajectories.registered").await;
+    assert_eq!(
+        first_of_other.prompt_uid, steps[0].prompt_uid,
+        "same opening, same prompt group"
+    );
+    let registered: Vec<TrajectoryRegistered> = h
+        .events("TRAJECTORIES", "clawline.trajectories.registered")
+        .await;
     assert_eq!(registered.len(), 3, "one registration per new conversation");
 }
 
@@ -66,8 +90,21 @@ async fn the_trajectory_header_groups_calls_and_sets_channel_and_prompt() {
         assert_eq!(r.status(), 200);
     }
     let steps = h.steps().await;
-    assert_eq!(steps.iter().map(|s| (s.step_index, s.trajectory_uid.as_str(), s.prompt_uid.as_str(), s.channel.as_str())).collect::<Vec<_>>(),
-        vec![(0, "my-run-1", "q-42", "val"), (1, "my-run-1", "q-42", "val")]);
+    assert_eq!(
+        steps
+            .iter()
+            .map(|s| (
+                s.step_index,
+                s.trajectory_uid.as_str(),
+                s.prompt_uid.as_str(),
+                s.channel.as_str()
+            ))
+            .collect::<Vec<_>>(),
+        vec![
+            (0, "my-run-1", "q-42", "val"),
+            (1, "my-run-1", "q-42", "val")
+        ]
+    );
     let r = h
         .http
         .post(format!("{}/v1/chat/completions", h.url))
@@ -81,12 +118,18 @@ async fn the_trajectory_header_groups_calls_and_sets_channel_and_prompt() {
 
 #[tokio::test]
 async fn an_idle_session_ends_with_an_idle_completion() {
-    let h = Harness::with(Options { extra_args: vec!["--session-idle".into(), "100ms".into()], ..Default::default() }).await;
+    let h = Harness::with(Options {
+        extra_args: vec!["--session-idle".into(), "100ms".into()],
+        ..Default::default()
+    })
+    .await;
     let (t, _, _) = ask(&h, &[json!({"role": "user", "content": "hello"})]).await;
     // The sweeper runs every 10 s.
     let deadline = std::time::Instant::now() + Duration::from_secs(25);
     loop {
-        let completed: Vec<TrajectoryCompleted> = h.events("TRAJECTORIES", "clawline.trajectories.completed").await;
+        let completed: Vec<TrajectoryCompleted> = h
+            .events("TRAJECTORIES", "clawline.trajectories.completed")
+            .await;
         if let Some(c) = completed.first() {
             assert_eq!(c.trajectory_uid, t);
             assert_eq!(c.reason, CompletionReason::IdleTimeout);
@@ -109,12 +152,24 @@ async fn feedback_lands_on_the_step_the_client_names() {
 
     let r = h.post("/v1/feedback", json!({"trajectory_uid": t, "step_id": second_step, "thumbs": "down", "correction": "Madrid"})).await;
     assert_eq!(r.status(), 200);
-    let r = h.post("/v1/feedback", json!({"trajectory_uid": t, "step_index": 0, "rating": 4, "rating_scale": 5})).await;
+    let r = h
+        .post(
+            "/v1/feedback",
+            json!({"trajectory_uid": t, "step_index": 0, "rating": 4, "rating_scale": 5}),
+        )
+        .await;
     assert_eq!(r.status(), 200);
-    let r = h.post("/v1/feedback", json!({"trajectory_uid": t, "comment": "good session overall"})).await;
+    let r = h
+        .post(
+            "/v1/feedback",
+            json!({"trajectory_uid": t, "comment": "good session overall"}),
+        )
+        .await;
     assert_eq!(r.status(), 200);
 
-    let feedback: Vec<FeedbackReceived> = h.events("TRAJECTORIES", "clawline.trajectories.feedback").await;
+    let feedback: Vec<FeedbackReceived> = h
+        .events("TRAJECTORIES", "clawline.trajectories.feedback")
+        .await;
     assert_eq!(feedback.len(), 3);
     assert_eq!(feedback[0].step_id.as_deref(), Some(second_step.as_str()));
     assert_eq!(feedback[0].step_index, Some(1));
@@ -124,12 +179,21 @@ async fn feedback_lands_on_the_step_the_client_names() {
     assert_eq!(feedback[1].rating, Some(0.75));
     assert_eq!(feedback[2].step_id, None, "trajectory-level feedback");
     let steps = h.steps().await;
-    assert_eq!(steps[1].event_id, second_step, "the header names the recorded step");
+    assert_eq!(
+        steps[1].event_id, second_step,
+        "the header names the recorded step"
+    );
 
     for (body, param) in [
         (json!({"trajectory_uid": t, "rating": 9}), Some("rating")),
-        (json!({"trajectory_uid": t, "step_index": 5, "thumbs": "up"}), Some("step_index")),
-        (json!({"trajectory_uid": t, "step_id": "stp_nope", "thumbs": "up"}), Some("step_id")),
+        (
+            json!({"trajectory_uid": t, "step_index": 5, "thumbs": "up"}),
+            Some("step_index"),
+        ),
+        (
+            json!({"trajectory_uid": t, "step_id": "stp_nope", "thumbs": "up"}),
+            Some("step_id"),
+        ),
         (json!({"trajectory_uid": t}), None),
         (json!({"trajectory_uid": t, "thumbs": "sideways"}), None),
     ] {
@@ -140,8 +204,15 @@ async fn feedback_lands_on_the_step_the_client_names() {
             assert_eq!(err["error"]["param"], param, "{body}");
         }
     }
-    let r = h.post("/v1/feedback", json!({"trajectory_uid": "unknown", "thumbs": "up"})).await;
+    let r = h
+        .post(
+            "/v1/feedback",
+            json!({"trajectory_uid": "unknown", "thumbs": "up"}),
+        )
+        .await;
     assert_eq!(r.status(), 404);
-    let feedback: Vec<FeedbackReceived> = h.events("TRAJECTORIES", "clawline.trajectories.feedback").await;
+    let feedback: Vec<FeedbackReceived> = h
+        .events("TRAJECTORIES", "clawline.trajectories.feedback")
+        .await;
     assert_eq!(feedback.len(), 3, "rejected feedback changes nothing");
 }

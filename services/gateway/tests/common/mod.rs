@@ -84,15 +84,26 @@ impl Harness {
         Self::launch(nats, mock, dir, config).await
     }
 
-    async fn launch(nats: NatsServer, mock: MockVllm, dir: tempfile::TempDir, config: Config) -> Self {
+    async fn launch(
+        nats: NatsServer,
+        mock: MockVllm,
+        dir: tempfile::TempDir,
+        config: Config,
+    ) -> Self {
         let client = clawline_runtime::connect_nats(&config.nats, "test-gateway", false)
             .await
             .expect("nats client");
         let state = clawline_gateway::build(config.clone(), client).expect("gateway state");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(clawline_gateway::run(state.clone(), listener, shutdown.clone()));
+        let task = tokio::spawn(clawline_gateway::run(
+            state.clone(),
+            listener,
+            shutdown.clone(),
+        ));
         let harness = Self {
             nats,
             mock,
@@ -116,13 +127,22 @@ impl Harness {
             {
                 return;
             }
-            assert!(Instant::now() < deadline, "gateway not ready in 20 s\nnats log:\n{}", self.nats.log());
+            assert!(
+                Instant::now() < deadline,
+                "gateway not ready in 20 s\nnats log:\n{}",
+                self.nats.log()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
     pub async fn post(&self, path: &str, body: Value) -> reqwest::Response {
-        self.http.post(format!("{}{path}", self.url)).json(&body).send().await.expect("request")
+        self.http
+            .post(format!("{}{path}", self.url))
+            .json(&body)
+            .send()
+            .await
+            .expect("request")
     }
 
     pub async fn post_as(&self, key: &str, path: &str, body: Value) -> reqwest::Response {
@@ -157,7 +177,10 @@ impl Harness {
             if count >= n {
                 return;
             }
-            assert!(Instant::now() < deadline, "{stream} has {count} messages, expected {n}");
+            assert!(
+                Instant::now() < deadline,
+                "{stream} has {count} messages, expected {n}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -171,7 +194,10 @@ impl Harness {
     }
 
     /// Starts a gateway whose NATS is not there (yet).
-    pub async fn start_without_nats(dir: &tempfile::TempDir, nats_url: &str) -> (AppState, String, CancellationToken, MockVllm) {
+    pub async fn start_without_nats(
+        dir: &tempfile::TempDir,
+        nats_url: &str,
+    ) -> (AppState, String, CancellationToken, MockVllm) {
         let mock = MockVllm::start(MockConfig::default()).await.expect("mock");
         let config = Config::try_parse_from([
             "clawline-gateway",
@@ -183,12 +209,20 @@ impl Harness {
             &dir.path().join("spool").display().to_string(),
         ])
         .expect("config");
-        let client = clawline_runtime::connect_nats(&config.nats, "test", false).await.expect("client");
+        let client = clawline_runtime::connect_nats(&config.nats, "test", false)
+            .await
+            .expect("client");
         let state = clawline_gateway::build(config, client).expect("state");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let shutdown = CancellationToken::new();
-        tokio::spawn(clawline_gateway::run(state.clone(), listener, shutdown.clone()));
+        tokio::spawn(clawline_gateway::run(
+            state.clone(),
+            listener,
+            shutdown.clone(),
+        ));
         (state, url, shutdown, mock)
     }
 }
@@ -198,7 +232,11 @@ pub async fn stream_count(js: &jetstream::Context, stream: &str) -> u64 {
     s.info().await.expect("stream info").state.messages
 }
 
-pub async fn read_events<E: DeserializeOwned>(js: &jetstream::Context, stream: &str, prefix: &str) -> Vec<E> {
+pub async fn read_events<E: DeserializeOwned>(
+    js: &jetstream::Context,
+    stream: &str,
+    prefix: &str,
+) -> Vec<E> {
     let mut s = js.get_stream(stream).await.expect("stream");
     let info = s.info().await.expect("info").clone();
     let mut out = Vec::new();
@@ -206,7 +244,9 @@ pub async fn read_events<E: DeserializeOwned>(js: &jetstream::Context, stream: &
         if seq == 0 {
             continue;
         }
-        let Ok(msg) = s.get_raw_message(seq).await else { continue };
+        let Ok(msg) = s.get_raw_message(seq).await else {
+            continue;
+        };
         if msg.subject.starts_with(prefix) {
             out.push(decode(&msg.payload).expect("decodable event"));
         }
@@ -232,7 +272,9 @@ pub async fn read_sse(response: reqwest::Response) -> (Vec<Value>, bool) {
     let mut chunks = Vec::new();
     let mut done = false;
     for event in text.split("\n\n") {
-        let Some(data) = event.trim().strip_prefix("data: ") else { continue };
+        let Some(data) = event.trim().strip_prefix("data: ") else {
+            continue;
+        };
         if data == "[DONE]" {
             done = true;
         } else {
