@@ -1,0 +1,156 @@
+//! `clawline up` starts nats-server and the gateway, serves, stops cleanly on SIGTERM, and a second
+//! run resumes from the data dir.
+#![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clawline_mock_vllm::{MockConfig, MockVllm};
+use serde_json::{Value, json};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn up(data_dir: &std::path::Path, nats_port: u16, http_port: u16, upstream: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_clawline"))
+        .args(["up", "--data-dir"])
+        .arg(data_dir)
+        .args(["--nats-port", &nats_port.to_string()])
+        .args(["--listen", &format!("127.0.0.1:{http_port}")])
+        .args(["--upstream", upstream])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+async fn wait_ready(http: &reqwest::Client, url: &str, child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = http.get(format!("{url}/ready")).send().await
+            && r.status() == 200
+        {
+            return;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "clawline up exited early"
+        );
+        assert!(Instant::now() < deadline, "clawline up not ready in 30 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn stop(mut child: Child) {
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "clawline up exited with {status}");
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "clawline up did not stop on SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn stored_steps(nats_port: u16) -> u64 {
+    let client = async_nats_client(nats_port).await;
+    let js = clawline_nats::async_nats::jetstream::new(client);
+    js.get_stream("STEPS")
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .state
+        .messages
+}
+
+async fn async_nats_client(port: u16) -> clawline_nats::async_nats::Client {
+    clawline_nats::async_nats::connect(format!("nats://127.0.0.1:{port}"))
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn clawline_up_serves_stops_cleanly_and_resumes_from_its_data_dir() {
+    let mock = MockVllm::start(MockConfig::default()).await.unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let (nats_port, http_port) = (free_port(), free_port());
+    let url = format!("http://127.0.0.1:{http_port}");
+    let http = reqwest::Client::new();
+
+    let mut child = up(data.path(), nats_port, http_port, &mock.url);
+    wait_ready(&http, &url, &mut child).await;
+    let r = http
+        .post(format!("{url}/v1/chat/completions"))
+        .json(&json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["choices"][0]["message"]["content"],
+        "echo: hi"
+    );
+    assert_eq!(stored_steps(nats_port).await, 1);
+    stop(child).await;
+    assert!(
+        async_nats_client_fails(nats_port).await,
+        "nats-server still running after stop"
+    );
+    assert!(
+        data.path().join("nats/js").is_dir(),
+        "JetStream store under the data dir"
+    );
+
+    let mut child = up(data.path(), nats_port, http_port, &mock.url);
+    wait_ready(&http, &url, &mut child).await;
+    assert_eq!(
+        stored_steps(nats_port).await,
+        1,
+        "the first run's step is still there"
+    );
+    let r = http
+        .post(format!("{url}/v1/chat/completions"))
+        .json(&json!({"model": "m", "messages": [{"role": "user", "content": "again"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(stored_steps(nats_port).await, 2);
+    stop(child).await;
+}
+
+async fn async_nats_client_fails(port: u16) -> bool {
+    tokio::time::timeout(
+        Duration::from_secs(2),
+        clawline_nats::async_nats::connect(format!("nats://127.0.0.1:{port}")),
+    )
+    .await
+    .map(|r| r.is_err())
+    .unwrap_or(true)
+}
+
+#[test]
+fn a_missing_upstream_is_a_clear_cli_error() {
+    let out = Command::new(env!("CARGO_BIN_EXE_clawline"))
+        .arg("up")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--upstream"));
+}
