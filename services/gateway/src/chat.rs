@@ -160,6 +160,9 @@ pub fn strip_unrequested(body: &mut Value, wants: Wants) -> bool {
     changed
 }
 
+/// Largest choice or tool-call index accepted from a stream.
+const MAX_INDEX: usize = 256;
+
 /// One answered choice, whole.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Choice {
@@ -277,6 +280,9 @@ impl Answer {
             .flatten()
         {
             let index = choice.get("index").and_then(Value::as_u64).unwrap_or(0) as usize;
+            if index >= MAX_INDEX {
+                continue; // no engine streams this many choices; do not let one make us allocate
+            }
             let delta = choice.get("delta");
             let field = |name: &str| delta.and_then(|d| d.get(name));
             let text = field("content").and_then(Value::as_str).map(str::to_string);
@@ -309,6 +315,9 @@ impl Answer {
             }
             for call in calls.into_iter().flatten() {
                 let slot = call.get("index").and_then(Value::as_u64).unwrap_or(0) as usize;
+                if slot >= MAX_INDEX {
+                    continue;
+                }
                 let pending = &mut self.pending_calls[index];
                 while pending.len() <= slot {
                     pending.push(ToolCall::default());

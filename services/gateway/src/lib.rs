@@ -51,6 +51,10 @@ pub async fn run(
     }
     let serve_shutdown = shutdown.clone();
     tasks.spawn("http", async move {
+        // TCP_NODELAY: small JSON answers and SSE chunks go out at once, not after Nagle's delay.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         axum::serve(listener, app)
             .with_graceful_shutdown(async move { serve_shutdown.cancelled().await })
             .await

@@ -38,6 +38,8 @@ pub enum CaptureError {
 
 /// Refusals of one spooled event by a connected JetStream before it is set aside.
 const MAX_REFUSALS: u32 = 20;
+/// Spooled events republished together while draining.
+const DRAIN_BATCH: usize = 64;
 
 #[derive(Clone)]
 pub struct Capture {
@@ -217,33 +219,57 @@ impl Capture {
                 }
             }
             let this = self.clone();
-            let next = tokio::task::spawn_blocking(move || this.inner.spool.peek()).await??;
-            let Some((entry, next_offset)) = next else {
+            let batch =
+                tokio::task::spawn_blocking(move || this.inner.spool.peek_batch(DRAIN_BATCH))
+                    .await??;
+            if batch.is_empty() {
+                // Counted but unreadable yet (a concurrent append in progress): look again shortly.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+            // Publish the batch together and await every ack: one round trip, not one per event.
+            let publishes = batch.iter().map(|(e, _)| {
+                tokio::time::timeout(
+                    inner.timeout,
+                    clawline_nats::publish_raw(
+                        &inner.js,
+                        e.subject.clone(),
+                        &e.msg_id,
+                        e.payload.clone(),
+                    ),
+                )
+            });
+            let results = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                r = futures::future::join_all(publishes) => r,
+            };
+            // Commit the acked prefix; whatever follows is republished (duplicates are dropped by id).
+            let acked = results
+                .iter()
+                .take_while(|r| matches!(r, Ok(Ok(_))))
+                .count();
+            if acked > 0 {
+                let next_offset = batch[acked - 1].1;
+                let this = self.clone();
+                tokio::task::spawn_blocking(move || {
+                    this.inner.spool.commit_many(next_offset, acked as u64)
+                })
+                .await??;
+                for _ in 0..acked {
+                    inner.metrics.count("drained");
+                }
+                inner.metrics.spool_depth.set(inner.spool.depth() as i64);
+                backoff = Duration::from_millis(100);
+                refusals = 0;
+                if inner.spool.depth() == 0 {
+                    tracing::info!("spool drained");
+                }
+            }
+            let Some(failed) = results.into_iter().nth(acked) else {
                 continue;
             };
-            let publish = clawline_nats::publish_raw(
-                &inner.js,
-                entry.subject.clone(),
-                &entry.msg_id,
-                entry.payload.clone(),
-            );
-            let result = tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
-                r = tokio::time::timeout(inner.timeout, publish) => r,
-            };
-            match result {
-                Ok(Ok(_ack)) => {
-                    let this = self.clone();
-                    tokio::task::spawn_blocking(move || this.inner.spool.commit(next_offset))
-                        .await??;
-                    inner.metrics.count("drained");
-                    inner.metrics.spool_depth.set(inner.spool.depth() as i64);
-                    backoff = Duration::from_millis(100);
-                    refusals = 0;
-                    if inner.spool.depth() == 0 {
-                        tracing::info!("spool drained");
-                    }
-                }
+            let (entry, next_offset) = batch[acked].clone();
+            match failed {
                 Ok(Err(err)) => {
                     refusals += 1;
                     if refusals >= MAX_REFUSALS {
@@ -260,14 +286,13 @@ impl Capture {
                         continue;
                     }
                     tracing::warn!(msg_id = %entry.msg_id, error = %err, "spool drain publish failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
                 }
-                Err(_) => {
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                _ => {
+                    tracing::debug!(msg_id = %entry.msg_id, "no ack in time while draining; retrying")
                 }
             }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(2));
         }
     }
 }

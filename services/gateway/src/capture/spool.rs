@@ -102,21 +102,38 @@ impl Spool {
 
     /// The oldest undrained event and the offset after it. Blocking.
     pub fn peek(&self) -> io::Result<Option<(SpoolEntry, u64)>> {
-        let inner = self.lock();
-        if inner.read_offset >= inner.write_len {
-            return Ok(None);
-        }
-        read_frame(&inner.file, inner.read_offset, inner.write_len)
+        Ok(self.peek_batch(1)?.pop())
     }
 
-    /// Marks everything before `next_offset` drained; empties the file once all is drained. Blocking.
+    /// Up to `max` of the oldest undrained events, each with the offset after it. Blocking.
+    pub fn peek_batch(&self, max: usize) -> io::Result<Vec<(SpoolEntry, u64)>> {
+        let inner = self.lock();
+        let mut out = Vec::new();
+        let mut pos = inner.read_offset;
+        while out.len() < max && pos < inner.write_len {
+            let Some((entry, next)) = read_frame(&inner.file, pos, inner.write_len)? else {
+                break;
+            };
+            pos = next;
+            out.push((entry, next));
+        }
+        Ok(out)
+    }
+
+    /// Marks one event drained: everything before `next_offset`. Blocking.
     pub fn commit(&self, next_offset: u64) -> io::Result<()> {
+        self.commit_many(next_offset, 1)
+    }
+
+    /// Marks `count` events drained, ending at `next_offset`; empties the file once all is drained.
+    /// Blocking.
+    pub fn commit_many(&self, next_offset: u64, count: u64) -> io::Result<()> {
         let mut inner = self.lock();
         if next_offset <= inner.read_offset {
             return Ok(());
         }
         inner.read_offset = next_offset;
-        self.depth.fetch_sub(1, Ordering::AcqRel);
+        self.depth.fetch_sub(count, Ordering::AcqRel);
         if inner.read_offset >= inner.write_len {
             inner.file.set_len(0)?;
             inner.read_offset = 0;
