@@ -135,18 +135,7 @@ impl Capture {
         let mut outcomes = vec![Outcome::Spooled; entries.len()];
         let mut to_spool: Vec<usize> = Vec::new();
         if direct {
-            let publishes = entries.iter().map(|e| {
-                tokio::time::timeout(
-                    inner.timeout,
-                    clawline_nats::publish_raw(
-                        &inner.js,
-                        e.subject.clone(),
-                        &e.msg_id,
-                        e.payload.clone(),
-                    ),
-                )
-            });
-            let results = futures::future::join_all(publishes).await;
+            let results = self.publish_all(entries.iter()).await;
             for (i, result) in results.into_iter().enumerate() {
                 match result {
                     Ok(Ok(ack)) => {
@@ -196,6 +185,32 @@ impl Capture {
         Ok(outcomes)
     }
 
+    /// Publishes events together (in order on the one connection) and awaits every ack, each
+    /// bounded by the capture timeout.
+    async fn publish_all<'a>(
+        &self,
+        entries: impl Iterator<Item = &'a SpoolEntry>,
+    ) -> Vec<
+        Result<
+            Result<async_nats::jetstream::publish::PublishAck, clawline_nats::PublishError>,
+            tokio::time::error::Elapsed,
+        >,
+    > {
+        let inner = &self.inner;
+        let publishes = entries.map(|e| {
+            tokio::time::timeout(
+                inner.timeout,
+                clawline_nats::publish_raw(
+                    &inner.js,
+                    e.subject.clone(),
+                    &e.msg_id,
+                    e.payload.clone(),
+                ),
+            )
+        });
+        futures::future::join_all(publishes).await
+    }
+
     /// Republishes the spool in order until `shutdown`; whatever is left stays on disk for the next
     /// start.
     pub async fn drain(self, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -228,20 +243,9 @@ impl Capture {
                 continue;
             }
             // Publish the batch together and await every ack: one round trip, not one per event.
-            let publishes = batch.iter().map(|(e, _)| {
-                tokio::time::timeout(
-                    inner.timeout,
-                    clawline_nats::publish_raw(
-                        &inner.js,
-                        e.subject.clone(),
-                        &e.msg_id,
-                        e.payload.clone(),
-                    ),
-                )
-            });
             let results = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
-                r = futures::future::join_all(publishes) => r,
+                r = self.publish_all(batch.iter().map(|(e, _)| e)) => r,
             };
             // Commit the acked prefix; whatever follows is republished (duplicates are dropped by id).
             let acked = results
