@@ -47,6 +47,7 @@ type Labels = Vec<(String, String)>;
 pub struct GatewayMetrics {
     pub requests: Family<Labels, Counter>,
     pub upstream_seconds: Histogram,
+    pub capture_seconds: Histogram,
     pub steps: Family<Labels, Counter>,
     pub streams_abandoned: Counter,
     pub sessions: Gauge,
@@ -58,6 +59,7 @@ impl GatewayMetrics {
         let this = Self {
             requests: Family::default(),
             upstream_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 20)),
+            capture_seconds: Histogram::new(exponential_buckets(0.00005, 2.0, 20)),
             steps: Family::default(),
             streams_abandoned: Counter::default(),
             sessions: Gauge::default(),
@@ -72,6 +74,11 @@ impl GatewayMetrics {
             "upstream_request_seconds",
             "Time to the upstream's full answer",
             this.upstream_seconds.clone(),
+        );
+        registry.register(
+            "capture_seconds",
+            "Time from the engine's answer to the step being acked (or spooled)",
+            this.capture_seconds.clone(),
         );
         registry.register(
             "steps_recorded",

@@ -120,6 +120,11 @@ impl ChatTokenizer {
             .map_err(|e| TokenizerError::Encode(e.to_string()))
     }
 
+    /// Number of ids, added tokens included.
+    pub fn vocab_size(&self) -> usize {
+        self.tokenizer.get_vocab_size(true)
+    }
+
     /// The id of a token (e.g. the end-of-sequence token an engine appends).
     pub fn token_id(&self, token: &str) -> Option<u32> {
         self.tokenizer.token_to_id(token)

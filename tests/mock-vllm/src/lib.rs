@@ -75,16 +75,30 @@ pub(crate) struct Shared {
     pub tokenizer: ChatTokenizer,
     pub stats: Arc<Stats>,
     pub counter: AtomicU64,
+    /// Each token's text, decoded once (a real engine's detokenizer is not the cost under test).
+    token_texts: Vec<String>,
 }
 
 impl Shared {
     fn new(config: MockConfig, tokenizer: &std::path::Path) -> anyhow::Result<Arc<Self>> {
+        let tokenizer = ChatTokenizer::load(tokenizer)?;
+        let token_texts = (0..tokenizer.vocab_size() as u32)
+            .map(|id| tokenizer.decode(&[id]).unwrap_or_default())
+            .collect();
         Ok(Arc::new(Shared {
             config: RwLock::new(config),
-            tokenizer: ChatTokenizer::load(tokenizer)?,
+            tokenizer,
             stats: Arc::new(Stats::default()),
             counter: AtomicU64::new(0),
+            token_texts,
         }))
+    }
+
+    pub(crate) fn token_text(&self, id: u32) -> String {
+        match self.token_texts.get(id as usize) {
+            Some(text) => text.clone(),
+            None => self.tokenizer.decode(&[id]).unwrap_or_default(),
+        }
     }
 
     pub(crate) fn config(&self) -> MockConfig {

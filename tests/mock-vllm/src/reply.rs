@@ -119,7 +119,7 @@ fn token_logprobs(shared: &Shared, ids: &[u32]) -> Value {
     let content: Vec<Value> = ids
         .iter()
         .map(|&id| {
-            let token = shared.tokenizer.decode(&[id]).unwrap_or_default();
+            let token = shared.token_text(id);
             json!({"token": token, "logprob": logprob(id), "bytes": token.as_bytes(), "top_logprobs": []})
         })
         .collect();
@@ -406,10 +406,7 @@ pub(crate) async fn completions(State(shared): State<Arc<Shared>>, body: Bytes) 
         }
         _ => ids.extend(tok.token_id(tok.eos_token())),
     }
-    let tokens: Vec<String> = ids
-        .iter()
-        .map(|&i| tok.decode(&[i]).unwrap_or_default())
-        .collect();
+    let tokens: Vec<String> = ids.iter().map(|&i| shared.token_text(i)).collect();
     let logprobs = request.get("logprobs").filter(|v| !v.is_null()).map(|_| {
         json!({"tokens": tokens, "token_logprobs": ids.iter().map(|&i| logprob(i)).collect::<Vec<_>>(), "top_logprobs": null, "text_offset": []})
     });

@@ -215,11 +215,21 @@ async fn chat(
         .unwrap_or(false);
     let tools = request.get("tools").cloned().filter(|t| !t.is_null());
     let params_json = params_of(&request);
-    let (trajectory, prompt_uid, registration) =
+    let (trajectory, prompt_uid, new_registration) =
         resolve(&state, &caller, &headers, path, &messages)?;
     let request_id = header(&headers, "x-request-id")
         .map(str::to_string)
         .unwrap_or_else(|| new_event_id("req"));
+    // A new trajectory's registration is recorded while the engine answers.
+    let registration = new_registration.map(|event| {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let subject = clawline_nats::subjects::TRAJECTORY_REGISTERED.to_string();
+            if let Err(err) = state.capture.record_event(subject, &event).await {
+                tracing::error!(trajectory_uid = %event.trajectory_uid, error = %err, "recording registration failed");
+            }
+        })
+    });
 
     let plain = serde_json::to_vec(&request).map_err(|e| ApiError::Internal(e.to_string()))?;
     let wants = request_exact_tokens(&mut request, true);
@@ -271,7 +281,7 @@ async fn chat(
             body: error_body,
         });
     }
-    let ctx = CallContext {
+    let mut ctx = CallContext {
         caller,
         trajectory,
         prompt_uid,
@@ -309,7 +319,7 @@ async fn chat(
     let mut answer_body: Value = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::BadGateway(format!("the upstream answered invalid JSON: {e}")))?;
     let answer = Answer::from_response(&answer_body);
-    record_call(&state, &ctx, &answer).await;
+    record_call(&state, &mut ctx, &answer).await;
     let out = if strip_unrequested(&mut answer_body, wants) {
         Bytes::from(
             serde_json::to_vec(&answer_body).map_err(|e| ApiError::Internal(e.to_string()))?,
@@ -473,7 +483,7 @@ async fn pump(
         .upstream_seconds
         .observe(ctx.started.elapsed().as_secs_f64());
     answer.finish_stream();
-    record_call(&state, &ctx, &answer).await;
+    record_call(&state, &mut ctx, &answer).await;
     if done {
         let _ = tx.send(Ok(Bytes::from_static(b"data: [DONE]\n\n"))).await;
     }

@@ -3,9 +3,7 @@
 use std::time::{Duration, Instant};
 
 use clawline_nats::subjects;
-use clawline_schemas::{
-    SCHEMA_VERSION, StepRecorded, StepSource, TokenSource, TrajectoryRegistered, now_ms,
-};
+use clawline_schemas::{SCHEMA_VERSION, StepRecorded, StepSource, TokenSource, now_ms};
 use serde_json::Value;
 
 use crate::AppState;
@@ -21,8 +19,9 @@ pub struct CallContext {
     pub trajectory: Trajectory,
     /// The prompt group of this call (Claw-R1 agents put their dataset uid in the path).
     pub prompt_uid: String,
-    /// A registration to publish with the first step of a trajectory the gateway just created.
-    pub registration: Option<TrajectoryRegistered>,
+    /// The registration of a trajectory the gateway just created, being recorded while the engine
+    /// answers (off the critical path); the steps are recorded after it, so order holds.
+    pub registration: Option<tokio::task::JoinHandle<()>>,
     pub messages: Vec<Value>,
     pub tools: Option<Value>,
     pub params_json: Option<String>,
@@ -150,19 +149,13 @@ pub fn build_steps(state: &AppState, ctx: &CallContext, answer: &Answer) -> Vec<
 /// Records the call's steps (and a pending registration) before the response completes, and moves
 /// the session forward. Capture problems are logged and counted, never returned: the user's answer
 /// is already on its way.
-pub async fn record_call(state: &AppState, ctx: &CallContext, answer: &Answer) {
-    let steps = build_steps(state, ctx, answer);
-    let mut entries = Vec::with_capacity(steps.len() + 1);
-    if let Some(registration) = &ctx.registration {
-        match clawline_schemas::encode(registration) {
-            Ok(payload) => entries.push(SpoolEntry {
-                subject: subjects::TRAJECTORY_REGISTERED.to_string(),
-                msg_id: registration.event_id.clone(),
-                payload: payload.into(),
-            }),
-            Err(err) => tracing::error!(error = %err, "encoding registration failed"),
-        }
+pub async fn record_call(state: &AppState, ctx: &mut CallContext, answer: &Answer) {
+    let started = Instant::now();
+    if let Some(registration) = ctx.registration.take() {
+        let _ = registration.await;
     }
+    let steps = build_steps(state, ctx, answer);
+    let mut entries = Vec::with_capacity(steps.len());
     for step in &steps {
         match clawline_schemas::encode(step) {
             Ok(payload) => {
@@ -181,6 +174,10 @@ pub async fn record_call(state: &AppState, ctx: &CallContext, answer: &Answer) {
     if let Err(err) = state.capture.record_many(entries).await {
         tracing::error!(request_id = %ctx.request_id, error = %err, "capture failed; steps lost");
     }
+    state
+        .metrics
+        .capture_seconds
+        .observe(started.elapsed().as_secs_f64());
     if let Some(first) = answer.choices.first()
         && ctx.trajectory.implicit
     {
