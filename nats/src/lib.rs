@@ -19,6 +19,7 @@
 //! service logic. Feature `testing` adds the per-test `NatsServer` harness.
 
 pub mod buckets;
+mod consumer;
 mod event;
 pub mod server;
 pub mod streams;
@@ -28,6 +29,7 @@ mod topology;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use consumer::{DurableSpec, durable_consumer};
 pub use event::{PublishError, decode_message, publish_event, publish_raw};
 pub use topology::{TopologyError, TopologyOptions, ensure_topology};
 

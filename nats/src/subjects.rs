@@ -21,12 +21,20 @@ pub const WEIGHTS_ACTIVATED: &str = "clawline.weights.activated";
 pub const WEIGHTS_REJECTED: &str = "clawline.weights.rejected";
 /// trainer → dashboard (core NATS, not stored); training metrics per step.
 pub const TRAINING_METRICS: &str = "clawline.metrics.training";
+/// Request subject (core NATS request/reply, queue group `reward`) answered by the reward scorer:
+/// Claw-R1's `POST /compute_reward`, forwarded by the gateway. JSON in, JSON out.
+pub const REWARD_COMPUTE: &str = "clawline.reward.compute";
 /// Request subject answered by the batcher with DataPool statistics.
 pub const DATAPOOL_STATS: &str = "clawline.datapool.stats";
 
 /// The step subject of a channel.
 pub fn steps(channel: &str) -> String {
     format!("{STEPS_PREFIX}.{channel}")
+}
+
+/// The reward subject of a source kind (`rm`, `rule`, `feedback`, `client`).
+pub fn rewards(kind: &str) -> String {
+    format!("{REWARDS_PREFIX}.{kind}")
 }
 
 /// The batch subject of a channel.

@@ -10,12 +10,14 @@
 mod codec;
 mod feedback;
 mod ids;
+mod reward;
 mod step;
 mod trajectory;
 
 pub use codec::{CodecError, decode, encode};
 pub use feedback::{FeedbackKind, FeedbackReceived, ImplicitSignal, Thumbs};
 pub use ids::{derived_id, new_event_id, now_ms};
+pub use reward::{RewardAssigned, RewardScope};
 pub use step::{Message, StepRecorded, StepSource, TokenSource, ToolCall};
 pub use trajectory::{CompletionReason, TrajectoryCompleted, TrajectoryRegistered};
 

@@ -110,6 +110,11 @@ pub struct StepRecorded {
     /// The gateway's id for the HTTP request (`x-request-id`).
     #[serde(default)]
     pub request_id: Option<String>,
+    /// The step this call continues (its messages end with that step's answer plus the user's next
+    /// message), when the gateway knows it. The reward scorer reads the new message as implicit
+    /// feedback on that step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_step_id: Option<String>,
 
     #[serde(default)]
     pub messages: Vec<Message>,

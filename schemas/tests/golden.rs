@@ -52,6 +52,7 @@ fn step() -> StepRecorded {
         policy_version: Some(3),
         source: StepSource::Chat,
         request_id: Some("req-1".into()),
+        previous_step_id: None,
         messages: vec![
             Message {
                 role: "system".into(),
@@ -151,6 +152,43 @@ fn feedback_encoding_is_pinned() {
             metadata: None,
         },
     );
+}
+
+#[test]
+fn reward_encoding_is_pinned() {
+    let step_id = StepRecorded::id_for("acme", "traj-1", 2, 0);
+    check_golden(
+        "reward_assigned.msgpack",
+        &RewardAssigned {
+            event_id: RewardAssigned::id_for(&step_id, "rm:bundled@0123abcd", "0123abcd4567ef89"),
+            event_time: 1_790_000_002_000,
+            producer: "clawline-reward/0.1.0".into(),
+            schema_version: SCHEMA_VERSION,
+            tenant: "acme".into(),
+            channel: Some("train".into()),
+            trajectory_uid: "traj-1".into(),
+            scope: RewardScope::Step,
+            step_id: Some(step_id.clone()),
+            source: "rm:bundled@0123abcd".into(),
+            source_version: "0123abcd4567ef89".into(),
+            value: 0.75,
+            caused_by: step_id,
+            details: Some(serde_json::json!({"logits": [1.0986]})),
+        },
+    );
+}
+
+/// A step that continues another names it; steps without one keep their old bytes.
+#[test]
+fn previous_step_id_round_trips_and_is_omitted_when_absent() {
+    let mut s = step();
+    assert_eq!(
+        encode(&s).unwrap(),
+        std::fs::read(fixture("step_recorded.msgpack")).unwrap()
+    );
+    s.previous_step_id = Some(StepRecorded::id_for("acme", "traj-1", 1, 0));
+    let back: StepRecorded = decode(&encode(&s).unwrap()).unwrap();
+    assert_eq!(back, s);
 }
 
 /// An old reader must accept events written by a newer build with extra fields.

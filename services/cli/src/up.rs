@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::Args;
 use clawline_nats::server::{LocalServer, LocalServerConfig};
-use clawline_runtime::{LogArgs, NatsArgs, Shutdown};
+use clawline_runtime::{LogArgs, NatsArgs, Shutdown, TaskSet};
 
 #[derive(Debug, Args)]
 pub struct UpArgs {
@@ -41,6 +41,16 @@ pub struct UpArgs {
     /// API key file (`KEY TENANT [admin]` lines); without it the gateway is open.
     #[arg(long = "api-keys", env = "CLAWLINE_API_KEYS")]
     api_keys: Option<PathBuf>,
+    /// The reward service's TOML (models, rules, feedback); default: the bundled reward model plus
+    /// the ground-truth and tool-call rules.
+    #[arg(long = "reward-config", env = "CLAWLINE_REWARD_CONFIG")]
+    reward_config: Option<PathBuf>,
+    /// The reward service's `/metrics` address.
+    #[arg(long = "reward-listen", default_value = "127.0.0.1:8101")]
+    reward_listen: SocketAddr,
+    /// The ONNX Runtime library for the reward models (default: where scripts/setup.sh puts it).
+    #[arg(long = "ort-library", env = "ORT_DYLIB_PATH")]
+    ort_library: Option<PathBuf>,
 }
 
 pub async fn run(args: UpArgs, log: LogArgs) -> anyhow::Result<()> {
@@ -67,6 +77,29 @@ pub async fn run(args: UpArgs, log: LogArgs) -> anyhow::Result<()> {
         }
     };
 
+    let reward = {
+        use clap::Parser;
+        let mut flags = vec![
+            "clawline-reward".to_string(),
+            "--nats-url".into(),
+            nats_url.clone(),
+            "--listen".into(),
+            args.reward_listen.to_string(),
+        ];
+        if let Some(path) = &args.reward_config {
+            flags.extend(["--config".into(), path.display().to_string()]);
+        }
+        if let Some(path) = &args.ort_library {
+            flags.extend(["--ort-library".into(), path.display().to_string()]);
+        }
+        let mut config = clawline_reward::Config::try_parse_from(flags)?;
+        config.log = log.clone();
+        config
+    };
+    // Load the reward models before serving: a broken model stops `up` with its file named.
+    let reward =
+        tokio::task::spawn_blocking(move || clawline_reward::Service::load(reward)).await??;
+
     let mut gateway = clawline_gateway::Config {
         listen: args.listen,
         upstreams: args.upstreams,
@@ -89,11 +122,21 @@ pub async fn run(args: UpArgs, log: LogArgs) -> anyhow::Result<()> {
         args.listen
     );
     println!("  metrics:                  http://{}/metrics", args.listen);
+    println!(
+        "  reward scorer metrics:    http://{}/metrics",
+        args.reward_listen
+    );
     println!("  NATS:                     {nats_url}");
     println!("  data dir:                 {}", args.data_dir.display());
     println!("Ctrl-C stops everything; running it again resumes from the data dir.");
 
-    let result = clawline_gateway::run_from_config(gateway, shutdown.token()).await;
+    let mut tasks = TaskSet::new(shutdown.token());
+    tasks.spawn(
+        "gateway",
+        clawline_gateway::run_from_config(gateway, shutdown.token()),
+    );
+    tasks.spawn("reward", reward.run(shutdown.token()));
+    let result = tasks.join().await;
     if let Some(mut server) = server {
         tokio::task::spawn_blocking(move || server.stop()).await?;
         tracing::info!("nats-server stopped");

@@ -1,4 +1,4 @@
-//! `clawline up` starts nats-server and the gateway, serves, stops cleanly on SIGTERM, and a second
+//! `clawline up` starts nats-server, the gateway and the reward scorer, serves, stops cleanly on SIGTERM, and a second
 //! run resumes from the data dir.
 #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
@@ -23,6 +23,7 @@ fn up(data_dir: &std::path::Path, nats_port: u16, http_port: u16, upstream: &str
         .args(["--nats-port", &nats_port.to_string()])
         .args(["--listen", &format!("127.0.0.1:{http_port}")])
         .args(["--upstream", upstream])
+        .args(["--reward-listen", &format!("127.0.0.1:{}", free_port())])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -67,9 +68,13 @@ async fn stop(mut child: Child) {
 }
 
 async fn stored_steps(nats_port: u16) -> u64 {
+    stream_messages(nats_port, "STEPS").await
+}
+
+async fn stream_messages(nats_port: u16, stream: &str) -> u64 {
     let client = async_nats_client(nats_port).await;
     let js = clawline_nats::async_nats::jetstream::new(client);
-    js.get_stream("STEPS")
+    js.get_stream(stream)
         .await
         .unwrap()
         .info()
@@ -77,6 +82,23 @@ async fn stored_steps(nats_port: u16) -> u64 {
         .unwrap()
         .state
         .messages
+}
+
+/// Waits (bounded) until the reward scorer has published `n` rewards.
+async fn wait_rewards(nats_port: u16, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let count = stream_messages(nats_port, "REWARDS").await;
+        if count >= n {
+            assert_eq!(count, n, "one bundled-model reward per step");
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "REWARDS has {count}, expected {n}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 async fn async_nats_client(port: u16) -> clawline_nats::async_nats::Client {
@@ -107,6 +129,7 @@ async fn clawline_up_serves_stops_cleanly_and_resumes_from_its_data_dir() {
         "echo: hi"
     );
     assert_eq!(stored_steps(nats_port).await, 1);
+    wait_rewards(nats_port, 1).await;
     stop(child).await;
     assert!(
         async_nats_client_fails(nats_port).await,
@@ -132,6 +155,10 @@ async fn clawline_up_serves_stops_cleanly_and_resumes_from_its_data_dir() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(stored_steps(nats_port).await, 2);
+    // The scorer resumed: the new step is scored, the old one not again.
+    wait_rewards(nats_port, 2).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(stream_messages(nats_port, "REWARDS").await, 2);
     stop(child).await;
 }
 

@@ -77,6 +77,10 @@ pub struct Config {
     #[arg(long = "capture-timeout", env = "CLAWLINE_CAPTURE_TIMEOUT", value_parser = parse_duration, default_value = "2s")]
     pub capture_timeout: Duration,
 
+    /// How long `POST /compute_reward` waits for the reward service before answering 504.
+    #[arg(long = "reward-timeout", env = "CLAWLINE_REWARD_TIMEOUT", value_parser = parse_duration, default_value = "30s")]
+    pub reward_timeout: Duration,
+
     /// A conversation with no call for this long no longer continues (implicit sessions); its
     /// trajectory is completed with reason `idle_timeout`.
     #[arg(long = "session-idle", env = "CLAWLINE_SESSION_IDLE", value_parser = parse_duration, default_value = "30m")]

@@ -36,6 +36,9 @@ pub enum ApiError {
     GatewayTimeout(std::time::Duration),
     #[error("{0}")]
     Unavailable(String),
+    /// A clawline service behind the gateway (e.g. the reward scorer) did not answer in time.
+    #[error("{0}")]
+    ServiceTimeout(String),
     /// Something on our side broke; logged once, the client sees a generic message.
     #[error("internal error: {0}")]
     Internal(String),
@@ -66,7 +69,9 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Upstream { status, .. } => *status,
             ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
-            ApiError::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::GatewayTimeout(_) | ApiError::ServiceTimeout(_) => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -84,6 +89,7 @@ impl ApiError {
                 "upstream_error"
             }
             ApiError::Unavailable(_) => "unavailable_error",
+            ApiError::ServiceTimeout(_) => "timeout_error",
             ApiError::Internal(_) => "internal_error",
         }
     }

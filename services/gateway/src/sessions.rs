@@ -28,6 +28,8 @@ pub struct Trajectory {
     pub completed: bool,
     /// Steps recorded so far; the next step gets this index.
     pub next_step: u32,
+    /// The latest recorded step (index, id of its first choice): what the next call continues.
+    pub last_step: Option<(u32, String)>,
     last_active: Instant,
     fingerprint: Option<Fingerprint>,
 }
@@ -107,6 +109,7 @@ impl Sessions {
             implicit,
             completed: false,
             next_step: 0,
+            last_step: None,
             last_active: Instant::now(),
             fingerprint: None,
         };
@@ -152,6 +155,15 @@ impl Sessions {
             t.next_step = taken.unwrap_or(t.next_step);
             t
         })
+    }
+
+    /// Notes that step `index` (first choice `step_id`) was recorded, unless a later one already was.
+    pub fn step_recorded(&self, uid: &str, tenant: &str, index: u32, step_id: &str) {
+        let _ = self.update(uid, tenant, |t| {
+            if t.last_step.as_ref().is_none_or(|(last, _)| *last < index) {
+                t.last_step = Some((index, step_id.to_string()));
+            }
+        });
     }
 
     /// The implicit session that `messages` continue, if any.

@@ -146,6 +146,11 @@ impl Deref for AppState {
 }
 
 impl AppState {
+    /// The NATS connection (for request/reply to other services).
+    pub fn nats(&self) -> &async_nats::Client {
+        &self.client
+    }
+
     pub fn build(config: Config, client: async_nats::Client) -> anyhow::Result<Self> {
         let keys = match &config.api_keys {
             Some(path) => ApiKeys::load(path)?,

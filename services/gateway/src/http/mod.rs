@@ -3,6 +3,7 @@
 
 mod chat;
 mod ops;
+mod reward;
 mod steps;
 mod trajectory;
 mod whitebox;
@@ -28,6 +29,7 @@ pub fn app(state: AppState) -> Router {
         .merge(chat::router())
         .merge(trajectory::router())
         .merge(whitebox::router())
+        .merge(reward::router())
         .merge(ops::router())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .layer(middleware::from_fn_with_state(

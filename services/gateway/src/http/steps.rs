@@ -122,6 +122,7 @@ pub fn build_steps(state: &AppState, ctx: &CallContext, answer: &Answer) -> Vec<
                 policy_version: ctx.policy_version,
                 source: StepSource::Chat,
                 request_id: Some(ctx.request_id.clone()),
+                previous_step_id: ctx.trajectory.last_step.as_ref().map(|(_, id)| id.clone()),
                 messages: messages.clone(),
                 tools_json: ctx.tools.as_ref().map(Value::to_string),
                 request_params_json: ctx.params_json.clone(),
@@ -178,6 +179,14 @@ pub async fn record_call(state: &AppState, ctx: &mut CallContext, answer: &Answe
         .metrics
         .capture_seconds
         .observe(started.elapsed().as_secs_f64());
+    if !steps.is_empty() {
+        state.sessions.step_recorded(
+            &ctx.trajectory.uid,
+            &ctx.caller.tenant,
+            ctx.trajectory.next_step,
+            &ctx.step_id(0),
+        );
+    }
     if let Some(first) = answer.choices.first()
         && ctx.trajectory.implicit
     {

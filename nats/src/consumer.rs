@@ -1,0 +1,61 @@
+//! Durable pull consumers: how every service reads a stream so that a restart resumes where it
+//! stopped. Acks are explicit and sent only after the consumer's own output is acked; a message that
+//! keeps failing is redelivered at most `max_deliver` times.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::AckPolicy, consumer::DeliverPolicy, consumer::pull};
+
+/// How a service reads one stream.
+#[derive(Debug, Clone)]
+pub struct DurableSpec {
+    /// The stream, e.g. [`crate::streams::STEPS`].
+    pub stream: &'static str,
+    /// The durable consumer's name; services sharing it share the work.
+    pub durable: String,
+    /// Subjects to read; empty reads the whole stream.
+    pub filter_subjects: Vec<String>,
+    /// How long a delivered message may stay unacked before it is redelivered.
+    pub ack_wait: Duration,
+    /// Deliveries before JetStream gives up on a message (poison messages end here).
+    pub max_deliver: i64,
+    /// Unacked messages in flight at once.
+    pub max_ack_pending: i64,
+}
+
+impl DurableSpec {
+    pub fn new(stream: &'static str, durable: impl Into<String>) -> Self {
+        Self {
+            stream,
+            durable: durable.into(),
+            filter_subjects: Vec::new(),
+            ack_wait: Duration::from_secs(60),
+            max_deliver: 5,
+            max_ack_pending: 1024,
+        }
+    }
+
+    pub fn filter(mut self, subjects: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.filter_subjects = subjects.into_iter().map(Into::into).collect();
+        self
+    }
+}
+
+/// Creates the durable consumer, or binds to it when it exists.
+pub async fn durable_consumer(
+    js: &jetstream::Context,
+    spec: &DurableSpec,
+) -> Result<jetstream::consumer::Consumer<pull::Config>, async_nats::Error> {
+    let stream = js.get_stream(spec.stream).await?;
+    let config = pull::Config {
+        durable_name: Some(spec.durable.clone()),
+        filter_subjects: spec.filter_subjects.clone(),
+        ack_policy: AckPolicy::Explicit,
+        deliver_policy: DeliverPolicy::All,
+        ack_wait: spec.ack_wait,
+        max_deliver: spec.max_deliver,
+        max_ack_pending: spec.max_ack_pending,
+        ..Default::default()
+    };
+    Ok(stream.get_or_create_consumer(&spec.durable, config).await?)
+}

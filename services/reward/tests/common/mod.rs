@@ -1,0 +1,182 @@
+//! Shared setup: a real nats-server per test, the reward service in-process with real ONNX Runtime.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use clawline_nats::async_nats::jetstream;
+use clawline_nats::testing::NatsServer;
+use clawline_nats::{publish_event, subjects};
+use clawline_reward::{Config, Service};
+use clawline_runtime::CancellationToken;
+pub use clawline_schemas::*;
+use serde::de::DeserializeOwned;
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+pub struct Reward {
+    pub shutdown: CancellationToken,
+    pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    pub metrics_url: String,
+}
+
+impl Reward {
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
+    }
+
+    pub async fn metrics(&self) -> String {
+        reqwest::get(&self.metrics_url)
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+}
+
+/// Config for a reward service on `nats`, with the TOML text written beside it.
+pub fn config(nats: &NatsServer, dir: &Path, toml: &str, extra: &[&str]) -> Config {
+    let path = dir.join("reward.toml");
+    std::fs::write(&path, toml).unwrap();
+    let port = free_port();
+    let mut args = vec![
+        "clawline-reward".to_string(),
+        "--nats-url".into(),
+        nats.url(),
+        "--config".into(),
+        path.display().to_string(),
+        "--listen".into(),
+        format!("127.0.0.1:{port}"),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    Config::try_parse_from(args).unwrap()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub async fn start(nats: &NatsServer, dir: &Path, toml: &str) -> Reward {
+    start_with(config(nats, dir, toml, &[])).await
+}
+
+pub async fn start_with(config: Config) -> Reward {
+    let metrics_url = format!("http://{}/metrics", config.listen);
+    let service = tokio::task::spawn_blocking(move || Service::load(config))
+        .await
+        .unwrap()
+        .expect("reward service loads");
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(service.run(shutdown.clone()));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while reqwest::get(&metrics_url).await.is_err() {
+        assert!(Instant::now() < deadline, "reward service did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Reward {
+        shutdown,
+        task,
+        metrics_url,
+    }
+}
+
+/// A step as the gateway records it.
+pub fn step(traj: &str, index: u32, response: &str) -> StepRecorded {
+    StepRecorded {
+        event_id: StepRecorded::id_for("default", traj, index, 0),
+        event_time: now_ms(),
+        producer: "test".into(),
+        schema_version: SCHEMA_VERSION,
+        tenant: "default".into(),
+        channel: "train".into(),
+        trajectory_uid: traj.into(),
+        prompt_uid: "p".into(),
+        step_index: index,
+        messages: vec![Message {
+            role: "user".into(),
+            content: Some("question".into()),
+            ..Default::default()
+        }],
+        response_text: response.into(),
+        ..Default::default()
+    }
+}
+
+pub async fn publish_step(js: &jetstream::Context, step: &StepRecorded) {
+    publish_event(js, subjects::steps(&step.channel), step)
+        .await
+        .unwrap();
+}
+
+pub async fn stream_count(js: &jetstream::Context, stream: &str) -> u64 {
+    let mut s = js.get_stream(stream).await.unwrap();
+    s.info().await.unwrap().state.messages
+}
+
+pub async fn read_events<E: DeserializeOwned>(js: &jetstream::Context, stream: &str) -> Vec<E> {
+    let mut s = js.get_stream(stream).await.unwrap();
+    let info = s.info().await.unwrap().clone();
+    let mut out = Vec::new();
+    for seq in info.state.first_sequence.max(1)..=info.state.last_sequence {
+        if let Ok(msg) = s.get_raw_message(seq).await {
+            out.push(decode(&msg.payload).unwrap());
+        }
+    }
+    out
+}
+
+/// Waits until REWARDS holds at least `n` rewards, then returns them all.
+pub async fn rewards(js: &jetstream::Context, n: u64) -> Vec<RewardAssigned> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let count = stream_count(js, "REWARDS").await;
+        if count >= n {
+            return read_events(js, "REWARDS").await;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "REWARDS has {count}, expected {n}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The rewards of one source for one step.
+pub fn of<'a>(
+    all: &'a [RewardAssigned],
+    step_id: &str,
+    source_prefix: &str,
+) -> Vec<&'a RewardAssigned> {
+    all.iter()
+        .filter(|r| r.step_id.as_deref() == Some(step_id) && r.source.starts_with(source_prefix))
+        .collect()
+}
+
+/// The value of a counter or histogram line on /metrics, e.g. `clawline_reward_model_batch_size_count`.
+pub fn metric(text: &str, line_prefix: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(line_prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Messages the durable consumer has neither delivered nor had acked.
+pub async fn consumer_backlog(
+    js: &jetstream::Context,
+    stream: &str,
+    durable: &str,
+) -> (u64, usize) {
+    let s = js.get_stream(stream).await.unwrap();
+    let mut c: jetstream::consumer::PullConsumer = s.get_consumer(durable).await.unwrap();
+    let info = c.info().await.unwrap();
+    (info.num_pending, info.num_ack_pending)
+}
