@@ -684,3 +684,62 @@ async fn gateway(nats: &NatsServer, dir: &std::path::Path, extra: &[&str]) -> Ga
         _mock: mock,
     }
 }
+
+/// The committed models are exactly what `scripts/make_reward_model.py` writes: anyone can
+/// regenerate them and get the same bytes.
+#[test]
+fn the_committed_models_regenerate_byte_for_byte() {
+    let python = std::env::var_os("CLAWLINE_PYTHON")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .map(|h| std::path::PathBuf::from(h).join(".cache/clawline/venv/bin/python"))
+        })
+        .unwrap();
+    assert!(
+        python.is_file(),
+        "{} missing: run scripts/setup.sh",
+        python.display()
+    );
+    let root = repo_root();
+    let out = tempfile::tempdir().unwrap();
+    let lexicon = out.path().join("lexicon");
+    let tiny = out.path().join("tiny");
+    let script = root.join("scripts/make_reward_model.py");
+    let run = |args: Vec<String>| {
+        let o = std::process::Command::new(&python)
+            .arg(&script)
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    run(vec![
+        "lexicon".into(),
+        "--out".into(),
+        lexicon.display().to_string(),
+    ]);
+    run(vec![
+        "transformer".into(),
+        "--tokenizer".into(),
+        lexicon.join("tokenizer.json").display().to_string(),
+        "--out".into(),
+        tiny.display().to_string(),
+    ]);
+    for (generated, committed) in [
+        (&lexicon, "data/reward-model"),
+        (&tiny, "data/reward-model-tiny-transformer"),
+    ] {
+        for file in ["model.onnx", "tokenizer.json", "config.json"] {
+            assert!(
+                std::fs::read(generated.join(file)).unwrap()
+                    == std::fs::read(root.join(committed).join(file)).unwrap(),
+                "{committed}/{file} differs from what the script generates"
+            );
+        }
+    }
+}
