@@ -110,21 +110,20 @@ max_wait_ms = 200
 }
 
 #[tokio::test]
-async fn a_transformer_export_with_token_type_ids_is_scored() {
+async fn several_models_score_side_by_side_including_a_transformer_export() {
     let nats = NatsServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let model_dir = repo_root().join("data/reward-model-tiny-transformer");
-    let cfg = config(
-        &nats,
-        dir.path(),
-        NO_MODEL,
-        &["--model", &format!("tiny={}", model_dir.display())],
+    let toml = format!(
+        "[[models]]\nname = \"lex\"\ndir = \"{}\"\n[[models]]\nname = \"tiny\"\ndir = \"{}\"\ntext = \"conversation\"\nintra_threads = 2\n",
+        repo_root().join("data/reward-model").display(),
+        model_dir.display()
     );
-    let svc = start_with(cfg).await;
+    let svc = start(&nats, dir.path(), &toml).await;
     let js = nats.jetstream().await;
     let s = step("tt", 0, "Hello there, the answer is 7.");
     publish_step(&js, &s).await;
-    let all = rewards(&js, 1).await;
+    let all = rewards(&js, 2).await;
     let sha = {
         use sha2::Digest;
         hex::encode(sha2::Sha256::digest(
@@ -143,7 +142,70 @@ async fn a_transformer_export_with_token_type_ids_is_scored() {
         2
     );
     assert!(r.value > 0.0 && r.value < 1.0, "{}", r.value);
+    // sigmoid from the lexicon export's config.json.
+    let lex = &of(&all, &s.event_id, "rm:lex@")[0];
+    assert!(lex.value > 0.0 && lex.value < 1.0, "{}", lex.value);
+    assert_ne!(lex.event_id, r.event_id);
     svc.stop().await;
+}
+
+#[tokio::test]
+async fn an_onnx_classifier_can_read_follow_ups_instead_of_patterns() {
+    let nats = NatsServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "bundled_model = false\nrules = []\n[implicit.classifier]\nlabels = [\"correction\", \"thanks\"]\n[implicit.classifier.model]\nname = \"fb\"\ndir = \"{}\"\n",
+        repo_root()
+            .join("data/reward-model-tiny-transformer")
+            .display()
+    );
+    let svc = start(&nats, dir.path(), &toml).await;
+    let js = nats.jetstream().await;
+    let mut s = step("c1", 1, "Lyon is nice too.");
+    s.previous_step_id = Some(StepRecorded::id_for("default", "c1", 0, 0));
+    s.messages = vec![
+        Message {
+            role: "user".into(),
+            content: Some("Where to go?".into()),
+            ..Default::default()
+        },
+        Message {
+            role: "assistant".into(),
+            content: Some("Paris.".into()),
+            ..Default::default()
+        },
+        Message {
+            role: "user".into(),
+            content: Some("What else?".into()),
+            ..Default::default()
+        },
+    ];
+    publish_step(&js, &s).await;
+    let all = rewards(&js, 1).await;
+    assert_eq!(all[0].source, "feedback:implicit");
+    assert!(
+        all[0].source_version.starts_with("rm:fb@"),
+        "{}",
+        all[0].source_version
+    );
+    assert_eq!(all[0].step_id, s.previous_step_id);
+    let signal = all[0].details.as_ref().unwrap()["signal"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(signal == "correction" || signal == "thanks", "{signal}");
+    svc.stop().await;
+
+    // Labels must match the classifier's logits.
+    let bad = toml.replace("[\"correction\", \"thanks\"]", "[\"thanks\"]");
+    let err = clawline_reward::Service::load(config(&nats, dir.path(), &bad, &[]))
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string()
+            .contains("1 labels for a model with 2 logits"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
