@@ -7,6 +7,7 @@
 //! Evolution is additive: new fields are `Option` or `#[serde(default)]`, and no event denies unknown
 //! fields. Golden fixtures in `tests/fixtures/` pin the encoding.
 
+mod batch;
 mod codec;
 mod feedback;
 mod ids;
@@ -14,6 +15,7 @@ mod reward;
 mod step;
 mod trajectory;
 
+pub use batch::{BatchFormed, BatchGroup, BatchStep, GroupMode};
 pub use codec::{CodecError, decode, encode};
 pub use feedback::{FeedbackKind, FeedbackReceived, ImplicitSignal, Thumbs};
 pub use ids::{derived_id, new_event_id, now_ms};

@@ -178,6 +178,61 @@ fn reward_encoding_is_pinned() {
     );
 }
 
+#[test]
+fn batch_encoding_is_pinned() {
+    let ids = [
+        StepRecorded::id_for("acme", "traj-1", 0, 0),
+        StepRecorded::id_for("acme", "traj-2", 0, 0),
+    ];
+    let step = |i: usize, adv: f64| BatchStep {
+        step_id: ids[i].clone(),
+        tenant: "acme".into(),
+        trajectory_uid: format!("traj-{}", i + 1),
+        prompt_uid: "p-7".into(),
+        step_index: 0,
+        group: 0,
+        token_source: TokenSource::Engine,
+        prompt_ids: vec![1, 2, 3],
+        response_ids: vec![4, 5],
+        old_logprobs: Some(vec![-0.5, -0.25]),
+        reward: 0.5 + adv,
+        advantage: adv,
+        rewards: vec![("rm:bundled@0123abcd".into(), 0.5 + adv)],
+        reward_ids: vec![format!("rwd_{i}")],
+        policy_version: Some(3),
+        staleness: 1,
+        importance_cap: None,
+        truncated: false,
+    };
+    check_golden(
+        "batch_formed.msgpack",
+        &BatchFormed {
+            event_id: BatchFormed::id_for(ids.iter().map(String::as_str)),
+            event_time: 1_790_000_003_000,
+            producer: "clawline-batcher/0.1.0".into(),
+            schema_version: SCHEMA_VERSION,
+            channel: "train".into(),
+            mode: GroupMode::Prompt,
+            policy_version: Some(4),
+            groups: vec![BatchGroup {
+                key: "p-7".into(),
+                tenant: "acme".into(),
+                trajectories: 2,
+                steps: 2,
+                reward_mean: 0.5,
+                reward_std: 0.25,
+                baseline: 0.5,
+            }],
+            steps: vec![step(0, 0.25), step(1, -0.25)],
+        },
+    );
+    assert_eq!(
+        BatchFormed::id_for(["b", "a"]),
+        BatchFormed::id_for(["a", "b"]),
+        "member order does not change the id"
+    );
+}
+
 /// A step that continues another names it; steps without one keep their old bytes.
 #[test]
 fn previous_step_id_round_trips_and_is_omitted_when_absent() {

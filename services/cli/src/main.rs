@@ -1,9 +1,11 @@
 //! `clawline` — one command for the whole system on one machine.
 //!
 //! `clawline up` starts a local nats-server with JetStream on disk (unless `--nats-url` points at
-//! one) and every service in this process. Today that is the gateway; each later service joins here.
+//! one) and every service in this process: gateway, reward scorer and batcher so far; each later
+//! service joins here.
 //! Each service also runs alone as its own binary against the same NATS: that is how it scales.
 
+mod datapool;
 mod up;
 
 use clap::{Parser, Subcommand};
@@ -21,7 +23,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Start the whole system on this machine.
-    Up(up::UpArgs),
+    Up(Box<up::UpArgs>),
+    /// The DataPool (batcher): statistics.
+    Datapool(datapool::DatapoolArgs),
 }
 
 #[tokio::main]
@@ -29,6 +33,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_tracing(&cli.log);
     match cli.command {
-        Command::Up(args) => up::run(args, cli.log).await,
+        Command::Up(args) => up::run(*args, cli.log).await,
+        Command::Datapool(args) => datapool::run(args).await,
     }
 }

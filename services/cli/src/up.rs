@@ -48,6 +48,12 @@ pub struct UpArgs {
     /// The reward service's `/metrics` address.
     #[arg(long = "reward-listen", default_value = "127.0.0.1:8101")]
     reward_listen: SocketAddr,
+    /// The batcher's TOML (channels, readiness, grouping); default: window batches of 8.
+    #[arg(long = "batcher-config", env = "CLAWLINE_BATCHER_CONFIG")]
+    batcher_config: Option<PathBuf>,
+    /// The batcher's `/stats` address.
+    #[arg(long = "batcher-listen", default_value = "127.0.0.1:8102")]
+    batcher_listen: SocketAddr,
     /// The ONNX Runtime library for the reward models (default: where scripts/setup.sh puts it).
     #[arg(long = "ort-library", env = "ORT_DYLIB_PATH")]
     ort_library: Option<PathBuf>,
@@ -100,6 +106,16 @@ pub async fn run(args: UpArgs, log: LogArgs) -> anyhow::Result<()> {
     let reward =
         tokio::task::spawn_blocking(move || clawline_reward::Service::load(reward)).await??;
 
+    let batcher = clawline_batcher::Config {
+        nats: NatsArgs {
+            url: nats_url.clone(),
+            replicas: 1,
+        },
+        log: log.clone(),
+        config: args.batcher_config.clone(),
+        listen: args.batcher_listen,
+    };
+
     let mut gateway = clawline_gateway::Config {
         listen: args.listen,
         upstreams: args.upstreams,
@@ -126,6 +142,10 @@ pub async fn run(args: UpArgs, log: LogArgs) -> anyhow::Result<()> {
         "  reward scorer metrics:    http://{}/metrics",
         args.reward_listen
     );
+    println!(
+        "  DataPool statistics:      http://{}/stats  (or: clawline datapool stats)",
+        args.batcher_listen
+    );
     println!("  NATS:                     {nats_url}");
     println!("  data dir:                 {}", args.data_dir.display());
     println!("Ctrl-C stops everything; running it again resumes from the data dir.");
@@ -136,6 +156,7 @@ pub async fn run(args: UpArgs, log: LogArgs) -> anyhow::Result<()> {
         clawline_gateway::run_from_config(gateway, shutdown.token()),
     );
     tasks.spawn("reward", reward.run(shutdown.token()));
+    tasks.spawn("batcher", clawline_batcher::run(batcher, shutdown.token()));
     let result = tasks.join().await;
     if let Some(mut server) = server {
         tokio::task::spawn_blocking(move || server.stop()).await?;

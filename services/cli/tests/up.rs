@@ -1,4 +1,4 @@
-//! `clawline up` starts nats-server, the gateway and the reward scorer, serves, stops cleanly on SIGTERM, and a second
+//! `clawline up` starts nats-server, the gateway, the reward scorer and the batcher, serves, stops cleanly on SIGTERM, and a second
 //! run resumes from the data dir.
 #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
@@ -24,6 +24,7 @@ fn up(data_dir: &std::path::Path, nats_port: u16, http_port: u16, upstream: &str
         .args(["--listen", &format!("127.0.0.1:{http_port}")])
         .args(["--upstream", upstream])
         .args(["--reward-listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--batcher-listen", &format!("127.0.0.1:{}", free_port())])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -130,6 +131,43 @@ async fn clawline_up_serves_stops_cleanly_and_resumes_from_its_data_dir() {
     );
     assert_eq!(stored_steps(nats_port).await, 1);
     wait_rewards(nats_port, 1).await;
+    // The batcher holds the step (a window of 8 is not full): through the gateway and the CLI.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let stats: Value = http
+            .get(format!("{url}/v1/datapool/stats"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if stats["channels"]["train"]["steps"] == 1 {
+            assert_eq!(stats["channels"]["train"]["consumed_steps"], 0, "{stats}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "batcher never saw the step: {stats}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_clawline"))
+        .args([
+            "datapool",
+            "stats",
+            "--nats-url",
+            &format!("nats://127.0.0.1:{nats_port}"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(printed["channels"]["train"]["steps"], 1);
     stop(child).await;
     assert!(
         async_nats_client_fails(nats_port).await,

@@ -6,14 +6,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clawline_nats::buckets;
 use clawline_runtime::prometheus_client::metrics::counter::Counter;
 use clawline_runtime::prometheus_client::metrics::family::Family;
 use clawline_runtime::prometheus_client::metrics::gauge::Gauge;
 use clawline_runtime::prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use clawline_runtime::tokenize::ChatTokenizer;
 use clawline_runtime::{CancellationToken, Metrics, TaskSet};
-use futures::StreamExt;
 
 use crate::auth::ApiKeys;
 use crate::capture::{Capture, CaptureMetrics, Spool};
@@ -266,41 +264,12 @@ async fn ensure_topology_until_done(
 /// Follows KV `state`/`policy.version`, reconnecting the watch when NATS goes away.
 async fn watch_policy_version(state: AppState, shutdown: CancellationToken) -> anyhow::Result<()> {
     let js = async_nats::jetstream::new(state.client.clone());
-    loop {
-        let attempt = async {
-            let kv = js.get_key_value(buckets::STATE).await?;
-            let mut watch = kv.watch_with_history(buckets::POLICY_VERSION_KEY).await?;
-            while let Some(entry) = watch.next().await {
-                let entry = entry?;
-                match std::str::from_utf8(&entry.value)
-                    .ok()
-                    .and_then(|t| t.trim().parse::<u64>().ok())
-                {
-                    Some(version) => {
-                        if state.policy.get() != Some(version) {
-                            tracing::info!(version, "policy version");
-                        }
-                        state.policy.set(version);
-                    }
-                    None if entry.value.is_empty() => {}
-                    None => {
-                        tracing::warn!(value = ?entry.value, "policy.version is not a number; ignored")
-                    }
-                }
-            }
-            anyhow::Ok(())
-        };
-        tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            result = attempt => {
-                if let Err(err) = result {
-                    tracing::debug!(error = %err, "policy version watch ended; retrying");
-                }
-            }
+    let policy = state.clone();
+    clawline_runtime::watch_policy_version(js, shutdown, move |version| {
+        if policy.policy.get() != Some(version) {
+            tracing::info!(version, "policy version");
         }
-        tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
-    }
+        policy.policy.set(version);
+    })
+    .await
 }

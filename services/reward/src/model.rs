@@ -146,9 +146,11 @@ impl RewardModel {
             message,
         };
         let text = |e: &dyn std::fmt::Display| onnx_err(e.to_string());
+        // `All` is ONNX Runtime's own default (ORT_ENABLE_ALL); `ort`'s `Level3` is only up to
+        // layout optimizations (ORT_ENABLE_LAYOUT).
         let session = Session::builder(env)
             .map_err(|e| text(&e))?
-            .with_optimization_level(GraphOptimizationLevel::Level3)
+            .with_optimization_level(GraphOptimizationLevel::All)
             .map_err(|e| text(&e))?
             .with_intra_threads(config.intra_threads.max(1))
             .map_err(|e| text(&e))?
@@ -380,7 +382,7 @@ impl Worker {
     fn run(&mut self, texts: &[String]) -> Result<Vec<Vec<f32>>, String> {
         let encodings = self
             .tokenizer
-            .encode_batch(texts.to_vec(), true)
+            .encode_batch(texts.iter().map(String::as_str).collect(), true)
             .map_err(|e| format!("tokenizing: {e}"))?;
         let batch = encodings.len();
         let seq = encodings.first().map_or(0, |e| e.len()).max(1);

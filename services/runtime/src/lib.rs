@@ -14,7 +14,7 @@ mod tracing_init;
 
 pub use args::{LogArgs, LogFormat, NatsArgs};
 pub use metrics::Metrics;
-pub use nats::connect_nats;
+pub use nats::{connect_nats, watch_policy_version};
 pub use shutdown::{Shutdown, TaskSet};
 pub use tracing_init::init_tracing;
 

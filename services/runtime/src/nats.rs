@@ -29,3 +29,48 @@ pub async fn connect_nats(
         .await
         .with_context(|| format!("connecting to NATS at {}", args.url))
 }
+
+/// Follows KV `state`/`policy.version` until `shutdown`, calling `on_version` with each version
+/// (the current one first), and re-opening the watch after NATS outages. A value that is not a
+/// number is logged and skipped.
+pub async fn watch_policy_version(
+    js: async_nats::jetstream::Context,
+    shutdown: tokio_util::sync::CancellationToken,
+    mut on_version: impl FnMut(u64) + Send,
+) -> anyhow::Result<()> {
+    use futures::StreamExt as _;
+    loop {
+        let attempt = async {
+            let kv = js.get_key_value(clawline_nats::buckets::STATE).await?;
+            let mut watch = kv
+                .watch_with_history(clawline_nats::buckets::POLICY_VERSION_KEY)
+                .await?;
+            while let Some(entry) = watch.next().await {
+                let entry = entry?;
+                match std::str::from_utf8(&entry.value)
+                    .ok()
+                    .and_then(|t| t.trim().parse::<u64>().ok())
+                {
+                    Some(version) => on_version(version),
+                    None if entry.value.is_empty() => {}
+                    None => {
+                        tracing::warn!(value = ?entry.value, "policy.version is not a number; ignored")
+                    }
+                }
+            }
+            anyhow::Ok(())
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            result = attempt => {
+                if let Err(err) = result {
+                    tracing::debug!(error = %err, "policy version watch ended; retrying");
+                }
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}

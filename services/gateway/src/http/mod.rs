@@ -2,6 +2,7 @@
 //! and request metrics.
 
 mod chat;
+mod datapool;
 mod ops;
 mod reward;
 mod steps;
@@ -30,6 +31,7 @@ pub fn app(state: AppState) -> Router {
         .merge(trajectory::router())
         .merge(whitebox::router())
         .merge(reward::router())
+        .merge(datapool::router())
         .merge(ops::router())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .layer(middleware::from_fn_with_state(

@@ -72,29 +72,15 @@ async fn compute_reward(
         ));
     }
     let payload = serde_json::to_vec(&req).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let timeout = state.config.reward_timeout;
-    let reply = tokio::time::timeout(
-        timeout,
-        state
-            .nats()
-            .request(subjects::REWARD_COMPUTE, payload.into()),
+    let reply = super::datapool::ask(
+        &state,
+        subjects::REWARD_COMPUTE,
+        payload,
+        state.config.reward_timeout,
+        ("reward service", "clawline-reward"),
     )
-    .await
-    .map_err(|_| {
-        ApiError::ServiceTimeout(format!(
-            "the reward service did not answer within {timeout:?}"
-        ))
-    })?
-    .map_err(|e| match e.kind() {
-        async_nats::RequestErrorKind::NoResponders => {
-            ApiError::Unavailable("no reward service is running (start clawline-reward)".into())
-        }
-        async_nats::RequestErrorKind::TimedOut => {
-            ApiError::ServiceTimeout("the reward service did not answer in time".into())
-        }
-        _ => ApiError::Unavailable(format!("reward service unreachable: {e}")),
-    })?;
-    let answer: Value = serde_json::from_slice(&reply.payload)
+    .await?;
+    let answer: Value = serde_json::from_slice(&reply)
         .map_err(|e| ApiError::Internal(format!("reward service answered non-JSON: {e}")))?;
     if let Some(message) = answer.pointer("/error/message").and_then(Value::as_str) {
         return Err(ApiError::bad_request(message.to_string()));
