@@ -1,7 +1,7 @@
 //! `clawline` — one command for the whole system on one machine.
 //!
 //! `clawline up` starts a local nats-server with JetStream on disk (unless `--nats-url` points at
-//! one) and every service in this process: gateway, reward scorer and batcher so far; each later
+//! one) and every service in this process: gateway, reward scorer, batcher and archive + SQL so far; each later
 //! service joins here.
 //! Each service also runs alone as its own binary against the same NATS: that is how it scales.
 
@@ -26,6 +26,9 @@ enum Command {
     Up(Box<up::UpArgs>),
     /// The DataPool (batcher): statistics.
     Datapool(datapool::DatapoolArgs),
+    /// SQL over the whole history (archive + live tail), e.g.
+    /// `clawline sql "SELECT channel, count(*) FROM steps GROUP BY channel"`.
+    Sql(Box<clawline_datapool::SqlCommand>),
 }
 
 #[tokio::main]
@@ -35,5 +38,6 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Up(args) => up::run(*args, cli.log).await,
         Command::Datapool(args) => datapool::run(args).await,
+        Command::Sql(cmd) => clawline_datapool::run_sql_command(*cmd).await,
     }
 }

@@ -54,6 +54,9 @@ pub struct UpArgs {
     /// The batcher's `/stats` address.
     #[arg(long = "batcher-listen", default_value = "127.0.0.1:8102")]
     batcher_listen: SocketAddr,
+    /// `POST /sql` (archive + live tail, behind --api-keys).
+    #[arg(long = "sql-listen", default_value = "127.0.0.1:8103")]
+    sql_listen: SocketAddr,
     /// The ONNX Runtime library for the reward models (default: where scripts/setup.sh puts it).
     #[arg(long = "ort-library", env = "ORT_DYLIB_PATH")]
     ort_library: Option<PathBuf>,
@@ -116,6 +119,24 @@ pub async fn run(args: UpArgs, log: LogArgs) -> anyhow::Result<()> {
         listen: args.batcher_listen,
     };
 
+    let datapool = clawline_datapool::ServeConfig {
+        nats: NatsArgs {
+            url: nats_url.clone(),
+            replicas: 1,
+        },
+        archive: clawline_datapool::ArchiveArgs {
+            root: args.data_dir.join("archive"),
+            roll_rows: 100_000,
+            roll_secs: 10,
+        },
+        limits: clawline_datapool::QueryLimits {
+            memory_limit: 1 << 30,
+            timeout_secs: 30,
+        },
+        listen: args.sql_listen,
+        api_keys: args.api_keys.clone(),
+    };
+
     let mut gateway = clawline_gateway::Config {
         listen: args.listen,
         upstreams: args.upstreams,
@@ -146,6 +167,11 @@ pub async fn run(args: UpArgs, log: LogArgs) -> anyhow::Result<()> {
         "  DataPool statistics:      http://{}/stats  (or: clawline datapool stats)",
         args.batcher_listen
     );
+    println!(
+        "  SQL:                      POST http://{}/sql  (or: clawline sql \"SELECT …\" --archive-dir {})",
+        args.sql_listen,
+        args.data_dir.join("archive").display()
+    );
     println!("  NATS:                     {nats_url}");
     println!("  data dir:                 {}", args.data_dir.display());
     println!("Ctrl-C stops everything; running it again resumes from the data dir.");
@@ -157,6 +183,10 @@ pub async fn run(args: UpArgs, log: LogArgs) -> anyhow::Result<()> {
     );
     tasks.spawn("reward", reward.run(shutdown.token()));
     tasks.spawn("batcher", clawline_batcher::run(batcher, shutdown.token()));
+    tasks.spawn(
+        "datapool",
+        clawline_datapool::serve(datapool, shutdown.token()),
+    );
     let result = tasks.join().await;
     if let Some(mut server) = server {
         tokio::task::spawn_blocking(move || server.stop()).await?;

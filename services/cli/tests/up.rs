@@ -8,6 +8,18 @@ use std::time::{Duration, Instant};
 use clawline_mock_vllm::{MockConfig, MockVllm};
 use serde_json::{Value, json};
 
+/// The SQL port of the `clawline up` serving on `http_port`: one free port per test, remembered.
+fn sql_port_for(http_port: u16) -> u16 {
+    static PORTS: std::sync::Mutex<Vec<(u16, u16)>> = std::sync::Mutex::new(Vec::new());
+    let mut ports = PORTS.lock().unwrap();
+    if let Some((_, p)) = ports.iter().find(|(h, _)| *h == http_port) {
+        return *p;
+    }
+    let p = free_port();
+    ports.push((http_port, p));
+    p
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -17,6 +29,7 @@ fn free_port() -> u16 {
 }
 
 fn up(data_dir: &std::path::Path, nats_port: u16, http_port: u16, upstream: &str) -> Child {
+    let sql_port = sql_port_for(http_port);
     Command::new(env!("CARGO_BIN_EXE_clawline"))
         .args(["up", "--data-dir"])
         .arg(data_dir)
@@ -25,6 +38,7 @@ fn up(data_dir: &std::path::Path, nats_port: u16, http_port: u16, upstream: &str
         .args(["--upstream", upstream])
         .args(["--reward-listen", &format!("127.0.0.1:{}", free_port())])
         .args(["--batcher-listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--sql-listen", &format!("127.0.0.1:{sql_port}")])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -168,6 +182,17 @@ async fn clawline_up_serves_stops_cleanly_and_resumes_from_its_data_dir() {
     );
     let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(printed["channels"]["train"]["steps"], 1);
+    // The history answers SQL at once (live tail) over HTTP.
+    let rows: Value = http
+        .post(format!("http://127.0.0.1:{}/sql", sql_port_for(http_port)))
+        .body("SELECT count(*) AS n FROM steps")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(rows["rows"][0]["n"], 1, "{rows}");
     stop(child).await;
     assert!(
         async_nats_client_fails(nats_port).await,

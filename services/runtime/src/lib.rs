@@ -5,6 +5,7 @@
 //! the Prometheus registry, and connecting to NATS. Must not know about any one service.
 
 mod args;
+pub mod keys;
 mod metrics;
 mod nats;
 mod shutdown;

@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use super::caller;
 use crate::AppState;
+use crate::auth::RequireAdmin as _;
 use crate::error::ApiError;
 
 pub fn router() -> Router<AppState> {

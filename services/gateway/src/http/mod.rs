@@ -101,7 +101,7 @@ pub fn parse_optional_json<T: DeserializeOwned + Default>(body: &[u8]) -> Result
 }
 
 pub fn caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
-    state.keys.authenticate(headers)
+    crate::auth::authenticate(&state.keys, headers)
 }
 
 /// Every 10 s: forget idle trajectories, and complete implicit sessions that went idle.

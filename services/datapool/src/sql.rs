@@ -1,0 +1,309 @@
+//! SQL over the history with DataFusion: each table is its Parquet files plus the live tail (the
+//! messages past the archive's checkpoint, read from JetStream at query time), so a step is
+//! queryable seconds after its capture. The two halves meet at the checkpoint read when the query
+//! starts, so a flush during the query neither hides nor doubles a row.
+//!
+//! Queries are read-only (no DDL, DML or statements), bounded by a memory pool and a timeout, and,
+//! for a tenant, see only views filtered to that tenant's rows (the unfiltered tables are never
+//! registered where the query could name them).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use async_nats::jetstream::{self, consumer::DeliverPolicy, consumer::pull::OrderedConfig};
+use datafusion::datasource::MemTable;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::prelude::*;
+use futures::StreamExt;
+
+use crate::archive::read_checkpoint;
+use crate::tables::{self, Row, TABLES, Table};
+
+/// Why a query failed; the message is for the user (no stack traces).
+#[derive(Debug, thiserror::Error)]
+pub enum SqlError {
+    /// The query is wrong (syntax with its position, unknown table or column, a write).
+    #[error("{0}")]
+    Invalid(String),
+    #[error("the query ran longer than {0:?} and was stopped")]
+    Timeout(Duration),
+    #[error("the query needs more than the memory limit: {0}")]
+    Memory(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<datafusion::error::DataFusionError> for SqlError {
+    fn from(e: datafusion::error::DataFusionError) -> Self {
+        use datafusion::error::DataFusionError as E;
+        match e.find_root() {
+            E::ResourcesExhausted(m) => SqlError::Memory(m.clone()),
+            E::SQL(..) | E::Plan(..) | E::SchemaError(..) | E::NotImplemented(..) => {
+                SqlError::Invalid(clean(&e.to_string()))
+            }
+            E::IoError(_) | E::ObjectStore(_) | E::External(_) | E::Internal(_) => {
+                SqlError::Internal(e.to_string())
+            }
+            _ => SqlError::Invalid(clean(&e.to_string())),
+        }
+    }
+}
+
+/// DataFusion's messages wrap the parser's; keep them one line.
+fn clean(message: &str) -> String {
+    message.replace('\n', " ").trim().to_string()
+}
+
+#[derive(Debug, Clone)]
+pub struct SqlConfig {
+    pub root: PathBuf,
+    pub memory_limit: usize,
+    pub timeout: Duration,
+}
+
+impl Default for SqlConfig {
+    fn default() -> Self {
+        Self {
+            root: PathBuf::from("./data/run/archive"),
+            memory_limit: 1 << 30,
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Who is asking: everything, or one tenant's rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    All,
+    Tenant(String),
+}
+
+pub struct SqlEngine {
+    config: SqlConfig,
+    js: Option<jetstream::Context>,
+}
+
+/// A query's answer.
+pub struct Answer {
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+}
+
+impl SqlEngine {
+    /// With `js`, tables include the live tail; without, only what is archived.
+    pub fn new(config: SqlConfig, js: Option<jetstream::Context>) -> Self {
+        Self { config, js }
+    }
+
+    pub async fn query(&self, sql: &str, scope: &Scope) -> Result<Answer, SqlError> {
+        let timeout = self.config.timeout;
+        tokio::time::timeout(timeout, self.run(sql, scope))
+            .await
+            .map_err(|_| SqlError::Timeout(timeout))?
+    }
+
+    async fn run(&self, sql: &str, scope: &Scope) -> Result<Answer, SqlError> {
+        let ctx = self.context(scope).await?;
+        let options = datafusion::execution::context::SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
+        let df = ctx.sql_with_options(sql, options).await?;
+        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+        let batches = df.collect().await?;
+        Ok(Answer { schema, batches })
+    }
+
+    /// A fresh session with every table (archive ∪ live tail), scoped to `scope`.
+    pub async fn context(&self, scope: &Scope) -> Result<SessionContext, SqlError> {
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_limit(self.config.memory_limit, 1.0)
+            .build_arc()?;
+        let config = SessionConfig::new().with_information_schema(true);
+        let ctx = SessionContext::new_with_config_rt(config, runtime);
+        let mut tails = std::collections::HashMap::new();
+        for stream in tables::archived_streams() {
+            let checkpoint = read_checkpoint(&self.config.root, stream)
+                .map_err(|e| SqlError::Internal(e.to_string()))?;
+            let rows = match &self.js {
+                Some(js) => live_tail(js, stream, checkpoint.last_seq).await?,
+                None => Vec::new(),
+            };
+            tails.insert(stream, (checkpoint.last_seq, rows));
+        }
+        for table in TABLES {
+            if let Scope::Tenant(_) = scope
+                && !table.tenant
+            {
+                continue;
+            }
+            let (checkpoint, rows) = &tails[table.stream];
+            let archived = self.archived(&ctx, table, *checkpoint).await?;
+            let tail_rows: Vec<Row> = rows
+                .iter()
+                .filter(|r| (table.subject)(&r.subject))
+                .cloned()
+                .collect();
+            let tail = tables::to_batch(table, &tail_rows, true)
+                .map_err(|e| SqlError::Internal(e.to_string()))?;
+            let live = MemTable::try_new(table.schema(), vec![vec![tail]])?;
+            let mut df = archived.union(ctx.read_table(Arc::new(live))?)?;
+            if let Scope::Tenant(t) = scope {
+                df = df.filter(col("tenant").eq(lit(t.clone())))?;
+            }
+            ctx.register_table(table.name, df.into_view())?;
+        }
+        ctx.sql(
+            "CREATE VIEW step_rewards AS SELECT s.step_id, s.event_time, s.tenant, s.channel, \
+             s.trajectory_uid, s.prompt_uid, s.step_index, s.policy_version, s.token_source, \
+             s.response_text, r.reward_id, r.source AS reward_source, r.source_version, \
+             r.value AS reward, r.scope AS reward_scope \
+             FROM steps s LEFT JOIN rewards r ON r.step_id = s.step_id",
+        )
+        .await?;
+        Ok(ctx)
+    }
+
+    /// The table's archived rows up to `checkpoint` (files of a later flush are not half-seen).
+    async fn archived(
+        &self,
+        ctx: &SessionContext,
+        table: &Table,
+        checkpoint: u64,
+    ) -> Result<DataFrame, SqlError> {
+        let dir = self.config.root.join(table.name);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| SqlError::Internal(format!("{}: {e}", dir.display())))?;
+        let url = ListingTableUrl::parse(format!(
+            "{}/",
+            dir.canonicalize().unwrap_or(dir.clone()).display()
+        ))?;
+        let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+            .with_file_extension(".parquet")
+            .with_table_partition_cols(
+                table
+                    .partition_cols()
+                    .into_iter()
+                    .map(|p| (p.to_string(), arrow::datatypes::DataType::Utf8))
+                    .collect(),
+            );
+        let config = ListingTableConfig::new(url)
+            .with_listing_options(options)
+            .with_schema(table.file_schema());
+        let listing = ListingTable::try_new(config)?;
+        Ok(ctx
+            .read_table(Arc::new(listing))?
+            .filter(col("stream_seq").lt_eq(lit(checkpoint)))?)
+    }
+}
+
+/// The messages of `stream` after `after`, up to the stream's last one now.
+async fn live_tail(
+    js: &jetstream::Context,
+    stream: &str,
+    after: u64,
+) -> Result<Vec<Row>, SqlError> {
+    let unavailable =
+        |e: String| SqlError::Internal(format!("reading the live tail of {stream}: {e}"));
+    let mut s = js
+        .get_stream(stream)
+        .await
+        .map_err(|e| unavailable(e.to_string()))?;
+    let last = s
+        .info()
+        .await
+        .map_err(|e| unavailable(e.to_string()))?
+        .state
+        .last_sequence;
+    if last <= after {
+        return Ok(Vec::new());
+    }
+    let consumer = s
+        .create_consumer(OrderedConfig {
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: after + 1,
+            },
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| unavailable(e.to_string()))?;
+    let mut messages = consumer
+        .messages()
+        .await
+        .map_err(|e| unavailable(e.to_string()))?;
+    let mut rows = Vec::new();
+    while let Some(m) = messages.next().await {
+        let m = m.map_err(|e| unavailable(e.to_string()))?;
+        let seq = m.info().map(|i| i.stream_sequence).unwrap_or(last);
+        if let Ok(json) = tables::decode_json(&m.payload) {
+            rows.push(Row {
+                seq,
+                subject: m.subject.to_string(),
+                json,
+            });
+        }
+        if seq >= last {
+            break;
+        }
+    }
+    Ok(rows)
+}
+
+/// Output formats of `clawline sql` and `POST /sql`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// An aligned text table.
+    Table,
+    Csv,
+    /// A JSON array of row objects.
+    Json,
+    Parquet,
+}
+
+/// The answer encoded as `format`.
+pub fn render(answer: &Answer, format: Format) -> Result<Vec<u8>, SqlError> {
+    let internal = |e: &dyn std::fmt::Display| SqlError::Internal(e.to_string());
+    let mut out = Vec::new();
+    match format {
+        Format::Table => {
+            let text = arrow::util::pretty::pretty_format_batches(&answer.batches)
+                .map_err(|e| internal(&e))?;
+            out.extend_from_slice(text.to_string().as_bytes());
+            out.push(b'\n');
+        }
+        Format::Csv => {
+            let mut w = arrow::csv::WriterBuilder::new()
+                .with_header(true)
+                .build(&mut out);
+            for b in &answer.batches {
+                w.write(b).map_err(|e| internal(&e))?;
+            }
+        }
+        Format::Json => {
+            let mut w = arrow::json::ArrayWriter::new(&mut out);
+            for b in &answer.batches {
+                w.write(b).map_err(|e| internal(&e))?;
+            }
+            w.finish().map_err(|e| internal(&e))?;
+            if out.is_empty() {
+                out.extend_from_slice(b"[]");
+            }
+        }
+        Format::Parquet => {
+            let mut w = parquet::arrow::ArrowWriter::try_new(&mut out, answer.schema.clone(), None)
+                .map_err(|e| internal(&e))?;
+            for b in &answer.batches {
+                w.write(b).map_err(|e| internal(&e))?;
+            }
+            w.close().map_err(|e| internal(&e))?;
+        }
+    }
+    Ok(out)
+}

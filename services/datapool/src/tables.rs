@@ -1,0 +1,532 @@
+//! The archive's tables: which stream and subjects feed each, its Arrow schema, and how events
+//! become rows. An event becomes a row through its JSON form, column by column, so a field added
+//! to an event later is simply absent (null) in older rows.
+//!
+//! Files are hive-partitioned by `date` (UTC day of `event_time`) and, where the events have one,
+//! `channel`; the two partition columns come from the path and are appended to the schema last.
+
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, BooleanBuilder, Float32Builder, Float64Builder, Int64Builder, ListBuilder,
+    StringBuilder, TimestampMillisecondBuilder, UInt32Builder, UInt64Builder,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::record_batch::RecordBatch;
+use clawline_nats::{streams, subjects};
+use serde_json::Value;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Str,
+    /// A nested value kept as JSON text.
+    JsonText,
+    U64,
+    U32,
+    I64,
+    F64,
+    Bool,
+    TimestampMs,
+    ListU32,
+    ListF32,
+    ListStr,
+}
+
+impl Kind {
+    fn data_type(self) -> DataType {
+        match self {
+            Kind::Str | Kind::JsonText => DataType::Utf8,
+            Kind::U64 => DataType::UInt64,
+            Kind::U32 => DataType::UInt32,
+            Kind::I64 => DataType::Int64,
+            Kind::F64 => DataType::Float64,
+            Kind::Bool => DataType::Boolean,
+            Kind::TimestampMs => DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+            Kind::ListU32 => list(DataType::UInt32),
+            Kind::ListF32 => list(DataType::Float32),
+            Kind::ListStr => list(DataType::Utf8),
+        }
+    }
+}
+
+fn list(item: DataType) -> DataType {
+    DataType::List(Arc::new(Field::new("item", item, true)))
+}
+
+/// One column: its name, type, and where its value sits in the event's JSON (`a/b` for nested).
+#[derive(Debug, Clone, Copy)]
+pub struct Col {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub path: &'static str,
+}
+
+const fn col(name: &'static str, kind: Kind) -> Col {
+    Col {
+        name,
+        kind,
+        path: name,
+    }
+}
+
+const fn at(name: &'static str, kind: Kind, path: &'static str) -> Col {
+    Col { name, kind, path }
+}
+
+/// An archive table.
+#[derive(Debug)]
+pub struct Table {
+    pub name: &'static str,
+    pub stream: &'static str,
+    /// The subjects of `stream` whose events are rows of this table.
+    pub subject: fn(&str) -> bool,
+    pub columns: &'static [Col],
+    /// Partitioned by channel as well as date.
+    pub by_channel: bool,
+    /// Has a `tenant` column (tenant-scoped queries filter on it).
+    pub tenant: bool,
+}
+
+use Kind::*;
+
+const STEPS_COLS: &[Col] = &[
+    at("step_id", Str, "event_id"),
+    at("event_time", TimestampMs, "event_time"),
+    col("producer", Str),
+    col("tenant", Str),
+    col("trajectory_uid", Str),
+    col("prompt_uid", Str),
+    col("step_index", U32),
+    col("choice_index", U32),
+    col("is_last", Bool),
+    col("policy_version", U64),
+    col("source", Str),
+    col("request_id", Str),
+    col("previous_step_id", Str),
+    at("messages", JsonText, "messages"),
+    col("tools_json", Str),
+    col("request_params_json", Str),
+    col("prompt_text", Str),
+    col("response_text", Str),
+    at("response_tool_calls", JsonText, "response_tool_calls"),
+    col("reasoning_text", Str),
+    col("finish_reason", Str),
+    col("token_source", Str),
+    col("prompt_ids", ListU32),
+    col("response_ids", ListU32),
+    col("response_logprobs", ListF32),
+    col("upstream", Str),
+    col("upstream_model", Str),
+    col("latency_ms", F64),
+    col("ttft_ms", F64),
+    col("stream", Bool),
+    col("reward", F64),
+    at("metadata", JsonText, "metadata"),
+    at("replay_of", Str, "metadata/replay_of"),
+    at("stream_seq", U64, "$seq"),
+];
+
+const REWARDS_COLS: &[Col] = &[
+    at("reward_id", Str, "event_id"),
+    at("event_time", TimestampMs, "event_time"),
+    col("producer", Str),
+    col("tenant", Str),
+    col("trajectory_uid", Str),
+    col("scope", Str),
+    col("step_id", Str),
+    col("source", Str),
+    col("source_version", Str),
+    col("value", F64),
+    col("caused_by", Str),
+    at("details", JsonText, "details"),
+    at("stream_seq", U64, "$seq"),
+];
+
+const TRAJECTORIES_COLS: &[Col] = &[
+    col("event_id", Str),
+    at("event_time", TimestampMs, "event_time"),
+    at("event", Str, "$event"),
+    col("producer", Str),
+    col("tenant", Str),
+    col("trajectory_uid", Str),
+    col("prompt_uid", Str),
+    at("metadata", JsonText, "metadata"),
+    col("policy_version", U64),
+    col("reward", F64),
+    col("last_step_index", U32),
+    col("reason", Str),
+    at("stream_seq", U64, "$seq"),
+];
+
+const FEEDBACK_COLS: &[Col] = &[
+    at("feedback_id", Str, "event_id"),
+    at("event_time", TimestampMs, "event_time"),
+    col("tenant", Str),
+    col("trajectory_uid", Str),
+    col("step_id", Str),
+    col("step_index", U32),
+    col("kind", Str),
+    col("thumbs", Str),
+    col("rating", F64),
+    col("correction", Str),
+    col("comment", Str),
+    col("implicit", Str),
+    at("metadata", JsonText, "metadata"),
+    at("stream_seq", U64, "$seq"),
+];
+
+const BATCHES_COLS: &[Col] = &[
+    at("batch_id", Str, "event_id"),
+    at("event_time", TimestampMs, "event_time"),
+    col("producer", Str),
+    col("mode", Str),
+    col("policy_version", U64),
+    at("steps", U64, "$len/steps"),
+    at("groups", U64, "$len/groups"),
+    at("step_ids", ListStr, "$each/steps/step_id"),
+    at("rewards", JsonText, "$each/steps/reward"),
+    at("advantages", JsonText, "$each/steps/advantage"),
+    at("group_info", JsonText, "groups"),
+    at("stream_seq", U64, "$seq"),
+];
+
+const WEIGHTS_COLS: &[Col] = &[
+    col("event_id", Str),
+    at("event_time", TimestampMs, "event_time"),
+    at("event", Str, "$event"),
+    col("version", U64),
+    col("engine", Str),
+    col("sha256", Str),
+    col("reason", Str),
+    at("event_json", JsonText, ""),
+    at("stream_seq", U64, "$seq"),
+];
+
+pub static TABLES: &[Table] = &[
+    Table {
+        name: "steps",
+        stream: streams::STEPS,
+        subject: |_| true,
+        columns: STEPS_COLS,
+        by_channel: true,
+        tenant: true,
+    },
+    Table {
+        name: "rewards",
+        stream: streams::REWARDS,
+        subject: |_| true,
+        columns: REWARDS_COLS,
+        by_channel: true,
+        tenant: true,
+    },
+    Table {
+        name: "trajectories",
+        stream: streams::TRAJECTORIES,
+        subject: |s| s == subjects::TRAJECTORY_REGISTERED || s == subjects::TRAJECTORY_COMPLETED,
+        columns: TRAJECTORIES_COLS,
+        by_channel: true,
+        tenant: true,
+    },
+    Table {
+        name: "feedback",
+        stream: streams::TRAJECTORIES,
+        subject: |s| s == subjects::FEEDBACK,
+        columns: FEEDBACK_COLS,
+        by_channel: false,
+        tenant: true,
+    },
+    Table {
+        name: "batches",
+        stream: streams::BATCHES,
+        subject: |_| true,
+        columns: BATCHES_COLS,
+        by_channel: true,
+        tenant: false,
+    },
+    Table {
+        name: "weights",
+        stream: streams::WEIGHTS,
+        subject: |_| true,
+        columns: WEIGHTS_COLS,
+        by_channel: false,
+        tenant: false,
+    },
+];
+
+/// The streams the archive reads, each once.
+pub fn archived_streams() -> Vec<&'static str> {
+    let mut out: Vec<&'static str> = TABLES.iter().map(|t| t.stream).collect();
+    out.dedup();
+    out
+}
+
+pub fn table(name: &str) -> Option<&'static Table> {
+    TABLES.iter().find(|t| t.name == name)
+}
+
+/// The table a message of `stream` on `subject` belongs to.
+pub fn table_for(stream: &str, subject: &str) -> Option<&'static Table> {
+    TABLES
+        .iter()
+        .find(|t| t.stream == stream && (t.subject)(subject))
+}
+
+impl Table {
+    /// The schema of the data in the files (without partition columns).
+    pub fn file_schema(&self) -> SchemaRef {
+        Arc::new(Schema::new(
+            self.columns
+                .iter()
+                .map(|c| Field::new(c.name, c.kind.data_type(), true))
+                .collect::<Vec<_>>(),
+        ))
+    }
+
+    /// The partition columns, in path order.
+    pub fn partition_cols(&self) -> Vec<&'static str> {
+        if self.by_channel {
+            vec!["date", "channel"]
+        } else {
+            vec!["date"]
+        }
+    }
+
+    /// The full schema a query sees: file columns then partition columns.
+    pub fn schema(&self) -> SchemaRef {
+        let mut fields: Vec<Field> = self
+            .file_schema()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        for p in self.partition_cols() {
+            fields.push(Field::new(p, DataType::Utf8, false));
+        }
+        Arc::new(Schema::new(fields))
+    }
+}
+
+/// One decoded event with where it came from.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub seq: u64,
+    pub subject: String,
+    pub json: Value,
+}
+
+impl Row {
+    /// `(date, channel)` of the row's partition.
+    pub fn partition(&self, table: &Table) -> (String, String) {
+        let ms = self
+            .json
+            .get("event_time")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        let channel = if table.by_channel {
+            self.json
+                .get("channel")
+                .and_then(Value::as_str)
+                .filter(|c| clawline_nats::subjects::is_valid_token(c))
+                .unwrap_or("_")
+                .to_string()
+        } else {
+            String::new()
+        };
+        (day(ms), channel)
+    }
+}
+
+/// `YYYY-MM-DD` (UTC) of a Unix time in ms.
+pub fn day(ms: i64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    format!("{:04}-{:02}-{:02}", t.year(), u8::from(t.month()), t.day())
+}
+
+fn lookup<'a>(json: &'a Value, path: &str) -> Option<&'a Value> {
+    if path.is_empty() {
+        return Some(json);
+    }
+    path.split('/').try_fold(json, |v, k| v.get(k))
+}
+
+fn event_name(subject: &str) -> &str {
+    subject.rsplit('.').next().unwrap_or(subject)
+}
+
+/// The rows as an Arrow batch with the table's file schema (no partition columns); with
+/// `partition` the two partition columns are appended (the live tail, which has no paths).
+pub fn to_batch(table: &Table, rows: &[Row], partition: bool) -> arrow::error::Result<RecordBatch> {
+    let mut arrays: Vec<ArrayRef> = Vec::with_capacity(table.columns.len() + 2);
+    for c in table.columns {
+        arrays.push(column(c, rows));
+    }
+    let schema = if partition {
+        let parts: Vec<(String, String)> = rows.iter().map(|r| r.partition(table)).collect();
+        let mut date = StringBuilder::new();
+        let mut channel = StringBuilder::new();
+        for (d, ch) in &parts {
+            date.append_value(d);
+            channel.append_value(ch);
+        }
+        arrays.push(Arc::new(date.finish()));
+        if table.by_channel {
+            arrays.push(Arc::new(channel.finish()));
+        }
+        table.schema()
+    } else {
+        table.file_schema()
+    };
+    RecordBatch::try_new(schema, arrays)
+}
+
+fn column(c: &Col, rows: &[Row]) -> ArrayRef {
+    let value = |r: &Row| -> Option<Value> {
+        if c.path == "$seq" {
+            return Some(Value::from(r.seq));
+        }
+        if c.path == "$event" {
+            return Some(Value::from(event_name(&r.subject)));
+        }
+        if let Some(rest) = c.path.strip_prefix("$len/") {
+            return lookup(&r.json, rest)
+                .and_then(Value::as_array)
+                .map(|a| Value::from(a.len()));
+        }
+        if let Some(rest) = c.path.strip_prefix("$each/") {
+            let (list, field) = rest.split_once('/')?;
+            let items = lookup(&r.json, list)?.as_array()?;
+            return Some(Value::Array(
+                items
+                    .iter()
+                    .map(|i| i.get(field).cloned().unwrap_or(Value::Null))
+                    .collect(),
+            ));
+        }
+        lookup(&r.json, c.path).filter(|v| !v.is_null()).cloned()
+    };
+    match c.kind {
+        Str => {
+            let mut b = StringBuilder::new();
+            for r in rows {
+                match value(r) {
+                    Some(Value::String(s)) => b.append_value(s),
+                    Some(other) => b.append_value(other.to_string()),
+                    None => b.append_null(),
+                }
+            }
+            Arc::new(b.finish())
+        }
+        JsonText => {
+            let mut b = StringBuilder::new();
+            for r in rows {
+                match value(r) {
+                    Some(v) => b.append_value(v.to_string()),
+                    None => b.append_null(),
+                }
+            }
+            Arc::new(b.finish())
+        }
+        U64 => {
+            let mut b = UInt64Builder::new();
+            for r in rows {
+                b.append_option(value(r).and_then(|v| v.as_u64()));
+            }
+            Arc::new(b.finish())
+        }
+        U32 => {
+            let mut b = UInt32Builder::new();
+            for r in rows {
+                b.append_option(
+                    value(r)
+                        .and_then(|v| v.as_u64())
+                        .and_then(|v| u32::try_from(v).ok()),
+                );
+            }
+            Arc::new(b.finish())
+        }
+        I64 => {
+            let mut b = Int64Builder::new();
+            for r in rows {
+                b.append_option(value(r).and_then(|v| v.as_i64()));
+            }
+            Arc::new(b.finish())
+        }
+        F64 => {
+            let mut b = Float64Builder::new();
+            for r in rows {
+                b.append_option(value(r).and_then(|v| v.as_f64()));
+            }
+            Arc::new(b.finish())
+        }
+        Bool => {
+            let mut b = BooleanBuilder::new();
+            for r in rows {
+                b.append_option(value(r).and_then(|v| v.as_bool()));
+            }
+            Arc::new(b.finish())
+        }
+        TimestampMs => {
+            let mut b = TimestampMillisecondBuilder::new().with_timezone("UTC");
+            for r in rows {
+                b.append_option(value(r).and_then(|v| v.as_i64()));
+            }
+            Arc::new(b.finish())
+        }
+        ListU32 => {
+            let mut b = ListBuilder::new(UInt32Builder::new());
+            for r in rows {
+                match value(r) {
+                    Some(Value::Array(items)) => {
+                        for i in items {
+                            b.values()
+                                .append_option(i.as_u64().and_then(|v| u32::try_from(v).ok()));
+                        }
+                        b.append(true);
+                    }
+                    _ => b.append(false),
+                }
+            }
+            Arc::new(b.finish())
+        }
+        ListF32 => {
+            let mut b = ListBuilder::new(Float32Builder::new());
+            for r in rows {
+                match value(r) {
+                    Some(Value::Array(items)) => {
+                        for i in items {
+                            b.values().append_option(i.as_f64().map(|v| v as f32));
+                        }
+                        b.append(true);
+                    }
+                    _ => b.append(false),
+                }
+            }
+            Arc::new(b.finish())
+        }
+        ListStr => {
+            let mut b = ListBuilder::new(StringBuilder::new());
+            for r in rows {
+                match value(r) {
+                    Some(Value::Array(items)) => {
+                        for i in items {
+                            match i {
+                                Value::String(s) => b.values().append_value(s),
+                                Value::Null => b.values().append_null(),
+                                other => b.values().append_value(other.to_string()),
+                            }
+                        }
+                        b.append(true);
+                    }
+                    _ => b.append(false),
+                }
+            }
+            Arc::new(b.finish())
+        }
+    }
+}
+
+/// Any event's msgpack as JSON (named-field msgpack maps directly onto JSON objects).
+pub fn decode_json(payload: &[u8]) -> Result<Value, rmp_serde::decode::Error> {
+    rmp_serde::from_slice::<Value>(payload)
+}

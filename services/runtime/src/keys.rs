@@ -1,0 +1,183 @@
+//! API keys shared by every HTTP surface (gateway, SQL): a file of `KEY TENANT [admin]` lines;
+//! `Authorization: Bearer KEY` (or `x-api-key: KEY`) → tenant and admin flag.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+/// Who is calling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub tenant: String,
+    pub admin: bool,
+}
+
+/// The key table, or open mode when no key file was given.
+#[derive(Debug, Clone)]
+pub struct ApiKeys {
+    keys: Option<HashMap<String, Caller>>,
+}
+
+/// The tenant every caller is in open mode.
+pub const OPEN_TENANT: &str = "default";
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyFileError {
+    #[error("reading API key file {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("API key file {path}, line {line}: {message}")]
+    Line {
+        path: String,
+        line: usize,
+        message: String,
+    },
+}
+
+/// Why a request is not authenticated (HTTP 401).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("missing API key: send `Authorization: Bearer <key>`")]
+    Missing,
+    #[error("invalid API key")]
+    Invalid,
+}
+
+impl ApiKeys {
+    /// Everyone is the `default` tenant and admin.
+    pub fn open() -> Self {
+        Self { keys: None }
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.keys.is_none()
+    }
+
+    /// Loads `KEY TENANT [admin]` lines; blank lines and `#` comments are skipped.
+    pub fn load(path: &Path) -> Result<Self, KeyFileError> {
+        let text = std::fs::read_to_string(path).map_err(|source| KeyFileError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|(line, message)| KeyFileError::Line {
+            path: path.display().to_string(),
+            line,
+            message,
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<Self, (usize, String)> {
+        let mut keys = HashMap::new();
+        for (i, raw) in text.lines().enumerate() {
+            let line = raw.split('#').next().unwrap_or("").trim();
+            if line.is_empty() {
+                continue;
+            }
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (key, tenant, admin) = match fields.as_slice() {
+                [key, tenant] => (*key, *tenant, false),
+                [key, tenant, "admin"] => (*key, *tenant, true),
+                _ => return Err((i + 1, "expected `KEY TENANT [admin]`".to_string())),
+            };
+            if !clawline_nats::subjects::is_valid_token(tenant) {
+                return Err((
+                    i + 1,
+                    format!("tenant {tenant:?} must be 1-64 of [A-Za-z0-9_-]"),
+                ));
+            }
+            if keys
+                .insert(
+                    key.to_string(),
+                    Caller {
+                        tenant: tenant.to_string(),
+                        admin,
+                    },
+                )
+                .is_some()
+            {
+                return Err((i + 1, "duplicate key".to_string()));
+            }
+        }
+        if keys.is_empty() {
+            return Err((0, "no keys defined".to_string()));
+        }
+        Ok(Self { keys: Some(keys) })
+    }
+
+    /// The caller behind the request's key; 401 when the key is missing or unknown.
+    pub fn authenticate(&self, headers: &http::HeaderMap) -> Result<Caller, AuthError> {
+        let Some(keys) = &self.keys else {
+            return Ok(Caller {
+                tenant: OPEN_TENANT.to_string(),
+                admin: true,
+            });
+        };
+        let presented = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
+            .map(str::trim);
+        match presented {
+            None => Err(AuthError::Missing),
+            Some(key) => keys.get(key).cloned().ok_or(AuthError::Invalid),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(auth: &str) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        h.insert("authorization", auth.parse().expect("header"));
+        h
+    }
+
+    #[test]
+    fn keys_map_to_tenants_and_admin() {
+        let keys = ApiKeys::parse("# comment\nk1 acme\nk2 ops admin\n").expect("parse");
+        assert_eq!(
+            keys.authenticate(&headers("Bearer k1")).expect("k1").tenant,
+            "acme"
+        );
+        assert!(!keys.authenticate(&headers("Bearer k1")).expect("k1").admin);
+        assert!(keys.authenticate(&headers("Bearer k2")).expect("k2").admin);
+        assert!(matches!(
+            keys.authenticate(&headers("Bearer nope")),
+            Err(AuthError::Invalid | AuthError::Missing)
+        ));
+        assert!(matches!(
+            keys.authenticate(&http::HeaderMap::new()),
+            Err(AuthError::Invalid | AuthError::Missing)
+        ));
+    }
+
+    #[test]
+    fn bad_key_files_name_the_line() {
+        assert_eq!(ApiKeys::parse("k1 acme\nk2\n").err().map(|e| e.0), Some(2));
+        assert_eq!(ApiKeys::parse("k1 a.b\n").err().map(|e| e.0), Some(1));
+        assert_eq!(ApiKeys::parse("k1 a\nk1 b\n").err().map(|e| e.0), Some(2));
+        assert!(ApiKeys::parse("").is_err());
+    }
+
+    #[test]
+    fn open_mode_makes_everyone_the_default_admin() {
+        let caller = ApiKeys::open()
+            .authenticate(&http::HeaderMap::new())
+            .expect("open");
+        assert_eq!(
+            caller,
+            Caller {
+                tenant: OPEN_TENANT.into(),
+                admin: true
+            }
+        );
+    }
+}
