@@ -6,6 +6,7 @@
 //! Each service also runs alone as its own binary against the same NATS: that is how it scales.
 
 mod datapool;
+mod history;
 mod up;
 
 use clap::{Parser, Subcommand};
@@ -29,6 +30,12 @@ enum Command {
     /// SQL over the whole history (archive + live tail), e.g.
     /// `clawline sql "SELECT channel, count(*) FROM steps GROUP BY channel"`.
     Sql(Box<clawline_datapool::SqlCommand>),
+    /// Republish steps chosen by SQL as new steps on a channel (black-box offline training).
+    Replay(Box<history::ReplayArgs>),
+    /// Import pre-collected chat logs as steps.
+    Import(Box<history::ImportArgs>),
+    /// Export a query's rows as a dataset with a provenance manifest.
+    Export(Box<history::ExportArgs>),
 }
 
 #[tokio::main]
@@ -39,5 +46,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Up(args) => up::run(*args, cli.log).await,
         Command::Datapool(args) => datapool::run(args).await,
         Command::Sql(cmd) => clawline_datapool::run_sql_command(*cmd).await,
+        Command::Replay(args) => history::replay(*args).await,
+        Command::Import(args) => history::import(*args).await,
+        Command::Export(args) => history::export(*args).await,
     }
 }

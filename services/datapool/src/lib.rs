@@ -6,6 +6,7 @@
 
 pub mod archive;
 pub mod http;
+pub mod replay;
 pub mod sql;
 pub mod tables;
 
