@@ -244,3 +244,40 @@ fn a_missing_upstream_is_a_clear_cli_error() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--upstream"));
 }
+
+#[test]
+fn history_commands_name_the_bad_file_or_flag() {
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_clawline"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} succeeded");
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let err = run(&[
+        "import",
+        "/nonexistent/logs.jsonl",
+        "--channel",
+        "x",
+        "--nats-url",
+        "nats://127.0.0.1:1",
+    ]);
+    assert!(
+        err.contains("--nats-url") || err.contains("/nonexistent/logs.jsonl"),
+        "{err}"
+    );
+    let err = run(&["replay", "--sql", "SELECT step_id FROM steps"]);
+    assert!(err.contains("--channel"), "{err}");
+    let err = run(&["sql", "SELECT 1", "--format", "parquet", "--archive-only"]);
+    assert!(err.contains("--output"), "{err}");
+    let err = run(&[
+        "import",
+        "x.jsonl",
+        "--channel",
+        "x",
+        "--tokenizer",
+        "/nonexistent/tok",
+    ]);
+    assert!(err.contains("--tokenizer /nonexistent/tok"), "{err}");
+}
