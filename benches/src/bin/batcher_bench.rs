@@ -153,7 +153,11 @@ async fn batcher_run(
     let config_path = dir.join("batcher.toml");
     std::fs::write(
         &config_path,
-        format!("[defaults]\nbatch_size = {}\n", args.batch_size),
+        // The whole backlog is ready at once: let the queue hold it (the default cap would drop most).
+        format!(
+            "max_queue_size = {}\n[defaults]\nbatch_size = {}\n",
+            args.steps, args.batch_size
+        ),
     )?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?

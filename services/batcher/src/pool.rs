@@ -639,7 +639,14 @@ impl Pool {
         let flush = now_ms - oldest >= secs_ms(cfg.flush_after_secs);
         let mut proposed = match cfg.mode {
             GroupMode::Window => {
-                let queued: usize = ch.queue.iter().map(Unit::steps).sum();
+                // Enough steps queued for a full batch? (Counts only as far as needed.)
+                let mut queued = 0;
+                for unit in &ch.queue {
+                    queued += unit.steps();
+                    if queued >= cfg.batch_size {
+                        break;
+                    }
+                }
                 if queued < cfg.batch_size && !flush {
                     return None;
                 }

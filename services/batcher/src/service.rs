@@ -301,6 +301,7 @@ impl Main {
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut was_caught_up = false;
+        let mut ticks = 0u64;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
@@ -317,7 +318,11 @@ impl Main {
                     if caught_up {
                         self.form_batches().await;
                     }
-                    self.publish_stats().await;
+                    // The HTTP snapshot once a second (it asks NATS for the stream heads).
+                    ticks += 1;
+                    if ticks % 10 == 1 {
+                        self.publish_stats().await;
+                    }
                 }
                 Some(request) = stats_requests.next() => {
                     if let Some(reply) = request.reply {
