@@ -2,7 +2,7 @@
 //! consume of the same STEPS stream in the same run, and memory per million buffered steps.
 //! Writes `benches/results/batcher.md`. Run through `scripts/bench-batcher.sh`.
 //!
-//! Each round: a fresh batcher (BATCHES purged) reads N trajectories (a step, its reward-model
+//! Each round: a fresh batcher (BATCHES recreated) reads N trajectories (a step, its reward-model
 //! score, its completion) from the start of the streams and publishes window batches until every
 //! step is in one; the plain consume reads the N step messages with an ordered consumer and does
 //! nothing with them. Rounds alternate so both see the same machine state.
@@ -30,8 +30,8 @@ struct Args {
     steps: u32,
     #[arg(long, default_value_t = 3)]
     rounds: usize,
-    /// Steps held in memory for the memory figure.
-    #[arg(long, default_value_t = 1_000_000)]
+    /// Steps held in memory for the memory figure (reported per million).
+    #[arg(long, default_value_t = 500_000)]
     memory_steps: u32,
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
@@ -149,7 +149,9 @@ async fn batcher_run(
     args: &Args,
     dir: &std::path::Path,
 ) -> anyhow::Result<Duration> {
-    js.get_stream("BATCHES").await?.purge().await?;
+    // A fresh BATCHES (deleted, not purged: its duplicate window would drop the same batch ids).
+    js.delete_stream("BATCHES").await?;
+    clawline_nats::ensure_topology(js, &Default::default()).await?;
     let config_path = dir.join("batcher.toml");
     std::fs::write(
         &config_path,
@@ -258,7 +260,7 @@ async fn main() -> anyhow::Result<()> {
          ({pt} prompt + {rt} response tokens with logprobs, {step_bytes} B encoded), its reward-model \
          score and its completion — {msgs} messages in three streams (loaded in {load_secs:.1} s). \
          Window batches of {bs}.\n\n\
-         **Batcher:** a fresh batcher (BATCHES purged) reads BATCHES, STEPS, REWARDS and completions \
+         **Batcher:** a fresh batcher (BATCHES recreated) reads BATCHES, STEPS, REWARDS and completions \
          from the start, forms every batch and has each acked by JetStream; timed from start to the \
          last batch stored. **Plain consume:** an ordered consumer reading the {n} STEPS messages and \
          doing nothing with them. Rounds alternate; medians of {rounds}.\n\n\
@@ -269,7 +271,7 @@ async fn main() -> anyhow::Result<()> {
          three messages per step (step, reward, completion), decodes them, and publishes and awaits \
          the batches.\n\n\
          **Memory:** {ms} steps held (open trajectories, {pt} + {rt} tokens each; {held} counted by \
-         the pool) took {mem:.0} MiB of RSS: **{mem:.0} MiB per million buffered steps**, \
+         the pool) took {mem:.0} MiB of RSS: **{per_million_mib:.0} MiB per million buffered steps**, \
          i.e. {per_step:.0} B per step, of which the token ids and logprobs are {payload} B.\n",
         n = args.steps,
         pt = args.prompt_tokens,

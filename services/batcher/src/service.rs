@@ -184,22 +184,29 @@ async fn head(
 
 /// Reads BATCHES from its start to where it stands now.
 async fn replay_batches(js: &jetstream::Context, pool: &mut Pool) -> anyhow::Result<u64> {
-    let last = head(js, (streams::BATCHES, None)).await?;
-    if last == 0 {
+    let mut batches = js.get_stream(streams::BATCHES).await?;
+    let state = batches.info().await?.state.clone();
+    if state.messages == 0 {
         return Ok(0);
     }
-    let stream = js.get_stream(streams::BATCHES).await?;
-    let consumer = stream
+    let last = state.last_sequence;
+    let consumer = batches
         .create_consumer(OrderedConfig {
             deliver_policy: DeliverPolicy::All,
             ..Default::default()
         })
         .await?;
+    if consumer.cached_info().num_pending == 0 {
+        return Ok(0);
+    }
     let mut messages = consumer.messages().await?;
     let mut count = 0;
     while let Some(message) = messages.next().await {
         let message = message?;
-        let seq = message.info().map(|i| i.stream_sequence).unwrap_or(last);
+        let (seq, pending) = message
+            .info()
+            .map(|i| (i.stream_sequence, i.pending))
+            .unwrap_or((last, 0));
         match clawline_nats::decode_message::<BatchFormed>(&message.payload) {
             Ok(batch) => {
                 pool.replay_batch(&batch);
@@ -207,7 +214,8 @@ async fn replay_batches(js: &jetstream::Context, pool: &mut Pool) -> anyhow::Res
             }
             Err(e) => tracing::error!(seq, error = %e, "undecodable batch in BATCHES; skipped"),
         }
-        if seq >= last {
+        // The last message may have been deleted: stop when nothing is pending either.
+        if seq >= last || pending == 0 {
             break;
         }
     }

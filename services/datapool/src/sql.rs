@@ -234,6 +234,9 @@ async fn live_tail(
         })
         .await
         .map_err(|e| unavailable(e.to_string()))?;
+    if consumer.cached_info().num_pending == 0 {
+        return Ok(Vec::new());
+    }
     let mut messages = consumer
         .messages()
         .await
@@ -241,7 +244,10 @@ async fn live_tail(
     let mut rows = Vec::new();
     while let Some(m) = messages.next().await {
         let m = m.map_err(|e| unavailable(e.to_string()))?;
-        let seq = m.info().map(|i| i.stream_sequence).unwrap_or(last);
+        let (seq, pending) = m
+            .info()
+            .map(|i| (i.stream_sequence, i.pending))
+            .unwrap_or((last, 0));
         if let Ok(json) = tables::decode_json(&m.payload) {
             rows.push(Row {
                 seq,
@@ -249,7 +255,8 @@ async fn live_tail(
                 json,
             });
         }
-        if seq >= last {
+        // The last message may have been deleted: stop when nothing is pending either.
+        if seq >= last || pending == 0 {
             break;
         }
     }
