@@ -28,9 +28,30 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn up(data_dir: &std::path::Path, nats_port: u16, http_port: u16, upstream: &str) -> Child {
+/// A running `clawline up`; a test that fails before `stop` still stops it (SIGTERM, so it also
+/// stops its nats-server), leaving nothing running behind.
+struct Up(Child);
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(self.0.id().to_string())
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while matches!(self.0.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn up(data_dir: &std::path::Path, nats_port: u16, http_port: u16, upstream: &str) -> Up {
     let sql_port = sql_port_for(http_port);
-    Command::new(env!("CARGO_BIN_EXE_clawline"))
+    Up(Command::new(env!("CARGO_BIN_EXE_clawline"))
         .args(["up", "--data-dir"])
         .arg(data_dir)
         .args(["--nats-port", &nats_port.to_string()])
@@ -42,10 +63,10 @@ fn up(data_dir: &std::path::Path, nats_port: u16, http_port: u16, upstream: &str
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap()
+        .unwrap())
 }
 
-async fn wait_ready(http: &reqwest::Client, url: &str, child: &mut Child) {
+async fn wait_ready(http: &reqwest::Client, url: &str, up: &mut Up) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(r) = http.get(format!("{url}/ready")).send().await
@@ -54,7 +75,7 @@ async fn wait_ready(http: &reqwest::Client, url: &str, child: &mut Child) {
             return;
         }
         assert!(
-            child.try_wait().unwrap().is_none(),
+            up.0.try_wait().unwrap().is_none(),
             "clawline up exited early"
         );
         assert!(Instant::now() < deadline, "clawline up not ready in 30 s");
@@ -62,7 +83,8 @@ async fn wait_ready(http: &reqwest::Client, url: &str, child: &mut Child) {
     }
 }
 
-async fn stop(mut child: Child) {
+async fn stop(mut up: Up) {
+    let child = &mut up.0;
     Command::new("kill")
         .arg("-TERM")
         .arg(child.id().to_string())
