@@ -14,6 +14,7 @@ use anyhow::Context;
 use clap::Parser;
 use clawline_batcher::config::FileConfig;
 use clawline_batcher::pool::Pool;
+use clawline_benches::median;
 use clawline_nats::async_nats::jetstream::{
     self, consumer::DeliverPolicy, consumer::pull::OrderedConfig,
 };
@@ -202,11 +203,6 @@ fn rss_bytes() -> u64 {
         .ok()
         .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
         .map_or(0, |pages| pages * 4096)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 #[tokio::main]

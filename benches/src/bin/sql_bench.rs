@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
+use clawline_benches::median;
 use clawline_datapool::archive::{Checkpoint, checkpoint_path, file_name, partition_dir};
 use clawline_datapool::tables::{self, Row};
 use clawline_datapool::{Scope, SqlConfig, SqlEngine};
@@ -195,11 +196,6 @@ fn generate(root: &Path, steps: u64) -> anyhow::Result<()> {
     }
     std::fs::write(root.join("_generated"), steps.to_string())?;
     Ok(())
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 #[tokio::main]

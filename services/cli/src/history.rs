@@ -107,7 +107,7 @@ pub async fn import(args: ImportArgs) -> anyhow::Result<()> {
         anyhow::bail!("--tenant {:?} must be 1-64 of [A-Za-z0-9_-]", args.tenant);
     }
     let (_, js) = args.at.open().await?;
-    let r = clawline_datapool::replay::import(
+    let r = clawline_datapool::import::import(
         &js,
         &args.file,
         &args.channel,
@@ -143,7 +143,7 @@ pub struct ExportArgs {
 pub async fn export(args: ExportArgs) -> anyhow::Result<()> {
     let (engine, _) = args.at.open().await?;
     let manifest =
-        clawline_datapool::replay::export(&engine, &args.sql, args.format, &args.dir).await?;
+        clawline_datapool::export::export(&engine, &args.sql, args.format, &args.dir).await?;
     println!("wrote {}", manifest.display());
     Ok(())
 }

@@ -5,8 +5,11 @@
 //! Must not publish steps or rewards (replay and import, which do, live in the CLI commands).
 
 pub mod archive;
+pub mod export;
 pub mod http;
+pub mod import;
 pub mod replay;
+mod rows;
 pub mod sql;
 pub mod tables;
 

@@ -1,31 +1,24 @@
-//! Replay, import and export: history back into the pipeline, outside data in, datasets out.
-//!
-//! - **Replay** republishes steps chosen by SQL as new steps on another channel, with provenance
-//!   (`metadata.replay_of`, `metadata.replay_query`); the batcher and trainer then treat them like
-//!   live traffic. The original events are read back from STEPS by their stream sequence, so a
-//!   replayed step is exactly the captured one. Ids derive from (original step, channel), and steps
-//!   already replayed to the channel are skipped, so running the same replay twice adds nothing.
-//! - **Import** turns OpenAI-format JSONL logs into steps (tokenized with the chat template when a
-//!   tokenizer is given), one line one trajectory; bad lines are reported by number and skipped.
-//! - **Export** writes a query's rows as Parquet or JSONL plus a `manifest.json` with provenance.
+//! History back into the pipeline: replay republishes steps chosen by SQL as new steps on another
+//! channel, with provenance (`metadata.replay_of`, `metadata.replay_query`); the batcher and trainer
+//! then treat them like live traffic. The original events are read back from STEPS by their stream
+//! sequence, so a replayed step is exactly the captured one. Ids derive from (original step,
+//! channel), and steps already replayed to the channel are skipped, so running the same replay twice
+//! adds nothing. Also the progress line and the query helper that import and export share.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::io::{BufRead as _, Write as _};
-use std::path::{Path, PathBuf};
+use std::collections::{BTreeMap, HashSet};
+use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use async_nats::jetstream;
 use clawline_nats::{publish_event, streams, subjects};
 use clawline_schemas::{
-    CompletionReason, SCHEMA_VERSION, StepRecorded, StepSource, TokenSource, TrajectoryCompleted,
-    derived_id, now_ms,
+    CompletionReason, SCHEMA_VERSION, StepRecorded, StepSource, TrajectoryCompleted, derived_id,
+    now_ms,
 };
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 use crate::sql::{Format, Scope, SqlEngine, render};
-
 /// A progress line on stderr, redrawn at most ten times a second.
 pub struct Progress {
     what: &'static str,
@@ -73,7 +66,7 @@ impl Progress {
 }
 
 /// Rows of a query as JSON objects.
-async fn rows(engine: &SqlEngine, sql: &str) -> anyhow::Result<Vec<Value>> {
+pub(crate) async fn rows(engine: &SqlEngine, sql: &str) -> anyhow::Result<Vec<Value>> {
     let answer = engine
         .query(sql, &Scope::All)
         .await
@@ -226,280 +219,4 @@ pub fn replayed(
         metadata: Some(Value::Object(metadata)),
         ..original.clone()
     }
-}
-
-#[derive(Debug, Default)]
-pub struct ImportReport {
-    pub lines: u64,
-    pub imported: u64,
-    /// `(line number, reason)` of each skipped line.
-    pub bad: Vec<(u64, String)>,
-}
-
-/// Imports OpenAI chat-format JSONL: each line `{"messages": [..., {"role": "assistant", ...}],
-/// "tools"?, "reward"?, "metadata"?}` becomes a one-step trajectory on `channel`.
-pub async fn import(
-    js: &jetstream::Context,
-    file: &Path,
-    channel: &str,
-    tenant: &str,
-    tokenizer: Option<&clawline_runtime::tokenize::ChatTokenizer>,
-    producer: &str,
-) -> anyhow::Result<ImportReport> {
-    anyhow::ensure!(
-        clawline_nats::subjects::is_valid_token(channel),
-        "--channel {channel:?} must be 1-64 of [A-Za-z0-9_-]"
-    );
-    let handle = std::fs::File::open(file).with_context(|| format!("{}", file.display()))?;
-    let total = std::io::BufReader::new(std::fs::File::open(file)?)
-        .lines()
-        .count() as u64;
-    let mut report = ImportReport::default();
-    let mut progress = Progress::new("import", total);
-    for (n, line) in std::io::BufReader::new(handle).lines().enumerate() {
-        let number = n as u64 + 1;
-        progress.inc();
-        let line = line.with_context(|| format!("{}: line {number}", file.display()))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        report.lines += 1;
-        match import_line(&line, channel, tenant, tokenizer, producer) {
-            Ok(step) => {
-                publish_event(js, subjects::steps(channel), &step).await?;
-                report.imported += 1;
-            }
-            Err(reason) => report.bad.push((number, reason)),
-        }
-    }
-    progress.finish();
-    Ok(report)
-}
-
-/// One JSONL line → a step, or why not.
-pub fn import_line(
-    line: &str,
-    channel: &str,
-    tenant: &str,
-    tokenizer: Option<&clawline_runtime::tokenize::ChatTokenizer>,
-    producer: &str,
-) -> Result<StepRecorded, String> {
-    let value: Value = serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
-    let messages = value
-        .get("messages")
-        .and_then(Value::as_array)
-        .ok_or("missing `messages` array")?;
-    let (last, prompt) = messages.split_last().ok_or("`messages` is empty")?;
-    if last.get("role").and_then(Value::as_str) != Some("assistant") {
-        return Err("the last message must be the assistant's answer".into());
-    }
-    if prompt.is_empty() {
-        return Err("no prompt before the answer".into());
-    }
-    for (i, m) in messages.iter().enumerate() {
-        if m.get("role").and_then(Value::as_str).is_none() {
-            return Err(format!("messages[{i}] has no string `role`"));
-        }
-    }
-    let reward = match value.get("reward") {
-        None | Some(Value::Null) => None,
-        Some(r) => Some(
-            r.as_f64()
-                .filter(|r| r.is_finite())
-                .ok_or("`reward` must be a finite number")?,
-        ),
-    };
-    let metadata = match value.get("metadata") {
-        None | Some(Value::Null) => None,
-        Some(m @ Value::Object(_)) => Some(m.clone()),
-        Some(_) => return Err("`metadata` must be an object".into()),
-    };
-    let tools = value.get("tools").filter(|t| !t.is_null());
-    let text = last
-        .get("content")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
-    let tool_calls: Vec<clawline_schemas::ToolCall> = last
-        .get("tool_calls")
-        .and_then(Value::as_array)
-        .map(|calls| {
-            calls
-                .iter()
-                .map(|c| clawline_schemas::ToolCall {
-                    id: c
-                        .get("id")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .into(),
-                    name: c
-                        .pointer("/function/name")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .into(),
-                    arguments: c
-                        .pointer("/function/arguments")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .into(),
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let (token_source, prompt_ids, response_ids) = match tokenizer {
-        Some(tok) => {
-            let p = tok
-                .encode_chat(prompt, tools)
-                .map_err(|e| format!("rendering the prompt: {e}"))?;
-            let mut r = tok
-                .encode(&text)
-                .map_err(|e| format!("tokenizing the answer: {e}"))?;
-            if let Some(eos) = tok.token_id(tok.eos_token()) {
-                r.push(eos);
-            }
-            (TokenSource::Retokenized, p, r)
-        }
-        None => (TokenSource::Untokenized, Vec::new(), Vec::new()),
-    };
-    // The same line imported again gets the same ids.
-    let digest = hex::encode(&Sha256::digest(line.trim().as_bytes())[..12]);
-    let trajectory_uid = format!("import-{digest}");
-    let prompt_uid = format!(
-        "import-{}",
-        hex::encode(&Sha256::digest(serde_json::to_vec(prompt).unwrap_or_default())[..8])
-    );
-    Ok(StepRecorded {
-        event_id: StepRecorded::id_for(tenant, &trajectory_uid, 0, 0),
-        event_time: now_ms(),
-        producer: producer.to_string(),
-        schema_version: SCHEMA_VERSION,
-        tenant: tenant.to_string(),
-        channel: channel.to_string(),
-        trajectory_uid,
-        prompt_uid,
-        is_last: true,
-        source: StepSource::Imported,
-        messages: prompt.iter().map(to_message).collect(),
-        tools_json: tools.map(Value::to_string),
-        response_text: text,
-        response_tool_calls: tool_calls,
-        token_source,
-        prompt_ids,
-        response_ids,
-        reward,
-        metadata,
-        ..Default::default()
-    })
-}
-
-fn to_message(m: &Value) -> clawline_schemas::Message {
-    clawline_schemas::Message {
-        role: m
-            .get("role")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .into(),
-        content: m.get("content").and_then(Value::as_str).map(str::to_string),
-        content_parts_json: m
-            .get("content")
-            .filter(|c| c.is_array())
-            .map(Value::to_string),
-        name: m.get("name").and_then(Value::as_str).map(str::to_string),
-        tool_call_id: m
-            .get("tool_call_id")
-            .and_then(Value::as_str)
-            .map(str::to_string),
-        ..Default::default()
-    }
-}
-
-/// Writes `query`'s rows to `dir` as `data.parquet` or `data.jsonl`, plus `manifest.json`.
-pub async fn export(
-    engine: &SqlEngine,
-    query: &str,
-    format: Format,
-    dir: &Path,
-) -> anyhow::Result<PathBuf> {
-    std::fs::create_dir_all(dir).with_context(|| format!("{}", dir.display()))?;
-    let answer = engine
-        .query(query, &Scope::All)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let (name, bytes) = match format {
-        Format::Parquet => (
-            "data.parquet",
-            render(&answer, Format::Parquet).map_err(|e| anyhow::anyhow!("{e}"))?,
-        ),
-        Format::Json => {
-            let rows: Vec<Value> = serde_json::from_slice(
-                &render(&answer, Format::Json).map_err(|e| anyhow::anyhow!("{e}"))?,
-            )?;
-            let mut out = Vec::new();
-            for r in rows {
-                serde_json::to_writer(&mut out, &r)?;
-                out.push(b'\n');
-            }
-            ("data.jsonl", out)
-        }
-        other => anyhow::bail!("--format {other:?}: export writes parquet or jsonl"),
-    };
-    let path = dir.join(name);
-    std::fs::write(&path, &bytes).with_context(|| format!("{}", path.display()))?;
-    let row_count: usize = answer.batches.iter().map(|b| b.num_rows()).sum();
-    let columns: BTreeSet<String> = answer
-        .schema
-        .fields()
-        .iter()
-        .map(|f| f.name().clone())
-        .collect();
-    let wrapped = |select: &str| format!("SELECT {select} FROM ({query}) AS q");
-    let mut provenance = serde_json::Map::new();
-    if columns.contains("stream_seq") {
-        let r = rows(
-            engine,
-            &wrapped("min(stream_seq) AS first, max(stream_seq) AS last"),
-        )
-        .await?;
-        provenance.insert(
-            "stream_sequences".into(),
-            r.into_iter().next().unwrap_or(Value::Null),
-        );
-    }
-    if columns.contains("policy_version") {
-        let r = rows(engine, &wrapped("DISTINCT policy_version")).await?;
-        let versions: Vec<Value> = r
-            .into_iter()
-            .filter_map(|v| v.get("policy_version").cloned())
-            .collect();
-        provenance.insert("policy_versions".into(), Value::Array(versions));
-    }
-    if columns.contains("step_id") {
-        let r = rows(
-            engine,
-            &format!(
-                "SELECT DISTINCT source, source_version FROM rewards WHERE source LIKE 'rm:%' \
-                 AND step_id IN (SELECT step_id FROM ({query}) AS q) ORDER BY source"
-            ),
-        )
-        .await?;
-        provenance.insert("reward_models".into(), Value::Array(r));
-    }
-    let manifest = json!({
-        "query": query,
-        "created_at_ms": now_ms(),
-        "format": name.rsplit('.').next(),
-        "rows": row_count,
-        "columns": answer.schema.fields().iter().map(|f| json!({"name": f.name(), "type": f.data_type().to_string()})).collect::<Vec<_>>(),
-        "provenance": provenance,
-        "files": [{
-            "name": name,
-            "rows": row_count,
-            "bytes": bytes.len(),
-            "sha256": hex::encode(Sha256::digest(&bytes)),
-        }],
-        "producer": format!("clawline-datapool/{}", env!("CARGO_PKG_VERSION")),
-    });
-    let manifest_path = dir.join("manifest.json");
-    std::fs::write(&manifest_path, serde_json::to_vec_pretty(&manifest)?)?;
-    Ok(manifest_path)
 }

@@ -13,6 +13,7 @@ pub mod config;
 pub mod feedback;
 pub mod model;
 pub mod rules;
+pub mod schema;
 pub mod scorer;
 mod service;
 

@@ -1,0 +1,305 @@
+#![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+//! The scorer as a service: poison messages, restarts, implicit feedback and /compute_reward through the real gateway.
+
+mod common;
+
+use std::time::Duration;
+
+use clap::Parser;
+use clawline_nats::testing::NatsServer;
+use clawline_nats::{publish_raw, subjects};
+use common::*;
+use serde_json::{Value, json};
+
+#[tokio::test]
+async fn a_poison_message_is_terminated_counted_and_does_not_block() {
+    let nats = NatsServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let svc = start(&nats, dir.path(), "").await;
+    let js = nats.jetstream().await;
+    publish_raw(
+        &js,
+        subjects::steps("train"),
+        "garbage-1",
+        b"\xc1\xc1 not msgpack"[..].into(),
+    )
+    .await
+    .unwrap();
+    let good = step("after", 0, "Sure, here it is.");
+    publish_step(&js, &good).await;
+    let all = rewards(&js, 1).await;
+    assert_eq!(all[0].step_id.as_deref(), Some(good.event_id.as_str()));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let m = svc.metrics().await;
+    assert_eq!(
+        metric(
+            &m,
+            r#"clawline_reward_messages_total{stream="steps",outcome="poison"}"#
+        ),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        consumer_backlog(&js, "STEPS", "reward-steps").await,
+        (0, 0),
+        "poison not redelivered"
+    );
+    svc.stop().await;
+}
+
+#[tokio::test]
+async fn a_restarted_scorer_resumes_and_a_replayed_one_adds_no_duplicates() {
+    let nats = NatsServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let toml = "rules = []\n[consumer]\nack_wait_secs = 2\n";
+    let js = nats.jetstream().await;
+    let svc = start(&nats, dir.path(), toml).await;
+    for i in 0..5 {
+        publish_step(&js, &step(&format!("r{i}"), 0, "Sure, the answer.")).await;
+    }
+    rewards(&js, 5).await;
+    svc.stop().await;
+
+    // Published while the scorer is down: scored once it is back, nothing before redone.
+    for i in 5..10 {
+        publish_step(&js, &step(&format!("r{i}"), 0, "Sure, the answer.")).await;
+    }
+    let svc = start(&nats, dir.path(), toml).await;
+    let all = rewards(&js, 10).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(stream_count(&js, "REWARDS").await, 10);
+    let mut steps: Vec<_> = all.iter().map(|r| r.step_id.clone().unwrap()).collect();
+    steps.sort();
+    steps.dedup();
+    assert_eq!(steps.len(), 10, "each step scored exactly once");
+    svc.stop().await;
+
+    // Replay everything from the start with a fresh consumer: same ids, JetStream drops them all.
+    let stream = js.get_stream("STEPS").await.unwrap();
+    stream.delete_consumer("reward-steps").await.unwrap();
+    let svc = start(&nats, dir.path(), toml).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while consumer_backlog(&js, "STEPS", "reward-steps").await != (0, 0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "replay did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        stream_count(&js, "REWARDS").await,
+        10,
+        "replayed rewards were duplicates"
+    );
+    svc.stop().await;
+}
+
+#[tokio::test]
+async fn implicit_feedback_scores_the_answer_the_user_reacts_to() {
+    // Through the real gateway: an unmodified client continues its conversation; the gateway
+    // links the new step to the previous one and the scorer reads the user's reaction.
+    let nats = NatsServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let svc = start(&nats, dir.path(), "bundled_model = false\nrules = []\n").await;
+    let gw = gateway(&nats, dir.path(), &[]).await;
+    let js = nats.jetstream().await;
+    let http = reqwest::Client::new();
+    let chat = |messages: Value| {
+        http.post(format!("{}/v1/chat/completions", gw.url))
+            .json(&json!({"model": "mock-model", "messages": messages}))
+            .send()
+    };
+    let first: Value = chat(json!([{"role": "user", "content": "What is 6 x 7?"}]))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let answer = first["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let convo = |reaction: &str| {
+        json!([
+            {"role": "user", "content": "What is 6 x 7?"},
+            {"role": "assistant", "content": answer},
+            {"role": "user", "content": reaction},
+        ])
+    };
+    let r = chat(convo("No, that's wrong.")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let all = rewards(&js, 1).await;
+    let steps: Vec<StepRecorded> = read_events(&js, "STEPS").await;
+    assert_eq!(steps.len(), 2);
+    assert_eq!(
+        steps[1].previous_step_id.as_deref(),
+        Some(steps[0].event_id.as_str())
+    );
+    assert_eq!(all[0].source, "feedback:implicit");
+    assert_eq!(
+        all[0].step_id.as_deref(),
+        Some(steps[0].event_id.as_str()),
+        "on the answer reacted to"
+    );
+    assert_eq!(all[0].caused_by, steps[1].event_id);
+    assert_eq!(all[0].value, -1.0);
+    assert_eq!(all[0].details.as_ref().unwrap()["signal"], "correction");
+    gw.stop().await;
+    svc.stop().await;
+}
+
+#[tokio::test]
+async fn compute_reward_answers_through_the_gateway() {
+    let nats = NatsServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = gateway(&nats, dir.path(), &["--reward-timeout", "500ms"]).await;
+    let http = reqwest::Client::new();
+    let tok = clawline_runtime::tokenize::ChatTokenizer::load(
+        &clawline_mock_vllm::default_tokenizer_dir(),
+    )
+    .unwrap();
+    let body = json!({
+        "prompt_ids": tok.encode("What is 6 x 7?").unwrap(),
+        "response_ids": tok.encode("6 x 7 = 42\n#### 42").unwrap(),
+        "num_turns": 2,
+        "extra_fields": {},
+        "dataset_fields": {"ground_truth": "42", "data_source": "gsm8k"},
+    });
+    let post = |body: Value| {
+        http.post(format!("{}/compute_reward", gw.url))
+            .json(&body)
+            .send()
+    };
+
+    // No reward service yet: a clear 503.
+    let r = post(body.clone()).await.unwrap();
+    assert_eq!(r.status(), 503);
+    let err: Value = r.json().await.unwrap();
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no reward service"),
+        "{err}"
+    );
+
+    let svc = start(&nats, dir.path(), "").await;
+    let r = post(body.clone()).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let answer: Value = r.json().await.unwrap();
+    assert_eq!(answer["reward_score"], 1.0, "{answer}");
+    assert_eq!(answer["reward_extra_info"]["basis"], "rule:ground_truth");
+    assert!(
+        answer["reward_extra_info"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .any(|k| k.starts_with("rm:bundled@"))
+    );
+    let mut wrong = body.clone();
+    wrong["dataset_fields"]["ground_truth"] = json!("41");
+    let answer: Value = post(wrong).await.unwrap().json().await.unwrap();
+    assert_eq!(answer["reward_score"], 0.0);
+    // Without a ground truth the reward models decide.
+    let mut open = body.clone();
+    open["dataset_fields"] = json!({});
+    let answer: Value = post(open).await.unwrap().json().await.unwrap();
+    assert_eq!(answer["reward_extra_info"]["basis"], "reward_models");
+    // Bad input: a 400 naming the field.
+    let r = post(json!({"prompt_ids": [1, 2]})).await.unwrap();
+    assert_eq!(r.status(), 400);
+    let r = post(json!({"response_ids": "nope"})).await.unwrap();
+    assert_eq!(r.status(), 400);
+    svc.stop().await;
+
+    // The stopped scorer's subscription goes away asynchronously: wait for "no responders".
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while post(json!({"response_text": "x"})).await.unwrap().status() != 503 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stopped scorer still answers"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // A reward service that never answers: 504 after --reward-timeout.
+    let client = nats.client().await;
+    let _silent = client.subscribe(subjects::REWARD_COMPUTE).await.unwrap();
+    client.flush().await.unwrap();
+    // (Until the server routes to the new subscription the answer is still 503.)
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let started = std::time::Instant::now();
+        let status = post(body.clone()).await.unwrap().status();
+        if status == 504 {
+            assert!(started.elapsed() < Duration::from_secs(5));
+            break;
+        }
+        assert_eq!(
+            status, 503,
+            "only no-responders before the silent subscriber is seen"
+        );
+        assert!(std::time::Instant::now() < deadline, "never timed out");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    gw.stop().await;
+}
+
+struct Gateway {
+    url: String,
+    shutdown: clawline_runtime::CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    _mock: clawline_mock_vllm::MockVllm,
+}
+
+impl Gateway {
+    async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
+    }
+}
+
+async fn gateway(nats: &NatsServer, dir: &std::path::Path, extra: &[&str]) -> Gateway {
+    let mock = clawline_mock_vllm::MockVllm::start(Default::default())
+        .await
+        .unwrap();
+    let mut args = vec![
+        "clawline-gateway".to_string(),
+        "--upstream".into(),
+        mock.url.clone(),
+        "--nats-url".into(),
+        nats.url(),
+        "--spool-dir".into(),
+        dir.join("spool").display().to_string(),
+        "--tokenizer".into(),
+        clawline_mock_vllm::default_tokenizer_dir()
+            .display()
+            .to_string(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let config = clawline_gateway::Config::try_parse_from(args).unwrap();
+    let client = clawline_runtime::connect_nats(&config.nats, "test-gateway", false)
+        .await
+        .unwrap();
+    let state = clawline_gateway::build(config, client).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let shutdown = clawline_runtime::CancellationToken::new();
+    let task = tokio::spawn(clawline_gateway::run(state, listener, shutdown.clone()));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(r) = reqwest::get(format!("{url}/ready")).await
+            && r.status() == 200
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "gateway not ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Gateway {
+        url,
+        shutdown,
+        task,
+        _mock: mock,
+    }
+}
