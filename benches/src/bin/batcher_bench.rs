@@ -123,12 +123,19 @@ async fn load(js: &jetstream::Context, args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn plain_consume(js: &jetstream::Context, n: u32) -> anyhow::Result<Duration> {
+/// Reads `n` messages of `stream` (of `subject` only, when given) with an ordered consumer.
+async fn plain_consume(
+    js: &jetstream::Context,
+    stream: &str,
+    subject: Option<&str>,
+    n: u32,
+) -> anyhow::Result<Duration> {
     let started = Instant::now();
-    let stream = js.get_stream("STEPS").await?;
+    let stream = js.get_stream(stream).await?;
     let consumer = stream
         .create_consumer(OrderedConfig {
             deliver_policy: DeliverPolicy::All,
+            filter_subjects: subject.map(|s| vec![s.to_string()]).unwrap_or_default(),
             ..Default::default()
         })
         .await?;
@@ -176,6 +183,9 @@ async fn batcher_run(
         "--log-level",
         "warn",
     ])?;
+    // The batcher's warnings (retries, stalls) show on stderr.
+    static LOGGING: std::sync::Once = std::sync::Once::new();
+    LOGGING.call_once(|| clawline_runtime::init_tracing(&config.log));
     let shutdown = CancellationToken::new();
     let started = Instant::now();
     let task = tokio::spawn(clawline_batcher::run(config, shutdown.clone()));
@@ -233,20 +243,40 @@ async fn main() -> anyhow::Result<()> {
     load(&js, &args).await?;
     let load_secs = loading.elapsed().as_secs_f64();
 
-    let (mut plain, mut batcher) = (Vec::new(), Vec::new());
+    let (mut plain, mut inputs, mut batcher) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..args.rounds {
-        let p = plain_consume(&js, args.steps).await?;
+        let p = plain_consume(&js, "STEPS", None, args.steps).await?;
+        // Everything the batcher reads, the three streams at once as the batcher reads them.
+        let started = Instant::now();
+        tokio::try_join!(
+            plain_consume(&js, "STEPS", None, args.steps),
+            plain_consume(&js, "REWARDS", None, args.steps),
+            plain_consume(
+                &js,
+                "TRAJECTORIES",
+                Some(subjects::TRAJECTORY_COMPLETED),
+                args.steps
+            ),
+        )?;
+        let i = started.elapsed();
         let b = batcher_run(&js, &server.url(), &args, dir.path()).await?;
         eprintln!(
-            "round {round}: plain {:.3}s, batcher {:.3}s",
+            "round {round}: plain {:.3}s, inputs {:.3}s, batcher {:.3}s",
             p.as_secs_f64(),
+            i.as_secs_f64(),
             b.as_secs_f64()
         );
         plain.push(f64::from(args.steps) / p.as_secs_f64());
+        inputs.push(f64::from(args.steps) / i.as_secs_f64());
         batcher.push(f64::from(args.steps) / b.as_secs_f64());
     }
-    let (p, b) = (median(plain.clone()), median(batcher.clone()));
+    let (p, i, b) = (
+        median(plain.clone()),
+        median(inputs.clone()),
+        median(batcher.clone()),
+    );
     let ratio = b / p;
+    let input_ratio = b / i;
     let step_bytes = encode(&step(&args, 0))?.len();
     let report = format!(
         "# Batcher benchmark\n\n\
@@ -258,14 +288,19 @@ async fn main() -> anyhow::Result<()> {
          Window batches of {bs}.\n\n\
          **Batcher:** a fresh batcher (BATCHES recreated) reads BATCHES, STEPS, REWARDS and completions \
          from the start, forms every batch and has each acked by JetStream; timed from start to the \
-         last batch stored. **Plain consume:** an ordered consumer reading the {n} STEPS messages and \
-         doing nothing with them. Rounds alternate; medians of {rounds}.\n\n\
+         last batch stored. **Plain consume of STEPS:** an ordered consumer reading the {n} STEPS \
+         messages and doing nothing with them. **Plain consume of the batcher's input:** the same for \
+         the three streams the batcher reads ({msgs} messages), concurrently as the batcher reads them. \
+         Rounds alternate; medians of {rounds}.\n\n\
          | | steps/s (median) | rounds |\n| --- | ---: | --- |\n\
          | plain consume of STEPS | {p:.0} | {plain:?} |\n\
+         | plain consume of STEPS + REWARDS + completions | {i:.0} | {inputs:?} |\n\
          | batcher, streams → acked batches | {b:.0} | {batcher:?} |\n\n\
-         **Ratio batcher / plain consume: {ratio:.2}** (target ≥ 0.50: {verdict}). The batcher reads \
-         three messages per step (step, reward, completion), decodes them, and publishes and awaits \
-         the batches.\n\n\
+         **Ratio batcher / plain consume of STEPS: {ratio:.2}** (target ≥ 0.50: {verdict}). \
+         **Ratio batcher / plain consume of its whole input: {input_ratio:.2}.** The batcher reads \
+         three messages per step (step, reward, completion), decodes them, reads the whole log \
+         before forming any batch (so a restart decides on the same facts), and writes every token \
+         id and logprob again into BATCHES; nats-server shares the same two cores.\n\n\
          **Memory:** {ms} steps held (open trajectories, {pt} + {rt} tokens each; {held} counted by \
          the pool) took {mem:.0} MiB of RSS: **{per_million_mib:.0} MiB per million buffered steps**, \
          i.e. {per_step:.0} B per step, of which the token ids and logprobs are {payload} B.\n",
@@ -276,6 +311,7 @@ async fn main() -> anyhow::Result<()> {
         bs = args.batch_size,
         rounds = args.rounds,
         plain = plain.iter().map(|v| format!("{v:.0}")).collect::<Vec<_>>(),
+        inputs = inputs.iter().map(|v| format!("{v:.0}")).collect::<Vec<_>>(),
         batcher = batcher
             .iter()
             .map(|v| format!("{v:.0}"))

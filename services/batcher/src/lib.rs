@@ -10,6 +10,7 @@
 //! advantages, staleness, backpressure. Must not train or mutate events.
 
 pub mod config;
+mod follow;
 pub mod pool;
 mod service;
 

@@ -7,33 +7,25 @@
 //! decides on the same facts as the one before it, forms the same batches (same ids, which
 //! JetStream drops as duplicates) and never puts a consumed step in a second batch.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer::DeliverPolicy, consumer::pull::OrderedConfig};
+use async_nats::jetstream;
+use async_nats::jetstream::context::PublishAckFuture;
 use axum::Router;
 use axum::routing::get;
 use clawline_nats::{streams, subjects};
 use clawline_runtime::{CancellationToken, TaskSet, connect_nats};
-use clawline_schemas::{BatchFormed, RewardAssigned, StepRecorded, TrajectoryCompleted, now_ms};
+use clawline_schemas::{RewardAssigned, TrajectoryCompleted, now_ms};
 use futures::StreamExt;
 use serde::Serialize;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::Config;
 use crate::config::FileConfig;
-use crate::pool::{ChannelStats, Pool};
-
-/// What the followers feed the pool, with the stream sequence it came from.
-enum Input {
-    Step(u64, Box<StepRecorded>),
-    Reward(u64, RewardAssigned),
-    Completed(u64, TrajectoryCompleted),
-    PolicyVersion(u64),
-    /// A message that could not be decoded: logged and counted, never a crash.
-    Rejected(&'static str, u64, String),
-}
+use crate::follow::{FOLLOWED, Input, follow, head, replay_batches, watch_policy};
+use crate::pool::{ChannelStats, Pool, StepIn};
 
 /// `get_statistics`: Claw-R1's DataPool statistics per channel, plus lag to the log head.
 #[derive(Debug, Clone, Serialize, Default)]
@@ -70,7 +62,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         (streams::REWARDS, head(&js, FOLLOWED[1]).await?),
         (streams::TRAJECTORIES, head(&js, FOLLOWED[2]).await?),
     ];
-    let (tx, rx) = mpsc::channel::<Input>(4096);
+    let (tx, rx) = mpsc::channel::<Vec<Input>>(64);
+    let (policy_tx, policy_rx) = watch::channel(None::<u64>);
     let mut tasks = TaskSet::new(shutdown.clone());
     tasks.spawn(
         "steps",
@@ -81,8 +74,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             tx.clone(),
             shutdown.clone(),
             |seq, payload| {
-                clawline_nats::decode_message::<StepRecorded>(payload)
-                    .map(|s| Input::Step(seq, Box::new(s)))
+                // Only the fields the pool uses are decoded.
+                clawline_schemas::decode::<StepIn>(payload).map(|s| Input::Step(seq, Box::new(s)))
             },
         ),
     );
@@ -116,7 +109,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     );
     tasks.spawn(
         "policy",
-        watch_policy(js.clone(), tx.clone(), shutdown.clone()),
+        watch_policy(js.clone(), policy_tx, shutdown.clone()),
     );
     drop(tx);
 
@@ -153,134 +146,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         rejected: 0,
         stats,
     };
-    tasks.spawn("pool", main.run(rx, stats_requests, shutdown.clone()));
+    tasks.spawn(
+        "pool",
+        main.run(rx, policy_rx, stats_requests, shutdown.clone()),
+    );
     tasks.join().await
 }
 
-/// The streams the pool follows, and the one subject read where only one is.
-const FOLLOWED: [(&str, Option<&str>); 3] = [
-    (streams::STEPS, None),
-    (streams::REWARDS, None),
-    (streams::TRAJECTORIES, Some(subjects::TRAJECTORY_COMPLETED)),
-];
-
-/// The sequence of the last message the batcher would read from `stream` (0 when none).
-async fn head(
-    js: &jetstream::Context,
-    (stream, subject): (&str, Option<&str>),
-) -> anyhow::Result<u64> {
-    let mut s = js.get_stream(stream).await?;
-    match subject {
-        None => Ok(s.info().await?.state.last_sequence),
-        Some(subject) => match s.get_last_raw_message_by_subject(subject).await {
-            Ok(m) => Ok(m.sequence),
-            Err(e) if e.kind() == jetstream::stream::LastRawMessageErrorKind::NoMessageFound => {
-                Ok(0)
-            }
-            Err(e) => Err(e.into()),
-        },
-    }
-}
-
-/// Reads BATCHES from its start to where it stands now.
-async fn replay_batches(js: &jetstream::Context, pool: &mut Pool) -> anyhow::Result<u64> {
-    let mut batches = js.get_stream(streams::BATCHES).await?;
-    let state = batches.info().await?.state.clone();
-    if state.messages == 0 {
-        return Ok(0);
-    }
-    let last = state.last_sequence;
-    let consumer = batches
-        .create_consumer(OrderedConfig {
-            deliver_policy: DeliverPolicy::All,
-            ..Default::default()
-        })
-        .await?;
-    if consumer.cached_info().num_pending == 0 {
-        return Ok(0);
-    }
-    let mut messages = consumer.messages().await?;
-    let mut count = 0;
-    while let Some(message) = messages.next().await {
-        let message = message?;
-        let (seq, pending) = message
-            .info()
-            .map(|i| (i.stream_sequence, i.pending))
-            .unwrap_or((last, 0));
-        match clawline_nats::decode_message::<BatchFormed>(&message.payload) {
-            Ok(batch) => {
-                pool.replay_batch(&batch);
-                count += 1;
-            }
-            Err(e) => tracing::error!(seq, error = %e, "undecodable batch in BATCHES; skipped"),
-        }
-        // The last message may have been deleted: stop when nothing is pending either.
-        if seq >= last || pending == 0 {
-            break;
-        }
-    }
-    Ok(count)
-}
-
-/// Follows a stream from its start with an ordered consumer, re-creating it after errors from
-/// the last sequence seen.
-async fn follow(
-    js: jetstream::Context,
-    stream: &'static str,
-    filters: Vec<String>,
-    tx: mpsc::Sender<Input>,
-    shutdown: CancellationToken,
-    decode: impl Fn(u64, &[u8]) -> Result<Input, clawline_schemas::CodecError> + Send + 'static,
-) -> anyhow::Result<()> {
-    let mut next = 1u64;
-    while !shutdown.is_cancelled() {
-        let attempt = async {
-            let s = js.get_stream(stream).await?;
-            let consumer = s
-                .create_consumer(OrderedConfig {
-                    deliver_policy: DeliverPolicy::ByStartSequence {
-                        start_sequence: next,
-                    },
-                    filter_subjects: filters.clone(),
-                    ..Default::default()
-                })
-                .await?;
-            let mut messages = consumer.messages().await?;
-            while let Some(message) = messages.next().await {
-                let message = message?;
-                let seq = message.info().map(|i| i.stream_sequence).unwrap_or(next);
-                let input = decode(seq, &message.payload)
-                    .unwrap_or_else(|e| Input::Rejected(stream, seq, e.to_string()));
-                if tx.send(input).await.is_err() {
-                    return Ok(());
-                }
-                next = seq + 1;
-            }
-            anyhow::Ok(())
-        };
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            result = attempt => if let Err(err) = result {
-                tracing::warn!(stream, error = %err, "following stream; retrying");
-            },
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-        }
-    }
-    Ok(())
-}
-
-async fn watch_policy(
-    js: jetstream::Context,
-    tx: mpsc::Sender<Input>,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    clawline_runtime::watch_policy_version(js, shutdown, move |v| {
-        let _ = tx.try_send(Input::PolicyVersion(v));
-    })
-    .await
+/// A batch sent to BATCHES, kept until its ack.
+struct Sent {
+    subject: String,
+    id: String,
+    steps: usize,
+    payload: bytes::Bytes,
 }
 
 struct Main {
@@ -302,7 +180,8 @@ impl Main {
 
     async fn run(
         mut self,
-        mut rx: mpsc::Receiver<Input>,
+        mut rx: mpsc::Receiver<Vec<Input>>,
+        mut policy: watch::Receiver<Option<u64>>,
         mut stats_requests: async_nats::Subscriber,
         shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
@@ -314,8 +193,13 @@ impl Main {
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
                 input = rx.recv() => match input {
-                    Some(input) => self.apply(input),
+                    Some(inputs) => inputs.into_iter().for_each(|i| self.apply(i)),
                     None => return Ok(()),
+                },
+                Ok(()) = policy.changed() => {
+                    if let Some(v) = *policy.borrow_and_update() {
+                        self.pool.set_policy_version(v);
+                    }
                 },
                 _ = tick.tick() => {
                     let caught_up = self.caught_up();
@@ -324,7 +208,7 @@ impl Main {
                     }
                     was_caught_up = caught_up;
                     if caught_up {
-                        self.form_batches().await;
+                        self.form_batches(&shutdown).await;
                     }
                     // The HTTP snapshot once a second (it asks NATS for the stream heads).
                     ticks += 1;
@@ -363,7 +247,6 @@ impl Main {
                 mark(streams::TRAJECTORIES, seq);
                 self.pool.add_completion(&done);
             }
-            Input::PolicyVersion(v) => self.pool.set_policy_version(v),
             Input::Rejected(stream, seq, reason) => {
                 mark(stream, seq);
                 self.rejected += 1;
@@ -372,34 +255,82 @@ impl Main {
         }
     }
 
-    async fn form_batches(&mut self) {
+    /// Moves what is ready into batches and publishes them, up to `IN_FLIGHT` at a time. A batch
+    /// leaves the pool when it is sent; one whose ack fails is sent again (same bytes, same id)
+    /// until JetStream has it, so none is lost; after a crash the restarted batcher forms it again.
+    async fn form_batches(&mut self, shutdown: &CancellationToken) {
+        const IN_FLIGHT: usize = 256;
         let now = now_ms();
         self.pool.tick(now);
+        let mut in_flight = VecDeque::new();
         for channel in self.pool.channels_with_work() {
             while let Some(proposed) = self.pool.next_batch(&channel, now) {
-                match clawline_nats::publish_event(
-                    &self.js,
-                    subjects::batches(&channel),
-                    &proposed.batch,
-                )
-                .await
+                self.pool.commit(&proposed);
+                let sent = Sent {
+                    subject: subjects::batches(&channel),
+                    id: proposed.batch.event_id,
+                    steps: proposed.batch.steps.len(),
+                    payload: proposed.payload,
+                };
+                let ack = self.send(&sent).await;
+                in_flight.push_back((sent, ack));
+                if in_flight.len() >= IN_FLIGHT
+                    && let Some((sent, ack)) = in_flight.pop_front()
                 {
-                    Ok(ack) => {
-                        tracing::info!(
-                            batch = %proposed.batch.event_id,
-                            channel,
-                            steps = proposed.batch.steps.len(),
-                            duplicate = ack.duplicate,
-                            "batch formed"
-                        );
-                        self.pool.commit(&proposed);
-                    }
-                    Err(err) => {
-                        tracing::warn!(channel, error = %err, "publishing batch failed; will retry");
-                        break;
-                    }
+                    self.settle(sent, ack, shutdown).await;
                 }
             }
+        }
+        while let Some((sent, ack)) = in_flight.pop_front() {
+            self.settle(sent, ack, shutdown).await;
+        }
+    }
+
+    async fn send(&self, sent: &Sent) -> Option<PublishAckFuture> {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", sent.id.as_str());
+        self.js
+            .publish_with_headers(sent.subject.clone(), headers, sent.payload.clone())
+            .await
+            .inspect_err(|e| tracing::warn!(batch = %sent.id, error = %e, "sending batch failed; will retry"))
+            .ok()
+    }
+
+    /// Waits for a batch's ack, re-sending it until JetStream stores it (or the batcher stops).
+    async fn settle(
+        &self,
+        sent: Sent,
+        ack: Option<PublishAckFuture>,
+        shutdown: &CancellationToken,
+    ) {
+        let mut result = match ack {
+            Some(ack) => ack.await.map_err(|e| e.to_string()),
+            None => Err("not sent".to_string()),
+        };
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match result {
+                Ok(ack) => {
+                    tracing::info!(batch = %sent.id, subject = %sent.subject, steps = sent.steps, duplicate = ack.duplicate, "batch formed");
+                    return;
+                }
+                Err(err) => {
+                    tracing::warn!(batch = %sent.id, error = %err, "publishing batch failed; retrying")
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+            result = clawline_nats::publish_raw(
+                &self.js,
+                sent.subject.clone(),
+                &sent.id,
+                sent.payload.clone(),
+            )
+            .await
+            .map_err(|e| e.to_string());
         }
     }
 

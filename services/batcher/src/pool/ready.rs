@@ -1,0 +1,290 @@
+//! Readiness: which trajectories are complete and rewarded (or past their deadlines), and how
+//! ready ones become queued units — single trajectories (window) or prompt groups.
+
+use std::collections::BTreeMap;
+
+use clawline_schemas::GroupMode;
+
+use super::{
+    Fp, Name, Pool, ReadyStep, ReadyTraj, RewardRef, StepEntry, Traj, TrajKey, Unit, secs_ms,
+};
+use crate::config::{ChannelConfig, Fallback, OnIdle, StalePolicy, ZeroVariance, matches};
+
+impl Pool {
+    /// Moves what became ready (or timed out) by `now_ms` into the channel queues.
+    pub fn tick(&mut self, now_ms: i64) {
+        let idle_ms = secs_ms(self.cfg.completion.idle_timeout_secs);
+        // Only completed or idle trajectories can move; they go in completion order (then uid),
+        // so the same events always queue in the same order.
+        let mut due: Vec<(i64, Name, TrajKey)> = self
+            .trajs
+            .iter()
+            .filter_map(|(key, t)| match t.completed {
+                Some((at, _)) => Some((at, key.1.clone(), key.clone())),
+                None if now_ms - t.last_event_ms >= idle_ms => {
+                    Some((i64::MAX, key.1.clone(), key.clone()))
+                }
+                None => None,
+            })
+            .collect();
+        due.sort_unstable_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        for (_, _, key) in due {
+            self.advance(key, now_ms);
+        }
+        self.check_groups(now_ms);
+        self.enforce_queue_limits();
+    }
+
+    /// One completed (or idle) trajectory: queued when ready, dropped when abandoned.
+    fn advance(&mut self, key: TrajKey, now_ms: i64) {
+        let deadline_ms = secs_ms(self.cfg.rewards.deadline_secs);
+        let Some(t) = self.trajs.get_mut(&key) else {
+            return;
+        };
+        if t.completed.is_none() {
+            match self.cfg.completion.on_idle {
+                OnIdle::Truncate => t.completed = Some((now_ms, true)),
+                OnIdle::Abandon => {
+                    let t = self.trajs.remove(&key).expect("present");
+                    for s in &t.steps {
+                        self.step_home.remove(&Fp::of(&s.id));
+                        self.drop_step(&t.channel, &s.id, "abandoned");
+                    }
+                    return;
+                }
+            }
+        }
+        let Some((at, truncated)) = t.completed else {
+            return;
+        };
+        let past_deadline = now_ms - at >= deadline_ms;
+        let has_last = t
+            .expected_last
+            .is_none_or(|last| t.steps.iter().any(|s| s.step_index >= last));
+        let required = &self.cfg.rewards.required;
+        let rewarded = |s: &StepEntry| required.iter().all(|p| has_source(s, &t.rewards, p));
+        if !past_deadline && (!has_last || !t.steps.iter().all(rewarded)) {
+            return;
+        }
+        let t = self.trajs.remove(&key).expect("present");
+        self.make_ready(key, t, truncated, now_ms);
+    }
+
+    fn make_ready(&mut self, key: TrajKey, t: Traj, truncated: bool, now_ms: i64) {
+        let (at, _) = t.completed.unwrap_or((now_ms, truncated));
+        let mut steps = Vec::with_capacity(t.steps.len());
+        for s in t.steps {
+            let fp = Fp::of(&s.id);
+            self.step_home.remove(&fp);
+            if self.done.contains(&fp) {
+                continue;
+            }
+            let required = &self.cfg.rewards.required;
+            if !required.iter().all(|p| has_source(&s, &t.rewards, p)) {
+                match self.cfg.rewards.fallback {
+                    Fallback::UseAvailable => {
+                        self.channel(&t.channel).stats.deadline_fallbacks += 1
+                    }
+                    Fallback::Drop => {
+                        self.drop_step(&t.channel, &s.id, "missing_reward");
+                        continue;
+                    }
+                }
+            }
+            let staleness = match (self.policy_version, s.policy_version) {
+                (Some(now), Some(then)) => now.saturating_sub(then),
+                _ => 0,
+            };
+            let mut importance_cap = None;
+            if staleness > self.cfg.staleness.max_lag {
+                match self.cfg.staleness.policy {
+                    StalePolicy::Drop => {
+                        self.drop_step(&t.channel, &s.id, "stale");
+                        continue;
+                    }
+                    StalePolicy::Cap => importance_cap = Some(self.cfg.staleness.importance_cap),
+                }
+            }
+            let (reward, rewards) = Self::combine(&s, &t.rewards);
+            steps.push(ReadyStep {
+                entry: s,
+                reward,
+                rewards,
+                staleness,
+                importance_cap,
+            });
+        }
+        if steps.is_empty() {
+            return;
+        }
+        let (tenant, uid) = key;
+        let ready = ReadyTraj {
+            tenant: tenant.clone(),
+            uid: uid.clone(),
+            prompt_uid: t.prompt_uid.clone(),
+            truncated,
+            order: (at, uid),
+            steps,
+        };
+        match self.cfg.channel(&t.channel).mode {
+            GroupMode::Window => {
+                let unit = Unit {
+                    tenant,
+                    key: Name::from("window"),
+                    trajs: vec![ready],
+                    advantages: Vec::new(),
+                    mean: 0.0,
+                    std: 0.0,
+                    ready_ms: now_ms,
+                };
+                self.channel(&t.channel).queue.push_back(unit);
+            }
+            GroupMode::Prompt => {
+                let forming = self
+                    .channel(&t.channel)
+                    .forming
+                    .entry((tenant, t.prompt_uid))
+                    .or_default();
+                if forming.trajs.is_empty() {
+                    forming.first_ms = now_ms;
+                }
+                forming.trajs.push(ready);
+            }
+        }
+    }
+
+    /// Prompt groups: full ones become units (ready groups go out whatever others wait for);
+    /// groups short for too long are dropped.
+    fn check_groups(&mut self, now_ms: i64) {
+        let names: Vec<Name> = self
+            .channels
+            .iter()
+            .filter(|(_, c)| !c.forming.is_empty())
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in names {
+            let cfg = self.cfg.channel(&name).clone();
+            if cfg.mode != GroupMode::Prompt {
+                continue;
+            }
+            let keys: Vec<TrajKey> = self.channels[&name].forming.keys().cloned().collect();
+            for key in keys {
+                let ch = self.channels.get_mut(&name).expect("channel");
+                let forming = ch.forming.get_mut(&key).expect("group");
+                if forming.trajs.len() >= cfg.group_size {
+                    forming.trajs.sort_by(|a, b| a.order.cmp(&b.order));
+                    let members: Vec<ReadyTraj> = forming.trajs.drain(..cfg.group_size).collect();
+                    if forming.trajs.is_empty() {
+                        ch.forming.remove(&key);
+                    } else {
+                        forming.first_ms = now_ms;
+                    }
+                    self.push_group(&name, &cfg, key, members, now_ms);
+                } else if now_ms - forming.first_ms >= secs_ms(cfg.group_timeout_secs) {
+                    let forming = ch.forming.remove(&key).expect("group");
+                    self.drop_trajs(&name, &forming.trajs, "group_timeout");
+                }
+            }
+        }
+    }
+
+    fn drop_trajs(&mut self, channel: &str, trajs: &[ReadyTraj], reason: &str) {
+        for t in trajs {
+            for s in &t.steps {
+                self.drop_step(channel, &s.entry.id, reason);
+            }
+        }
+    }
+
+    fn push_group(
+        &mut self,
+        channel: &str,
+        cfg: &ChannelConfig,
+        key: TrajKey,
+        members: Vec<ReadyTraj>,
+        now_ms: i64,
+    ) {
+        // A trajectory's return is the mean of its steps' combined rewards.
+        let returns: Vec<f64> = members
+            .iter()
+            .map(|t| t.steps.iter().map(|s| s.reward).sum::<f64>() / t.steps.len() as f64)
+            .collect();
+        let (mean, std) = mean_std(&returns);
+        if std < 1e-9 && cfg.zero_variance == ZeroVariance::Drop {
+            self.drop_trajs(channel, &members, "zero_variance");
+            return;
+        }
+        let advantages = returns
+            .iter()
+            .map(|r| {
+                let a = r - mean;
+                if cfg.normalize { a / (std + 1e-6) } else { a }
+            })
+            .collect();
+        self.channel(channel).queue.push_back(Unit {
+            tenant: key.0,
+            key: key.1,
+            trajs: members,
+            advantages,
+            mean,
+            std,
+            ready_ms: now_ms,
+        });
+    }
+
+    fn enforce_queue_limits(&mut self) {
+        let max = self.cfg.max_queue_size;
+        let full: Vec<Name> = self
+            .channels
+            .iter()
+            .filter(|(_, c)| c.queue.len() > max)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in full {
+            while self.channels[&name].queue.len() > max {
+                let unit = self
+                    .channels
+                    .get_mut(&name)
+                    .and_then(|c| c.queue.pop_front())
+                    .expect("non-empty queue");
+                tracing::warn!(channel = %name, group = %unit.key, steps = unit.steps(), "queue full: dropping the oldest ready group");
+                self.drop_trajs(&name, &unit.trajs, "queue_full");
+            }
+        }
+    }
+
+    /// Combined reward: Σ weight(source) × mean of that source's values (step and trajectory).
+    fn combine(step: &StepEntry, traj_rewards: &[RewardRef]) -> (f64, Vec<(Name, f64)>) {
+        let mut by_source: BTreeMap<&Name, (f64, f64, u32)> = BTreeMap::new();
+        for r in step.rewards.iter().chain(traj_rewards) {
+            let e = by_source.entry(&r.source).or_insert((r.weight, 0.0, 0));
+            e.1 += r.value;
+            e.2 += 1;
+        }
+        let mut total = 0.0;
+        let mut parts = Vec::with_capacity(by_source.len());
+        for (source, (weight, sum, n)) in by_source {
+            let value = sum / f64::from(n);
+            total += weight * value;
+            parts.push((source.clone(), value));
+        }
+        (total, parts)
+    }
+}
+
+fn has_source(step: &StepEntry, traj_rewards: &[RewardRef], pattern: &str) -> bool {
+    step.rewards
+        .iter()
+        .chain(traj_rewards)
+        .any(|r| matches(pattern, &r.source))
+}
+
+pub(super) fn mean_std(values: &[f64]) -> (f64, f64) {
+    if values.is_empty() {
+        return (0.0, 0.0);
+    }
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
+    (mean, var.sqrt())
+}
