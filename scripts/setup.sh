@@ -6,6 +6,8 @@
 #   Python venv for tests    ~/.cache/clawline/venv                         (openai client, …)
 #   ONNX Runtime 1.32.0      ~/.cache/clawline/onnxruntime/…/libonnxruntime.so.1.32.0 (reward service)
 #   libtorch 2.13.0 (CPU)    ~/.cache/libtorch-2.13.0, linked as ./.libtorch (trainer, policy server)
+#   s3s-fs 0.14.1            ~/.cache/clawline/s3s/bin/s3s-fs   (crates.io; an S3-compatible server
+#                            on a directory, for the archive-on-S3 tests)
 #
 # CLAWLINE_SETUP_SKIP_TORCH=1 skips libtorch (515 MiB) where no tch crate is built.
 set -euo pipefail
@@ -43,6 +45,14 @@ if [ ! -f "$ORT_LIB" ]; then
     log "installing ONNX Runtime 1.32.0"
     rm -rf "$ORT_DIR"
     pip_quiet --no-deps --target "$ORT_DIR" onnxruntime==1.32.0
+fi
+
+# An S3-compatible server for the tests of the archive on object storage.
+S3S_BIN="$CACHE/s3s/bin/s3s-fs"
+if [ ! -x "$S3S_BIN" ] || ! "$S3S_BIN" --version 2>/dev/null | grep -q '0.14.1'; then
+    log "building s3s-fs 0.14.1 (once, a few minutes)"
+    CARGO_TARGET_DIR="$CACHE/s3s/target" cargo install -q s3s-fs --version 0.14.1 --features binary --locked --root "$CACHE/s3s"
+    rm -rf "$CACHE/s3s/target"
 fi
 
 # libtorch for tch (CPU; the two CUDA runtime wheels only satisfy libtorch_cpu.so's links).

@@ -212,7 +212,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let bytes: u64 = {
         let mut files = Vec::new();
-        clawline_datapool::archive::walk(&args.archive, &mut files);
+        clawline_datapool::store::walk(&args.archive, &mut files);
         files
             .iter()
             .filter_map(|f| f.metadata().ok())
@@ -223,7 +223,7 @@ async fn main() -> anyhow::Result<()> {
     // DataFusion, as `clawline sql --archive-only` runs it.
     let engine = SqlEngine::new(
         SqlConfig {
-            root: args.archive.clone(),
+            root: clawline_datapool::ArchiveRoot::local(&args.archive),
             memory_limit: 8 << 30,
             timeout: Duration::from_secs(600),
         },
@@ -235,6 +235,7 @@ import duckdb, json, sys, time
 root, runs, queries = sys.argv[1], int(sys.argv[2]), json.loads(sys.stdin.read())
 con = duckdb.connect()
 con.execute("SET threads TO 2")
+con.execute("SET enable_progress_bar = false")
 for t in ["steps", "rewards", "feedback"]:
     con.execute(f"CREATE VIEW {t} AS SELECT * FROM read_parquet('{root}/{t}/**/*.parquet', hive_partitioning=true)")
 out = []
@@ -292,7 +293,7 @@ print(json.dumps(out))
     clawline_nats::ensure_topology(&js, &Default::default()).await?;
     let live = SqlEngine::new(
         SqlConfig {
-            root: dir.path().join("archive"),
+            root: clawline_datapool::ArchiveRoot::local(dir.path().join("archive")),
             ..Default::default()
         },
         Some(js.clone()),

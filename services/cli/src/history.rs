@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
-use clawline_datapool::{Format, QueryLimits, SqlEngine};
+use clawline_datapool::{ArchiveRoot, Format, QueryLimits, SqlEngine};
 use clawline_runtime::NatsArgs;
 
 const PRODUCER: &str = concat!("clawline-cli/", env!("CARGO_PKG_VERSION"));
@@ -18,7 +18,7 @@ pub struct Where {
         env = "CLAWLINE_ARCHIVE_DIR",
         default_value = "./data/run/archive"
     )]
-    root: PathBuf,
+    root: ArchiveRoot,
     #[command(flatten)]
     limits: QueryLimits,
 }

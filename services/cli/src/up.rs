@@ -125,7 +125,7 @@ pub async fn run(args: UpArgs, log: LogArgs) -> anyhow::Result<()> {
             replicas: 1,
         },
         archive: clawline_datapool::ArchiveArgs {
-            root: args.data_dir.join("archive"),
+            root: clawline_datapool::ArchiveRoot::local(args.data_dir.join("archive")),
             roll_rows: 100_000,
             roll_secs: 10,
         },

@@ -2,14 +2,13 @@
 //!
 //! Per stream, messages are read in sequence order and buffered; a flush (every `roll_rows`
 //! messages or `roll_secs`) writes one file per (table, date, channel) named with the flush's
-//! stream sequence range, each to a temporary name, fsynced, then renamed; only then does the
-//! stream's checkpoint (`_checkpoints/<STREAM>.json`, written the same way) move to the flush's
-//! last sequence. At start, files beyond the checkpoint (a flush cut short by kill -9) and
+//! stream sequence range, each whole or not at all (a local temporary file fsynced and renamed,
+//! or one object-store PUT); only then does the stream's checkpoint (`_checkpoints/<STREAM>.json`,
+//! written the same way) move to the flush's last sequence. At start, files beyond the checkpoint (a flush cut short by kill -9) and
 //! temporary files are deleted, and reading resumes right after the checkpoint: no row is written
 //! twice and none is skipped.
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -22,11 +21,12 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 
+use crate::store::ArchiveRoot;
 use crate::tables::{self, Row, Table};
 
 #[derive(Debug, Clone)]
 pub struct ArchiveConfig {
-    pub root: PathBuf,
+    pub root: ArchiveRoot,
     pub roll_rows: usize,
     pub roll_every: Duration,
 }
@@ -37,37 +37,22 @@ pub struct Checkpoint {
     pub last_seq: u64,
 }
 
+/// The checkpoint's path relative to the archive root.
+pub fn checkpoint_key(stream: &str) -> String {
+    format!("_checkpoints/{stream}.json")
+}
+
+/// The checkpoint file of a local archive.
 pub fn checkpoint_path(root: &Path, stream: &str) -> PathBuf {
-    root.join("_checkpoints").join(format!("{stream}.json"))
+    root.join(checkpoint_key(stream))
 }
 
-pub fn read_checkpoint(root: &Path, stream: &str) -> anyhow::Result<Checkpoint> {
-    let path = checkpoint_path(root, stream);
-    match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .with_context(|| format!("{}: corrupt checkpoint", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Checkpoint::default()),
-        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+pub async fn read_checkpoint(root: &ArchiveRoot, stream: &str) -> anyhow::Result<Checkpoint> {
+    match root.get(&checkpoint_key(stream)).await? {
+        Some(bytes) => serde_json::from_slice(&bytes)
+            .with_context(|| format!("{root}/{}: corrupt checkpoint", checkpoint_key(stream))),
+        None => Ok(Checkpoint::default()),
     }
-}
-
-/// Writes `bytes` to `path` atomically: a temporary file, fsync, rename, fsync of the directory.
-fn write_atomic(
-    path: &Path,
-    write: impl FnOnce(&mut std::fs::File) -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
-    let dir = path.parent().context("no parent dir")?;
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let tmp = path.with_extension("tmp");
-    let mut file =
-        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    write(&mut file)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
 }
 
 /// `part-<STREAM>-<first>-<last>.parquet`
@@ -75,7 +60,7 @@ pub fn file_name(stream: &str, first: u64, last: u64) -> String {
     format!("part-{stream}-{first:020}-{last:020}.parquet")
 }
 
-fn parse_file_name(name: &str) -> Option<(String, u64, u64)> {
+pub(crate) fn parse_file_name(name: &str) -> Option<(String, u64, u64)> {
     let rest = name.strip_prefix("part-")?.strip_suffix(".parquet")?;
     let mut parts = rest.rsplitn(3, '-');
     let last = parts.next()?.parse().ok()?;
@@ -83,34 +68,17 @@ fn parse_file_name(name: &str) -> Option<(String, u64, u64)> {
     Some((parts.next()?.to_string(), first, last))
 }
 
-/// Every archive file under `dir` (recursively).
-pub fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            walk(&p, out);
-        } else {
-            out.push(p);
-        }
-    }
-}
-
 /// Deletes what a cut-short flush left: temporary files, and files past the checkpoint.
-fn clean(root: &Path, stream: &str, checkpoint: &Checkpoint) -> anyhow::Result<usize> {
+async fn clean(root: &ArchiveRoot, stream: &str, checkpoint: &Checkpoint) -> anyhow::Result<usize> {
     let mut removed = 0;
     for table in tables::TABLES.iter().filter(|t| t.stream == stream) {
-        let mut files = Vec::new();
-        walk(&root.join(table.name), &mut files);
-        for f in files {
-            let name = f.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        for f in root.list(table.name).await? {
+            let name = f.rsplit('/').next().unwrap_or_default();
             let stale = name.ends_with(".tmp")
                 || parse_file_name(name)
                     .is_some_and(|(s, first, _)| s == stream && first > checkpoint.last_seq);
             if stale {
-                std::fs::remove_file(&f).with_context(|| format!("removing {}", f.display()))?;
+                root.delete(&f).await?;
                 removed += 1;
             }
         }
@@ -125,8 +93,8 @@ pub async fn archive_stream(
     config: ArchiveConfig,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let checkpoint = read_checkpoint(&config.root, stream)?;
-    let removed = clean(&config.root, stream, &checkpoint)?;
+    let checkpoint = read_checkpoint(&config.root, stream).await?;
+    let removed = clean(&config.root, stream, &checkpoint).await?;
     if removed > 0 {
         tracing::warn!(stream, removed, "removed files of an unfinished flush");
     }
@@ -214,17 +182,32 @@ pub async fn archive_stream(
 }
 
 /// Writes the buffer as files and moves the checkpoint; returns the next sequence to read.
-async fn flush(root: &Path, stream: &'static str, buffer: &mut Vec<Row>) -> anyhow::Result<u64> {
+async fn flush(
+    root: &ArchiveRoot,
+    stream: &'static str,
+    buffer: &mut Vec<Row>,
+) -> anyhow::Result<u64> {
     let rows = std::mem::take(buffer);
-    let root = root.to_path_buf();
-    tokio::task::spawn_blocking(move || write_files(&root, stream, rows)).await?
-}
-
-fn write_files(root: &Path, stream: &str, rows: Vec<Row>) -> anyhow::Result<u64> {
     let (Some(first), Some(last)) = (rows.first().map(|r| r.seq), rows.last().map(|r| r.seq))
     else {
         anyhow::bail!("empty flush");
     };
+    let files = tokio::task::spawn_blocking(move || encode_files(stream, rows)).await??;
+    let written = files.len();
+    for (path, bytes) in files {
+        root.put(&path, bytes).await?;
+    }
+    let checkpoint = Checkpoint { last_seq: last };
+    root.put(&checkpoint_key(stream), serde_json::to_vec(&checkpoint)?)
+        .await?;
+    tracing::debug!(stream, first, last, files = written, "archived");
+    Ok(last + 1)
+}
+
+/// The flush's Parquet files, one per (table, date, channel), with their paths under the root.
+fn encode_files(stream: &str, rows: Vec<Row>) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    let first = rows.first().map_or(0, |r| r.seq);
+    let last = rows.last().map_or(0, |r| r.seq);
     let mut groups: BTreeMap<(&'static str, String, String), Vec<Row>> = BTreeMap::new();
     for row in rows {
         let Some(table) = tables::table_for(stream, &row.subject) else {
@@ -237,51 +220,45 @@ fn write_files(root: &Path, stream: &str, rows: Vec<Row>) -> anyhow::Result<u64>
             .push(row);
     }
     let name = file_name(stream, first, last);
-    let mut written = 0;
+    let mut files = Vec::new();
     for ((table_name, date, channel), rows) in groups {
         let table = tables::table(table_name).context("table")?;
-        let path = partition_dir(root, table, &date, &channel).join(&name);
+        let path = format!("{}/{name}", partition_key(table, &date, &channel));
         let batch = tables::to_batch(table, &rows, false)?;
-        write_atomic(&path, |file| {
-            let props = WriterProperties::builder()
-                .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
-                .set_key_value_metadata(Some(vec![
-                    parquet::file::metadata::KeyValue::new(
-                        "clawline.stream".into(),
-                        stream.to_string(),
-                    ),
-                    parquet::file::metadata::KeyValue::new(
-                        "clawline.first_seq".into(),
-                        first.to_string(),
-                    ),
-                    parquet::file::metadata::KeyValue::new(
-                        "clawline.last_seq".into(),
-                        last.to_string(),
-                    ),
-                ]))
-                .build();
-            let mut writer = ArrowWriter::try_new(file.try_clone()?, batch.schema(), Some(props))?;
-            writer.write(&batch)?;
-            writer.close()?;
-            Ok(())
-        })?;
-        written += 1;
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
+            .set_key_value_metadata(Some(
+                [
+                    ("clawline.stream", stream.to_string()),
+                    ("clawline.first_seq", first.to_string()),
+                    ("clawline.last_seq", last.to_string()),
+                ]
+                .into_iter()
+                .map(|(k, v)| parquet::file::metadata::KeyValue::new(k.into(), v))
+                .collect(),
+            ))
+            .build();
+        let mut bytes = Vec::new();
+        let mut writer = ArrowWriter::try_new(&mut bytes, batch.schema(), Some(props))?;
+        writer.write(&batch)?;
+        writer.close()?;
+        files.push((path, bytes));
     }
-    let checkpoint = Checkpoint { last_seq: last };
-    write_atomic(&checkpoint_path(root, stream), |f| {
-        f.write_all(&serde_json::to_vec(&checkpoint)?)?;
-        Ok(())
-    })?;
-    tracing::debug!(stream, first, last, files = written, "archived");
-    Ok(last + 1)
+    Ok(files)
 }
 
-pub fn partition_dir(root: &Path, table: &Table, date: &str, channel: &str) -> PathBuf {
-    let mut dir = root.join(table.name).join(format!("date={date}"));
+/// `steps/date=2026-11-24/channel=train` (tables without channels stop at the date).
+pub fn partition_key(table: &Table, date: &str, channel: &str) -> String {
+    let mut key = format!("{}/date={date}", table.name);
     if table.by_channel {
-        dir = dir.join(format!("channel={channel}"));
+        key.push_str(&format!("/channel={channel}"));
     }
-    dir
+    key
+}
+
+/// A partition's directory in a local archive.
+pub fn partition_dir(root: &Path, table: &Table, date: &str, channel: &str) -> PathBuf {
+    root.join(partition_key(table, date, channel))
 }
 
 #[cfg(test)]

@@ -10,7 +10,9 @@ pub mod http;
 pub mod import;
 pub mod replay;
 mod rows;
+mod snapshot;
 pub mod sql;
+pub mod store;
 pub mod tables;
 
 use std::net::SocketAddr;
@@ -22,17 +24,19 @@ use clawline_runtime::{CancellationToken, NatsArgs, TaskSet};
 
 pub use archive::ArchiveConfig;
 pub use sql::{Format, Scope, SqlConfig, SqlEngine, SqlError};
+pub use store::ArchiveRoot;
 
 /// Where the archive lives and how it rolls files.
 #[derive(Debug, Clone, Args)]
 pub struct ArchiveArgs {
-    /// Root of the Parquet archive (one directory per table, hive-partitioned).
+    /// Root of the Parquet archive (one directory per table, hive-partitioned): a directory, or
+    /// `s3://bucket/prefix` on S3-compatible storage (credentials and endpoint from `AWS_*`).
     #[arg(
         long = "archive-dir",
         env = "CLAWLINE_ARCHIVE_DIR",
         default_value = "./data/run/archive"
     )]
-    pub root: PathBuf,
+    pub root: ArchiveRoot,
     /// Roll a file after this many messages of a stream...
     #[arg(long = "roll-rows", default_value_t = 100_000)]
     pub roll_rows: usize,
@@ -67,7 +71,7 @@ pub struct QueryLimits {
 }
 
 impl QueryLimits {
-    pub fn sql_config(&self, root: PathBuf) -> SqlConfig {
+    pub fn sql_config(&self, root: ArchiveRoot) -> SqlConfig {
         SqlConfig {
             root,
             memory_limit: self.memory_limit,
@@ -104,8 +108,11 @@ pub async fn run_archiver(
     config: ArchiveConfig,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.root)
-        .map_err(|e| anyhow::anyhow!("--archive-dir {}: {e}", config.root.display()))?;
+    config
+        .root
+        .create()
+        .await
+        .map_err(|e| anyhow::anyhow!("--archive-dir {}: {e}", config.root))?;
     let mut tasks = TaskSet::new(shutdown.clone());
     for stream in tables::archived_streams() {
         tasks.spawn(
@@ -156,12 +163,13 @@ pub struct SqlCommand {
     pub archive_only: bool,
     #[command(flatten)]
     pub nats: NatsArgs,
+    /// The archive: a directory or `s3://bucket/prefix`.
     #[arg(
         long = "archive-dir",
         env = "CLAWLINE_ARCHIVE_DIR",
         default_value = "./data/run/archive"
     )]
-    pub root: PathBuf,
+    pub root: ArchiveRoot,
     #[command(flatten)]
     pub limits: QueryLimits,
 }
@@ -185,8 +193,11 @@ pub async fn run_sql_command(cmd: SqlCommand) -> anyhow::Result<()> {
         })?;
         Some(async_nats::jetstream::new(client))
     };
-    if !cmd.root.is_dir() && js.is_none() {
-        anyhow::bail!("--archive-dir {}: no such directory", cmd.root.display());
+    if let Some(dir) = cmd.root.as_local()
+        && !dir.is_dir()
+        && js.is_none()
+    {
+        anyhow::bail!("--archive-dir {}: no such directory", dir.display());
     }
     let engine = SqlEngine::new(cmd.limits.sql_config(cmd.root.clone()), js);
     let answer = engine

@@ -7,7 +7,6 @@
 //! for a tenant, see only views filtered to that tenant's rows (the unfiltered tables are never
 //! registered where the query could name them).
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,14 +15,14 @@ use arrow::record_batch::RecordBatch;
 use async_nats::jetstream::{self, consumer::DeliverPolicy, consumer::pull::OrderedConfig};
 use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{
-    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
-};
+use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig};
+use datafusion::execution::cache::cache_manager::{CacheManager, CacheManagerConfig};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::*;
 use futures::StreamExt;
 
 use crate::archive::read_checkpoint;
+use crate::store::{ArchiveRoot, View};
 use crate::tables::{self, Row, TABLES, Table};
 
 /// Why a query failed; the message is for the user (no stack traces).
@@ -63,7 +62,7 @@ fn clean(message: &str) -> String {
 
 #[derive(Debug, Clone)]
 pub struct SqlConfig {
-    pub root: PathBuf,
+    pub root: ArchiveRoot,
     pub memory_limit: usize,
     pub timeout: Duration,
 }
@@ -71,7 +70,7 @@ pub struct SqlConfig {
 impl Default for SqlConfig {
     fn default() -> Self {
         Self {
-            root: PathBuf::from("./data/run/archive"),
+            root: ArchiveRoot::local("./data/run/archive"),
             memory_limit: 1 << 30,
             timeout: Duration::from_secs(30),
         }
@@ -88,6 +87,10 @@ pub enum Scope {
 pub struct SqlEngine {
     config: SqlConfig,
     js: Option<jetstream::Context>,
+    /// Parquet footers and file statistics, kept across queries (keyed by path, size and
+    /// modification time, so a rewritten file is read again). File listings are not cached: a
+    /// new archive file is seen by the next query.
+    caches: CacheManagerConfig,
 }
 
 /// A query's answer.
@@ -99,7 +102,13 @@ pub struct Answer {
 impl SqlEngine {
     /// With `js`, tables include the live tail; without, only what is archived.
     pub fn new(config: SqlConfig, js: Option<jetstream::Context>) -> Self {
-        Self { config, js }
+        let caches = match CacheManager::try_new(&CacheManagerConfig::default()) {
+            Ok(m) => CacheManagerConfig::default()
+                .with_file_metadata_cache(Some(m.get_file_metadata_cache()))
+                .with_file_statistics_cache(m.get_file_statistic_cache()),
+            Err(_) => CacheManagerConfig::default(),
+        };
+        Self { config, js, caches }
     }
 
     pub async fn query(&self, sql: &str, scope: &Scope) -> Result<Answer, SqlError> {
@@ -125,36 +134,50 @@ impl SqlEngine {
     pub async fn context(&self, scope: &Scope) -> Result<SessionContext, SqlError> {
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_limit(self.config.memory_limit, 1.0)
+            .with_cache_manager(self.caches.clone())
             .build_arc()?;
         let config = SessionConfig::new().with_information_schema(true);
         let ctx = SessionContext::new_with_config_rt(config, runtime);
         let mut tails = std::collections::HashMap::new();
+        let mut checkpoints = std::collections::HashMap::new();
         for stream in tables::archived_streams() {
             let checkpoint = read_checkpoint(&self.config.root, stream)
+                .await
                 .map_err(|e| SqlError::Internal(e.to_string()))?;
             let rows = match &self.js {
                 Some(js) => live_tail(js, stream, checkpoint.last_seq).await?,
                 None => Vec::new(),
             };
-            tails.insert(stream, (checkpoint.last_seq, rows));
+            checkpoints.insert(stream.to_string(), checkpoint.last_seq);
+            tails.insert(stream, rows);
         }
+        // The archive up to the checkpoints read above, pinned for this query; the tail is the rest.
+        let view = self
+            .config
+            .root
+            .register_snapshot(&ctx, &checkpoints)
+            .await
+            .map_err(|e| SqlError::Internal(format!("{e:#}")))?;
         for table in TABLES {
             if let Scope::Tenant(_) = scope
                 && !table.tenant
             {
                 continue;
             }
-            let (checkpoint, rows) = &tails[table.stream];
-            let archived = self.archived(&ctx, table, *checkpoint).await?;
+            let rows = &tails[table.stream];
+            let archived = self.archived(&ctx, table, &view)?;
             let tail_rows: Vec<Row> = rows
                 .iter()
                 .filter(|r| (table.subject)(&r.subject))
                 .cloned()
                 .collect();
-            let tail = tables::to_batch(table, &tail_rows, true)
-                .map_err(|e| SqlError::Internal(e.to_string()))?;
-            let live = MemTable::try_new(table.schema(), vec![vec![tail]])?;
-            let mut df = archived.union(ctx.read_table(Arc::new(live))?)?;
+            let mut df = archived;
+            if !tail_rows.is_empty() {
+                let tail = tables::to_batch(table, &tail_rows, true)
+                    .map_err(|e| SqlError::Internal(e.to_string()))?;
+                let live = MemTable::try_new(table.schema(), vec![vec![tail]])?;
+                df = df.union(ctx.read_table(Arc::new(live))?)?;
+            }
             if let Scope::Tenant(t) = scope {
                 df = df.filter(col("tenant").eq(lit(t.clone())))?;
             }
@@ -171,20 +194,14 @@ impl SqlEngine {
         Ok(ctx)
     }
 
-    /// The table's archived rows up to `checkpoint` (files of a later flush are not half-seen).
-    async fn archived(
+    /// The table's archived rows (the snapshot's files).
+    fn archived(
         &self,
         ctx: &SessionContext,
         table: &Table,
-        checkpoint: u64,
+        view: &View,
     ) -> Result<DataFrame, SqlError> {
-        let dir = self.config.root.join(table.name);
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| SqlError::Internal(format!("{}: {e}", dir.display())))?;
-        let url = ListingTableUrl::parse(format!(
-            "{}/",
-            dir.canonicalize().unwrap_or(dir.clone()).display()
-        ))?;
+        let url = view.table_url(table.name)?;
         let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
             .with_file_extension(".parquet")
             .with_table_partition_cols(
@@ -198,9 +215,7 @@ impl SqlEngine {
             .with_listing_options(options)
             .with_schema(table.file_schema());
         let listing = ListingTable::try_new(config)?;
-        Ok(ctx
-            .read_table(Arc::new(listing))?
-            .filter(col("stream_seq").lt_eq(lit(checkpoint)))?)
+        Ok(ctx.read_table(Arc::new(listing))?)
     }
 }
 

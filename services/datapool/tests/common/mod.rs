@@ -58,9 +58,14 @@ pub fn archiver(nats: &NatsServer, root: &Path, roll_rows: usize) -> Child {
 }
 
 pub fn checkpoint(root: &Path, stream: &str) -> u64 {
-    clawline_datapool::archive::read_checkpoint(root, stream)
-        .unwrap()
-        .last_seq
+    match std::fs::read(clawline_datapool::archive::checkpoint_path(root, stream)) {
+        Ok(bytes) => {
+            serde_json::from_slice::<clawline_datapool::archive::Checkpoint>(&bytes)
+                .unwrap()
+                .last_seq
+        }
+        Err(_) => 0,
+    }
 }
 
 pub async fn wait_checkpoint(root: &Path, stream: &str, at_least: u64) {
@@ -78,7 +83,7 @@ pub async fn wait_checkpoint(root: &Path, stream: &str, at_least: u64) {
 pub fn engine(root: &Path, js: Option<jetstream::Context>) -> SqlEngine {
     SqlEngine::new(
         SqlConfig {
-            root: root.to_path_buf(),
+            root: clawline_datapool::ArchiveRoot::local(root),
             ..Default::default()
         },
         js,
