@@ -1,0 +1,223 @@
+//! Generation with a KV cache: several prompts decode together (left-padded, one forward per
+//! token for the whole batch, finished rows leave the batch), each with its own sampling
+//! parameters and seed. Returned logprobs are those of the model's own distribution (temperature
+//! 1, no top-k/top-p), which is what a trainer's importance ratio compares against.
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tch::{Device, Kind, Tensor};
+
+use crate::llama::{KvCache, Llama};
+
+#[derive(Debug, Clone)]
+pub struct Sampling {
+    /// 0 = greedy.
+    pub temperature: f64,
+    /// Nucleus: the smallest set of tokens whose probability reaches this (1 = off).
+    pub top_p: f64,
+    /// Only the k likeliest tokens (0 = off).
+    pub top_k: usize,
+    pub max_tokens: usize,
+    /// Token ids that end the sequence (included in the output, as vLLM does for EOS).
+    pub stop_ids: Vec<u32>,
+    pub seed: Option<u64>,
+}
+
+impl Default for Sampling {
+    fn default() -> Self {
+        Self {
+            temperature: 1.0,
+            top_p: 1.0,
+            top_k: 0,
+            max_tokens: 16,
+            stop_ids: Vec::new(),
+            seed: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finish {
+    /// A stop token was produced.
+    Stop,
+    /// `max_tokens` reached.
+    Length,
+}
+
+#[derive(Debug, Clone)]
+pub struct Generated {
+    pub tokens: Vec<u32>,
+    pub logprobs: Vec<f32>,
+    pub finish: Finish,
+}
+
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub prompt: Vec<u32>,
+    pub sampling: Sampling,
+}
+
+/// Generates a completion for every request, all decoding in one batch.
+pub fn generate(model: &Llama, requests: &[Request]) -> anyhow::Result<Vec<Generated>> {
+    let limit = model.config().max_position_embeddings;
+    let vocab = model.config().vocab_size;
+    for (i, r) in requests.iter().enumerate() {
+        anyhow::ensure!(!r.prompt.is_empty(), "request {i}: empty prompt");
+        anyhow::ensure!(
+            r.prompt.len() + r.sampling.max_tokens <= limit,
+            "request {i}: {} prompt tokens + {} max_tokens exceed the model's {limit} positions",
+            r.prompt.len(),
+            r.sampling.max_tokens
+        );
+        if let Some(bad) = r.prompt.iter().find(|t| **t as usize >= vocab) {
+            anyhow::bail!("request {i}: token id {bad} is outside the vocabulary ({vocab})");
+        }
+    }
+    let mut out: Vec<Generated> = requests
+        .iter()
+        .map(|_| Generated {
+            tokens: Vec::new(),
+            logprobs: Vec::new(),
+            finish: Finish::Length,
+        })
+        .collect();
+    if requests.is_empty() {
+        return Ok(out);
+    }
+    let mut rngs: Vec<StdRng> = requests
+        .iter()
+        .map(|r| match r.sampling.seed {
+            Some(seed) => StdRng::seed_from_u64(seed),
+            None => StdRng::from_os_rng(),
+        })
+        .collect();
+    let device = model.device();
+    tch::no_grad(|| {
+        let b = requests.len() as i64;
+        let longest = requests.iter().map(|r| r.prompt.len()).max().unwrap_or(0) as i64;
+        let mut ids = vec![0i64; (b * longest) as usize];
+        let mut mask = vec![false; (b * longest) as usize];
+        let mut positions = vec![0i64; (b * longest) as usize];
+        for (row, r) in requests.iter().enumerate() {
+            let pad = longest as usize - r.prompt.len();
+            for (j, tok) in r.prompt.iter().enumerate() {
+                let at = row * longest as usize + pad + j;
+                ids[at] = i64::from(*tok);
+                mask[at] = true;
+                positions[at] = j as i64;
+            }
+        }
+        let shape = [b, longest];
+        let ids = Tensor::from_slice(&ids).view(shape).to_device(device);
+        let mut key_mask = Tensor::from_slice(&mask).view(shape).to_device(device);
+        let positions = Tensor::from_slice(&positions).view(shape).to_device(device);
+        let mut cache = KvCache::default();
+        let logits = model.forward(&ids, &positions, Some(&key_mask), Some(&mut cache));
+        let mut last = logits.select(1, longest - 1);
+        // Batch row → request, and each active request's next position.
+        let mut active: Vec<usize> = (0..requests.len()).collect();
+        let mut next_pos: Vec<i64> = requests.iter().map(|r| r.prompt.len() as i64).collect();
+        loop {
+            let rows = last
+                .to_kind(Kind::Float)
+                .to_device(Device::Cpu)
+                .contiguous();
+            let flat = Vec::<f32>::try_from(rows.view([-1]))?;
+            let mut fed = Vec::with_capacity(active.len());
+            let mut keep = Vec::with_capacity(active.len());
+            for (row, &req) in active.iter().enumerate() {
+                let logits = &flat[row * vocab..(row + 1) * vocab];
+                let s = &requests[req].sampling;
+                let token = pick(logits, s, &mut rngs[req]);
+                let g = &mut out[req];
+                g.tokens.push(token as u32);
+                g.logprobs.push(logprob(logits, token));
+                if s.stop_ids.contains(&(token as u32)) {
+                    g.finish = Finish::Stop;
+                } else if g.tokens.len() >= s.max_tokens {
+                    g.finish = Finish::Length;
+                } else {
+                    keep.push(row as i64);
+                    fed.push(token as i64);
+                }
+            }
+            if keep.is_empty() {
+                break;
+            }
+            if keep.len() < active.len() {
+                let rows = Tensor::from_slice(&keep).to_device(device);
+                cache.select_rows(&rows);
+                key_mask = key_mask.index_select(0, &rows);
+                active = keep.iter().map(|&r| active[r as usize]).collect();
+            }
+            let n = active.len() as i64;
+            let pos: Vec<i64> = active.iter().map(|&r| next_pos[r]).collect();
+            for &r in &active {
+                next_pos[r] += 1;
+            }
+            key_mask = Tensor::cat(&[&key_mask, &Tensor::ones([n, 1], (Kind::Bool, device))], 1);
+            let ids = Tensor::from_slice(&fed).view([n, 1]).to_device(device);
+            let pos = Tensor::from_slice(&pos).view([n, 1]).to_device(device);
+            last = model
+                .forward(&ids, &pos, Some(&key_mask), Some(&mut cache))
+                .select(1, 0);
+        }
+        anyhow::Ok(())
+    })?;
+    Ok(out)
+}
+
+/// log softmax(logits)[token], computed stably.
+pub fn logprob(logits: &[f32], token: usize) -> f32 {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = logits.iter().map(|l| f64::from(l - max).exp()).sum();
+    (f64::from(logits[token] - max) - sum.ln()) as f32
+}
+
+/// Picks the next token under temperature, top-k and top-p.
+fn pick(logits: &[f32], s: &Sampling, rng: &mut StdRng) -> usize {
+    let argmax = || {
+        logits
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map_or(0, |(i, _)| i)
+    };
+    if s.temperature <= 0.0 {
+        return argmax();
+    }
+    let mut order: Vec<usize> = (0..logits.len()).collect();
+    order.sort_unstable_by(|a, b| logits[*b].total_cmp(&logits[*a]));
+    if s.top_k > 0 {
+        order.truncate(s.top_k);
+    }
+    let max = f64::from(logits[order[0]]);
+    let mut probs: Vec<f64> = order
+        .iter()
+        .map(|&i| ((f64::from(logits[i]) - max) / s.temperature).exp())
+        .collect();
+    let total: f64 = probs.iter().sum();
+    probs.iter_mut().for_each(|p| *p /= total);
+    if s.top_p < 1.0 {
+        let mut cumulative = 0.0;
+        let mut keep = probs.len();
+        for (i, p) in probs.iter().enumerate() {
+            cumulative += p;
+            if cumulative >= s.top_p {
+                keep = i + 1;
+                break;
+            }
+        }
+        probs.truncate(keep);
+        order.truncate(keep);
+    }
+    let total: f64 = probs.iter().sum();
+    let mut x = rng.random::<f64>() * total;
+    for (p, &i) in probs.iter().zip(&order) {
+        if x < *p {
+            return i;
+        }
+        x -= p;
+    }
+    order[order.len() - 1]
+}

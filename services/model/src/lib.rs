@@ -1,0 +1,29 @@
+//! clawline-model — the policy: a Llama-family decoder in tch (RMSNorm, rotary embeddings,
+//! grouped-query attention, SwiGLU) that reads and writes the Hugging Face layout, generation
+//! with a KV cache, and per-token logprobs. Shared by the trainer and the policy server, so the
+//! logprobs a response carries and the ones training recomputes come from the same code.
+//!
+//! Owns: the model's math, its weights format, sampling. Must not know about NATS or HTTP.
+
+pub mod config;
+pub mod generate;
+pub mod llama;
+pub mod weights;
+
+pub use config::LlamaConfig;
+pub use generate::{Finish, Generated, Request, Sampling, generate};
+pub use llama::{KvCache, Llama};
+pub use weights::Loaded;
+
+/// `cpu`, `cuda` (the first GPU) or `auto` (CUDA when available).
+pub fn device(name: &str) -> anyhow::Result<tch::Device> {
+    match name {
+        "cpu" => Ok(tch::Device::Cpu),
+        "cuda" => {
+            anyhow::ensure!(tch::Cuda::is_available(), "--device cuda: no CUDA device");
+            Ok(tch::Device::Cuda(0))
+        }
+        "auto" => Ok(tch::Device::cuda_if_available()),
+        other => anyhow::bail!("--device {other}: expected cpu, cuda or auto"),
+    }
+}

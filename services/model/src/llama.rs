@@ -1,0 +1,315 @@
+//! The decoder: token embeddings, `num_hidden_layers` blocks of (RMSNorm → grouped-query
+//! attention with rotary position embeddings → residual, RMSNorm → SwiGLU MLP → residual), a final
+//! RMSNorm and the LM head (tied to the embeddings or not). Variable names are the Hugging Face
+//! ones (`model.layers.0.self_attn.q_proj.weight`, …), so a VarStore reads and writes HF
+//! checkpoints as they are.
+//!
+//! Batches are left-padded: each row has its own positions, and a key mask hides the padding, so
+//! sequences of different lengths decode together and each gets exactly what it would alone.
+
+use tch::nn::{self, Module};
+use tch::{Device, Kind, Tensor};
+
+use crate::config::LlamaConfig;
+
+struct RmsNorm {
+    weight: Tensor,
+    eps: f64,
+}
+
+impl RmsNorm {
+    fn new(p: nn::Path, dim: i64, eps: f64) -> Self {
+        Self {
+            weight: p.var("weight", &[dim], nn::Init::Const(1.0)),
+            eps,
+        }
+    }
+
+    fn forward(&self, x: &Tensor) -> Tensor {
+        let var = x.pow_tensor_scalar(2.0).mean_dim(-1, true, Kind::Float);
+        x * (var + self.eps).rsqrt() * &self.weight
+    }
+}
+
+struct Attention {
+    q: nn::Linear,
+    k: nn::Linear,
+    v: nn::Linear,
+    o: nn::Linear,
+    heads: i64,
+    kv_heads: i64,
+    head_dim: i64,
+}
+
+struct Mlp {
+    gate: nn::Linear,
+    up: nn::Linear,
+    down: nn::Linear,
+}
+
+struct Block {
+    input_norm: RmsNorm,
+    attn: Attention,
+    post_norm: RmsNorm,
+    mlp: Mlp,
+}
+
+/// Keys and values of the positions seen so far, per layer: `[batch, kv_heads, len, head_dim]`.
+#[derive(Default)]
+pub struct KvCache {
+    layers: Vec<Option<(Tensor, Tensor)>>,
+}
+
+impl KvCache {
+    /// Positions already in the cache.
+    pub fn len(&self) -> i64 {
+        match self.layers.first() {
+            Some(Some((k, _))) => k.size()[2],
+            _ => 0,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Keeps only the rows in `rows` (finished sequences leave a batch).
+    pub fn select_rows(&mut self, rows: &Tensor) {
+        for (k, v) in self.layers.iter_mut().flatten() {
+            *k = k.index_select(0, rows);
+            *v = v.index_select(0, rows);
+        }
+    }
+}
+
+pub struct Llama {
+    config: LlamaConfig,
+    embed: nn::Embedding,
+    blocks: Vec<Block>,
+    norm: RmsNorm,
+    lm_head: Option<nn::Linear>,
+    cos: Tensor,
+    sin: Tensor,
+    device: Device,
+}
+
+fn linear(p: nn::Path, input: i64, output: i64, bias: bool) -> nn::Linear {
+    nn::linear(
+        p,
+        input,
+        output,
+        nn::LinearConfig {
+            bias,
+            ..Default::default()
+        },
+    )
+}
+
+impl Llama {
+    /// Creates the variables under `root` (freshly initialised; load weights into the VarStore
+    /// afterwards to use a checkpoint).
+    pub fn new(root: &nn::Path, config: &LlamaConfig) -> Self {
+        let c = config;
+        let hidden = c.hidden_size as i64;
+        let head_dim = c.head_size() as i64;
+        let heads = c.num_attention_heads as i64;
+        let kv_heads = c.kv_heads() as i64;
+        let model = root / "model";
+        let embed = nn::embedding(
+            &model / "embed_tokens",
+            c.vocab_size as i64,
+            hidden,
+            nn::EmbeddingConfig {
+                ws_init: nn::Init::Randn {
+                    mean: 0.0,
+                    stdev: 0.02,
+                },
+                ..Default::default()
+            },
+        );
+        let layers = &model / "layers";
+        let blocks = (0..c.num_hidden_layers)
+            .map(|i| {
+                let l = &layers / i;
+                let a = &l / "self_attn";
+                let m = &l / "mlp";
+                let inter = c.intermediate_size as i64;
+                Block {
+                    input_norm: RmsNorm::new(&l / "input_layernorm", hidden, c.rms_norm_eps),
+                    attn: Attention {
+                        q: linear(&a / "q_proj", hidden, heads * head_dim, c.qkv_bias()),
+                        k: linear(&a / "k_proj", hidden, kv_heads * head_dim, c.qkv_bias()),
+                        v: linear(&a / "v_proj", hidden, kv_heads * head_dim, c.qkv_bias()),
+                        o: linear(&a / "o_proj", heads * head_dim, hidden, false),
+                        heads,
+                        kv_heads,
+                        head_dim,
+                    },
+                    post_norm: RmsNorm::new(
+                        &l / "post_attention_layernorm",
+                        hidden,
+                        c.rms_norm_eps,
+                    ),
+                    mlp: Mlp {
+                        gate: linear(&m / "gate_proj", hidden, inter, false),
+                        up: linear(&m / "up_proj", hidden, inter, false),
+                        down: linear(&m / "down_proj", inter, hidden, false),
+                    },
+                }
+            })
+            .collect();
+        let norm = RmsNorm::new(&model / "norm", hidden, c.rms_norm_eps);
+        let lm_head = (!c.tie_word_embeddings)
+            .then(|| linear(root / "lm_head", hidden, c.vocab_size as i64, false));
+        let device = root.device();
+        let (cos, sin) = rotary_tables(
+            head_dim,
+            c.max_position_embeddings as i64,
+            c.rope_theta,
+            device,
+        );
+        Self {
+            config: c.clone(),
+            embed,
+            blocks,
+            norm,
+            lm_head,
+            cos,
+            sin,
+            device,
+        }
+    }
+
+    pub fn config(&self) -> &LlamaConfig {
+        &self.config
+    }
+
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    /// Logits `[batch, len, vocab]` for `ids` `[batch, len]` at `positions` `[batch, len]`.
+    /// `key_mask` `[batch, cached + len]` (true = a real token) hides left padding; with a
+    /// cache, the new keys and values are appended to it.
+    pub fn forward(
+        &self,
+        ids: &Tensor,
+        positions: &Tensor,
+        key_mask: Option<&Tensor>,
+        mut cache: Option<&mut KvCache>,
+    ) -> Tensor {
+        let (b, t) = (ids.size()[0], ids.size()[1]);
+        let past = cache.as_ref().map_or(0, |c| c.len());
+        let total = past + t;
+        // [b, 1, t, total]: causal, and only real keys.
+        let q_pos = Tensor::arange_start(past, total, (Kind::Int64, self.device)).view([t, 1]);
+        let k_pos = Tensor::arange(total, (Kind::Int64, self.device)).view([1, total]);
+        let mut allowed = k_pos.le_tensor(&q_pos).view([1, 1, t, total]);
+        if let Some(mask) = key_mask {
+            allowed = allowed.logical_and(&mask.to_kind(Kind::Bool).view([b, 1, 1, total]));
+        }
+        // A large negative rather than -inf: a padding query row with no visible key stays finite.
+        let bias = Tensor::zeros([1], (Kind::Float, self.device))
+            .masked_fill(&allowed.logical_not(), -1e30)
+            .expand([b, 1, t, total], false);
+        let flat = positions.reshape([-1]);
+        let d = self.cos.size()[1];
+        let cos = self.cos.index_select(0, &flat).view([b, 1, t, d]);
+        let sin = self.sin.index_select(0, &flat).view([b, 1, t, d]);
+
+        if let Some(c) = cache.as_deref_mut()
+            && c.layers.len() < self.blocks.len()
+        {
+            c.layers.resize_with(self.blocks.len(), || None);
+        }
+        let mut x = self.embed.forward(ids);
+        for (i, block) in self.blocks.iter().enumerate() {
+            let slot = cache.as_deref_mut().map(|c| &mut c.layers[i]);
+            let h = block
+                .attn
+                .forward(&block.input_norm.forward(&x), &cos, &sin, &bias, slot);
+            x = &x + h;
+            let m = &block.mlp;
+            let n = block.post_norm.forward(&x);
+            x = &x
+                + m.down
+                    .forward(&(m.gate.forward(&n).silu() * m.up.forward(&n)));
+        }
+        let x = self.norm.forward(&x);
+        match &self.lm_head {
+            Some(head) => head.forward(&x),
+            None => x.matmul(&self.embed.ws.tr()),
+        }
+    }
+
+    /// Log-probability of each token after the first given the ones before it: `[batch, len-1]`,
+    /// for right-padded `ids` (`mask` `[batch, len]`, true = real; padding gets 0).
+    pub fn token_logprobs(&self, ids: &Tensor, mask: &Tensor) -> Tensor {
+        let (b, t) = (ids.size()[0], ids.size()[1]);
+        let positions = Tensor::arange(t, (Kind::Int64, self.device))
+            .view([1, t])
+            .expand([b, t], false)
+            .contiguous();
+        let logits = self.forward(ids, &positions, Some(mask), None);
+        let logp = logits.narrow(1, 0, t - 1).log_softmax(-1, Kind::Float);
+        let next = ids.narrow(1, 1, t - 1).unsqueeze(-1);
+        let lp = logp.gather(-1, &next, false).squeeze_dim(-1);
+        lp * mask.narrow(1, 1, t - 1).to_kind(Kind::Float)
+    }
+}
+
+impl Attention {
+    fn forward(
+        &self,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        bias: &Tensor,
+        cache: Option<&mut Option<(Tensor, Tensor)>>,
+    ) -> Tensor {
+        let (b, t) = (x.size()[0], x.size()[1]);
+        let split = |y: Tensor, heads: i64| y.view([b, t, heads, self.head_dim]).transpose(1, 2);
+        let q = rotate(&split(self.q.forward(x), self.heads), cos, sin);
+        let mut k = rotate(&split(self.k.forward(x), self.kv_heads), cos, sin);
+        let mut v = split(self.v.forward(x), self.kv_heads);
+        if let Some(slot) = cache {
+            if let Some((pk, pv)) = slot.as_ref() {
+                k = Tensor::cat(&[pk, &k], 2);
+                v = Tensor::cat(&[pv, &v], 2);
+            }
+            *slot = Some((k.shallow_clone(), v.shallow_clone()));
+        }
+        let rep = self.heads / self.kv_heads;
+        if rep > 1 {
+            k = k.repeat_interleave_self_int(rep, 1, None);
+            v = v.repeat_interleave_self_int(rep, 1, None);
+        }
+        let scores = q.matmul(&k.transpose(-2, -1)) / (self.head_dim as f64).sqrt() + bias;
+        let y = scores.softmax(-1, Kind::Float).matmul(&v);
+        self.o.forward(
+            &y.transpose(1, 2)
+                .contiguous()
+                .view([b, t, self.heads * self.head_dim]),
+        )
+    }
+}
+
+/// `x·cos + rotate_half(x)·sin`, the Hugging Face (non-interleaved) rotary convention.
+fn rotate(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Tensor {
+    let half = x.size()[3] / 2;
+    let x1 = x.narrow(3, 0, half);
+    let x2 = x.narrow(3, half, half);
+    let rotated = Tensor::cat(&[&x2.neg(), &x1], 3);
+    x * cos + rotated * sin
+}
+
+/// cos and sin tables `[positions, head_dim]` of the rotary embedding.
+fn rotary_tables(head_dim: i64, positions: i64, theta: f64, device: Device) -> (Tensor, Tensor) {
+    let exponents =
+        Tensor::arange_start_step(0, head_dim, 2, (Kind::Float, device)) / head_dim as f64;
+    let inv_freq = (exponents * theta.ln()).exp().reciprocal();
+    let t = Tensor::arange(positions, (Kind::Float, device));
+    let freqs = t.outer(&inv_freq);
+    let emb = Tensor::cat(&[&freqs, &freqs], -1);
+    (emb.cos(), emb.sin())
+}

@@ -1,0 +1,137 @@
+//! Weights in the Hugging Face layout: `config.json` and `model.safetensors` (or shards listed in
+//! `model.safetensors.index.json`), tensors named as transformers names them. Loading checks
+//! every tensor's presence and shape and names the first that does not fit, so a corrupt or
+//! mismatched checkpoint is refused before anything is replaced.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use tch::{Device, Tensor, nn};
+
+use crate::config::LlamaConfig;
+use crate::llama::Llama;
+
+pub const CONFIG_FILE: &str = "config.json";
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+pub const INDEX_FILE: &str = "model.safetensors.index.json";
+
+/// A model with its variables.
+pub struct Loaded {
+    pub vs: nn::VarStore,
+    pub model: Llama,
+}
+
+impl Loaded {
+    /// A freshly initialised model (deterministic for a given `seed`).
+    pub fn fresh(config: &LlamaConfig, device: Device, seed: i64) -> anyhow::Result<Self> {
+        config.check()?;
+        tch::manual_seed(seed);
+        let vs = nn::VarStore::new(device);
+        let model = Llama::new(&vs.root(), config);
+        Ok(Self { vs, model })
+    }
+
+    /// The model in `dir` (`config.json` and its safetensors).
+    pub fn load(dir: &Path, device: Device) -> anyhow::Result<Self> {
+        let config = LlamaConfig::load(&dir.join(CONFIG_FILE))?;
+        let mut loaded = Self::fresh(&config, device, 0)?;
+        let files = weight_files(dir)?;
+        load_weights(&mut loaded.vs, &files)?;
+        Ok(loaded)
+    }
+
+    /// Writes `config.json` and `model.safetensors` into `dir`.
+    pub fn save(&self, dir: &Path) -> anyhow::Result<()> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let config = serde_json::to_vec_pretty(self.model.config())?;
+        write_atomic(&dir.join(CONFIG_FILE), |tmp| {
+            Ok(std::fs::write(tmp, &config)?)
+        })?;
+        save_weights(&self.vs, &dir.join(WEIGHTS_FILE))
+    }
+}
+
+/// The safetensors files of the checkpoint in `dir`: the single file, or the index's shards.
+pub fn weight_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let single = dir.join(WEIGHTS_FILE);
+    if single.exists() {
+        return Ok(vec![single]);
+    }
+    let index_path = dir.join(INDEX_FILE);
+    let text = std::fs::read_to_string(&index_path)
+        .with_context(|| format!("{}: neither {WEIGHTS_FILE} nor {INDEX_FILE}", dir.display()))?;
+    let index: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{}: not a safetensors index", index_path.display()))?;
+    let map = index["weight_map"]
+        .as_object()
+        .with_context(|| format!("{}: no weight_map", index_path.display()))?;
+    let mut shards: Vec<PathBuf> = map
+        .values()
+        .filter_map(|v| v.as_str())
+        .map(|f| dir.join(f))
+        .collect();
+    shards.sort();
+    shards.dedup();
+    Ok(shards)
+}
+
+/// Copies the tensors of `files` into the variables of `vs` (converting dtype and device).
+/// Every variable must be present with its shape; tensors the model does not use are ignored.
+pub fn load_weights(vs: &mut nn::VarStore, files: &[PathBuf]) -> anyhow::Result<()> {
+    let mut tensors: HashMap<String, Tensor> = HashMap::new();
+    for file in files {
+        let read = Tensor::read_safetensors(file).map_err(|e| {
+            anyhow::anyhow!("{}: not a readable safetensors file: {e}", file.display())
+        })?;
+        tensors.extend(read);
+    }
+    let variables = vs.variables();
+    let mut names: Vec<&String> = variables.keys().collect();
+    names.sort();
+    // Check everything before copying anything: a refused checkpoint leaves the model as it was.
+    for name in &names {
+        let var = &variables[*name];
+        let t = tensors
+            .get(*name)
+            .with_context(|| format!("tensor {name} missing from the checkpoint"))?;
+        anyhow::ensure!(
+            t.size() == var.size(),
+            "tensor {name} has shape {:?} in the checkpoint, the model expects {:?}",
+            t.size(),
+            var.size()
+        );
+    }
+    tch::no_grad(|| {
+        for name in names {
+            let mut var = variables[name].shallow_clone();
+            let t = &tensors[name];
+            var.copy_(&t.to_kind(var.kind()).to_device(var.device()));
+        }
+    });
+    Ok(())
+}
+
+/// Writes every variable of `vs` under its name (the HF layout), atomically.
+pub fn save_weights(vs: &nn::VarStore, path: &Path) -> anyhow::Result<()> {
+    let mut named: Vec<(String, Tensor)> = vs
+        .variables()
+        .into_iter()
+        .map(|(n, t)| (n, t.to_device(Device::Cpu).contiguous()))
+        .collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    write_atomic(path, |tmp| {
+        Tensor::write_safetensors(&named, tmp)
+            .map_err(|e| anyhow::anyhow!("writing {}: {e}", tmp.display()))
+    })
+}
+
+/// Writes through a temporary file renamed into place, so a reader never sees half a file.
+fn write_atomic(
+    path: &Path,
+    write: impl FnOnce(&Path) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    write(&tmp)?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))
+}
