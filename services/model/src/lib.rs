@@ -8,11 +8,13 @@
 pub mod config;
 pub mod generate;
 pub mod llama;
+pub mod loss;
 pub mod weights;
 
 pub use config::LlamaConfig;
 pub use generate::{Finish, Generated, Request, Sampling, generate};
 pub use llama::{KvCache, Llama};
+pub use loss::{LossConfig, Metrics, Sample, update};
 pub use weights::Loaded;
 
 /// `cpu`, `cuda` (the first GPU) or `auto` (CUDA when available).

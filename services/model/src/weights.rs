@@ -26,6 +26,12 @@ impl Loaded {
     /// A freshly initialised model (deterministic for a given `seed`).
     pub fn fresh(config: &LlamaConfig, device: Device, seed: i64) -> anyhow::Result<Self> {
         config.check()?;
+        // libtorch's generator is global: seeding and drawing happen under one lock so that two
+        // models created at once on different threads each get their seed's weights.
+        static SEEDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _guard = SEEDING
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         tch::manual_seed(seed);
         let vs = nn::VarStore::new(device);
         let model = Llama::new(&vs.root(), config);
