@@ -7,6 +7,7 @@
 
 mod datapool;
 mod history;
+mod model;
 mod up;
 
 use clap::{Parser, Subcommand};
@@ -36,6 +37,8 @@ enum Command {
     Import(Box<history::ImportArgs>),
     /// Export a query's rows as a dataset with a provenance manifest.
     Export(Box<history::ExportArgs>),
+    /// The policy model: `clawline model init DIR`.
+    Model(model::ModelArgs),
 }
 
 #[tokio::main]
@@ -49,5 +52,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Replay(args) => history::replay(*args).await,
         Command::Import(args) => history::import(*args).await,
         Command::Export(args) => history::export(*args).await,
+        Command::Model(args) => model::run(args),
     }
 }

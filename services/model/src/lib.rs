@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod generate;
+pub mod init;
 pub mod llama;
 pub mod loss;
 pub mod weights;

@@ -1,0 +1,123 @@
+//! `clawline model init DIR`: a fresh tiny model with its own tokenizer, no download. The
+//! tokenizer is a byte-level BPE trained by the `tokenizers` crate on the bundled corpus
+//! (`data/model/corpus.txt`, from `scripts/make_corpus.py`); the chat template is ChatML. The
+//! directory is a Hugging Face model dir: `config.json`, `model.safetensors`, `tokenizer.json`,
+//! `tokenizer_config.json` — transformers, vLLM and clawline's gateway read it as they read any.
+
+use std::path::Path;
+
+use anyhow::Context as _;
+use tokenizers::models::bpe::{BPE, BpeTrainerBuilder};
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::{
+    AddedToken, DecoderWrapper, NormalizerWrapper, PostProcessorWrapper, PreTokenizerWrapper,
+    Tokenizer, TokenizerBuilder,
+};
+
+use crate::config::{EosTokens, LlamaConfig};
+use crate::weights::{CONFIG_FILE, Loaded};
+
+/// The text the tokenizer is trained on.
+pub const CORPUS: &str = include_str!("../../../data/model/corpus.txt");
+
+pub const END_OF_TEXT: &str = "<|endoftext|>";
+pub const IM_START: &str = "<|im_start|>";
+pub const IM_END: &str = "<|im_end|>";
+
+/// ChatML, as Qwen's instruct models use it.
+pub const CHAT_TEMPLATE: &str = "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    pub vocab_size: usize,
+    pub seed: i64,
+    /// Replace a model already in the directory.
+    pub force: bool,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        Self {
+            vocab_size: 2048,
+            seed: 0,
+            force: false,
+        }
+    }
+}
+
+/// Writes a fresh model and tokenizer into `dir`; returns the model's config.
+pub fn init(dir: &Path, options: &InitOptions) -> anyhow::Result<LlamaConfig> {
+    anyhow::ensure!(
+        options.vocab_size >= 300,
+        "--vocab-size {}: at least 300 (256 bytes, the special tokens and some merges)",
+        options.vocab_size
+    );
+    if dir.join(CONFIG_FILE).exists() && !options.force {
+        anyhow::bail!(
+            "{}: already holds a model (use --force to replace it)",
+            dir.display()
+        );
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let tokenizer = train_tokenizer(options.vocab_size)?;
+    tokenizer
+        .save(dir.join("tokenizer.json"), false)
+        .map_err(|e| anyhow::anyhow!("writing tokenizer.json: {e}"))?;
+    let id = |t: &str| {
+        tokenizer
+            .token_to_id(t)
+            .with_context(|| format!("{t} missing from the trained vocabulary"))
+    };
+    let tokenizer_config = serde_json::json!({
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "chat_template": CHAT_TEMPLATE,
+        "eos_token": IM_END,
+        "pad_token": END_OF_TEXT,
+        "bos_token": null,
+        "add_bos_token": false,
+        "model_max_length": 1024,
+        "clean_up_tokenization_spaces": false,
+    });
+    std::fs::write(
+        dir.join("tokenizer_config.json"),
+        serde_json::to_vec_pretty(&tokenizer_config)?,
+    )?;
+    let mut config = LlamaConfig::tiny(tokenizer.get_vocab_size(true));
+    config.eos_token_id = Some(EosTokens::Many(vec![id(IM_END)?, id(END_OF_TEXT)?]));
+    let model = Loaded::fresh(&config, tch::Device::Cpu, options.seed)?;
+    model.save(dir)?;
+    Ok(config)
+}
+
+/// A byte-level BPE of `vocab_size` tokens (special tokens first) trained on the corpus.
+pub fn train_tokenizer(vocab_size: usize) -> anyhow::Result<Tokenizer> {
+    let specials: Vec<AddedToken> = [END_OF_TEXT, IM_START, IM_END]
+        .into_iter()
+        .map(|t| AddedToken::from(t, true))
+        .collect();
+    let mut trainer = BpeTrainerBuilder::new()
+        .vocab_size(vocab_size)
+        .min_frequency(2)
+        .show_progress(false)
+        .special_tokens(specials)
+        .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
+        .build();
+    let mut tokenizer = TokenizerBuilder::<
+        BPE,
+        NormalizerWrapper,
+        PreTokenizerWrapper,
+        PostProcessorWrapper,
+        DecoderWrapper,
+    >::new()
+    .with_model(BPE::default())
+    .with_pre_tokenizer(Some(PreTokenizerWrapper::ByteLevel(ByteLevel::new(
+        false, true, true,
+    ))))
+    .with_decoder(Some(DecoderWrapper::ByteLevel(ByteLevel::default())))
+    .build()
+    .map_err(|e| anyhow::anyhow!("building the tokenizer: {e}"))?;
+    tokenizer
+        .train(&mut trainer, CORPUS.lines())
+        .map_err(|e| anyhow::anyhow!("training the tokenizer: {e}"))?;
+    Ok(Tokenizer::from(tokenizer))
+}
