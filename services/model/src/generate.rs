@@ -59,6 +59,15 @@ pub struct Request {
 
 /// Generates a completion for every request, all decoding in one batch.
 pub fn generate(model: &Llama, requests: &[Request]) -> anyhow::Result<Vec<Generated>> {
+    generate_with(model, requests, |_, _, _| {})
+}
+
+/// `generate`, calling `on_token(request, token, logprob)` as each token is chosen (for streaming).
+pub fn generate_with(
+    model: &Llama,
+    requests: &[Request],
+    mut on_token: impl FnMut(usize, u32, f32),
+) -> anyhow::Result<Vec<Generated>> {
     let limit = model.config().max_position_embeddings;
     let vocab = model.config().vocab_size;
     for (i, r) in requests.iter().enumerate() {
@@ -130,8 +139,10 @@ pub fn generate(model: &Llama, requests: &[Request]) -> anyhow::Result<Vec<Gener
                 let s = &requests[req].sampling;
                 let token = pick(logits, s, &mut rngs[req]);
                 let g = &mut out[req];
+                let lp = logprob(logits, token);
                 g.tokens.push(token as u32);
-                g.logprobs.push(logprob(logits, token));
+                g.logprobs.push(lp);
+                on_token(req, token as u32, lp);
                 if s.stop_ids.contains(&(token as u32)) {
                     g.finish = Finish::Stop;
                 } else if g.tokens.len() >= s.max_tokens {

@@ -13,7 +13,7 @@ pub mod loss;
 pub mod weights;
 
 pub use config::LlamaConfig;
-pub use generate::{Finish, Generated, Request, Sampling, generate};
+pub use generate::{Finish, Generated, Request, Sampling, generate, generate_with};
 pub use llama::{KvCache, Llama};
 pub use loss::{LossConfig, Metrics, Sample, update};
 pub use weights::Loaded;

@@ -258,6 +258,30 @@ impl Llama {
     }
 }
 
+impl Llama {
+    /// The log-probabilities of `completion`'s tokens after `prompt`, from one forward pass
+    /// without gradients: what a response's logprobs must equal for the same weights.
+    pub fn completion_logprobs(&self, prompt: &[u32], completion: &[u32]) -> Vec<f32> {
+        if prompt.is_empty() || completion.is_empty() {
+            return Vec::new();
+        }
+        let all: Vec<i64> = prompt
+            .iter()
+            .chain(completion)
+            .map(|&t| i64::from(t))
+            .collect();
+        let t = all.len() as i64;
+        let ids = Tensor::from_slice(&all).view([1, t]).to_device(self.device);
+        let mask = Tensor::ones([1, t], (Kind::Bool, self.device));
+        let lp = tch::no_grad(|| self.token_logprobs(&ids, &mask))
+            .to_device(Device::Cpu)
+            .view([-1]);
+        Vec::<f32>::try_from(lp)
+            .map(|v| v[prompt.len() - 1..].to_vec())
+            .unwrap_or_default()
+    }
+}
+
 impl Attention {
     fn forward(
         &self,

@@ -6,7 +6,7 @@
 use clawline_model::weights::Loaded;
 use clawline_model::{LlamaConfig, LossConfig, Sample, update};
 use tch::nn::OptimizerConfig;
-use tch::{Device, Kind, Tensor, nn};
+use tch::{Device, nn};
 
 fn tiny() -> LlamaConfig {
     let mut c = LlamaConfig::tiny(64);
@@ -19,16 +19,7 @@ fn tiny() -> LlamaConfig {
 
 /// log p(token | prompt) under the model.
 fn logprob(m: &Loaded, prompt: &[u32], response: &[u32]) -> Vec<f32> {
-    let all: Vec<i64> = prompt
-        .iter()
-        .chain(response)
-        .map(|&t| i64::from(t))
-        .collect();
-    let t = all.len() as i64;
-    let ids = Tensor::from_slice(&all).view([1, t]);
-    let mask = Tensor::ones([1, t], (Kind::Bool, Device::Cpu));
-    let lp = tch::no_grad(|| m.model.token_logprobs(&ids, &mask));
-    Vec::<f32>::try_from(lp.view([-1])).unwrap()[prompt.len() - 1..].to_vec()
+    m.model.completion_logprobs(prompt, response)
 }
 
 fn sample(m: &Loaded, prompt: &[u32], response: &[u32], advantage: f64) -> Sample {

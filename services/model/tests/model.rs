@@ -222,21 +222,6 @@ fn request(prompt: &[u32], max_tokens: usize, temperature: f64, seed: u64) -> Re
     }
 }
 
-/// The logprobs of `completion` after `prompt`, recomputed with one full forward pass.
-fn recompute(model: &Loaded, prompt: &[u32], completion: &[u32]) -> Vec<f32> {
-    let all: Vec<i64> = prompt
-        .iter()
-        .chain(completion)
-        .map(|&t| i64::from(t))
-        .collect();
-    let t = all.len() as i64;
-    let ids = Tensor::from_slice(&all).view([1, t]);
-    let mask = Tensor::ones([1, t], (Kind::Bool, Device::Cpu));
-    let lp = tch::no_grad(|| model.model.token_logprobs(&ids, &mask));
-    let lp = Vec::<f32>::try_from(lp.view([-1])).unwrap();
-    lp[prompt.len() - 1..].to_vec()
-}
-
 #[test]
 fn generated_logprobs_equal_a_full_recomputation_alone_and_batched() {
     let model = Loaded::fresh(&tiny(), Device::Cpu, 8).unwrap();
@@ -250,7 +235,7 @@ fn generated_logprobs_equal_a_full_recomputation_alone_and_batched() {
     for (i, (prompt, got)) in prompts.iter().zip(&together).enumerate() {
         assert_eq!(got.tokens.len(), 12);
         assert_eq!(got.finish, Finish::Length);
-        let full = recompute(&model, prompt, &got.tokens);
+        let full = model.model.completion_logprobs(prompt, &got.tokens);
         for (a, b) in got.logprobs.iter().zip(&full) {
             assert!((a - b).abs() < 1e-4, "request {i}: {a} vs {b}");
         }

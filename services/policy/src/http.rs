@@ -1,0 +1,399 @@
+//! Routes: OpenAI-compatible generation, `/v1/models`, `/admin/weights`, `/healthz`.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use clawline_model::{LlamaConfig, Loaded, Request, Sampling};
+use clawline_runtime::keys::ApiKeys;
+use clawline_runtime::tokenize::ChatTokenizer;
+use serde_json::{Value, json};
+use sha2::Digest as _;
+
+use crate::Config;
+use crate::engine::Engine;
+use crate::reply::{self, Kind};
+
+pub struct App {
+    pub engine: Engine,
+    pub tokenizer: ChatTokenizer,
+    pub config: LlamaConfig,
+    pub model_name: String,
+    pub keys: ApiKeys,
+    pub device: tch::Device,
+    pub version: Mutex<String>,
+    /// End-of-sequence ids: the config's and the tokenizer's.
+    pub stop_ids: Vec<u32>,
+}
+
+/// A refused request: an OpenAI-style error body.
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+    param: Option<String>,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let kind = match self.status {
+            StatusCode::UNAUTHORIZED => "authentication_error",
+            StatusCode::FORBIDDEN => "permission_error",
+            s if s.is_server_error() => "server_error",
+            _ => "invalid_request_error",
+        };
+        let body = json!({"error": {"message": self.message, "type": kind, "param": self.param, "code": null}});
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+pub fn refuse(status: StatusCode, message: impl Into<String>, param: Option<&str>) -> ApiError {
+    ApiError {
+        status,
+        message: message.into(),
+        param: param.map(str::to_string),
+    }
+}
+
+/// An OpenAI-style error response.
+pub fn error(status: StatusCode, message: impl Into<String>, param: Option<&str>) -> Response {
+    refuse(status, message, param).into_response()
+}
+
+impl App {
+    pub fn load(config: &Config) -> anyhow::Result<Arc<Self>> {
+        let device = clawline_model::device(&config.device)?;
+        let model = Loaded::load(&config.model, device)
+            .map_err(|e| anyhow::anyhow!("--model {}: {e:#}", config.model.display()))?;
+        let tokenizer = ChatTokenizer::load(&config.model)
+            .map_err(|e| anyhow::anyhow!("--model {}: {e}", config.model.display()))?;
+        let keys = match &config.api_keys {
+            Some(path) => ApiKeys::load(path)?,
+            None => ApiKeys::open(),
+        };
+        let model_config = model.model.config().clone();
+        let mut stop_ids = model_config.eos_ids();
+        if let Some(id) = tokenizer.token_id(tokenizer.eos_token())
+            && !stop_ids.contains(&id)
+        {
+            stop_ids.push(id);
+        }
+        let model_name = config.served_model_name.clone().unwrap_or_else(|| {
+            config
+                .model
+                .file_name()
+                .map_or("clawline-policy".into(), |n| {
+                    n.to_string_lossy().into_owned()
+                })
+        });
+        Ok(Arc::new(Self {
+            engine: Engine::start(model, config.weights_version.clone(), config.max_batch),
+            tokenizer,
+            config: model_config,
+            model_name,
+            keys,
+            device,
+            version: Mutex::new(config.weights_version.clone()),
+            stop_ids,
+        }))
+    }
+
+    pub fn router(self: Arc<Self>) -> Router {
+        Router::new()
+            .route("/v1/chat/completions", post(chat))
+            .route("/v1/completions", post(completions))
+            .route("/v1/models", get(models))
+            .route("/admin/weights", post(weights))
+            .route("/healthz", get(|| async { "ok" }))
+            .with_state(self)
+    }
+
+    pub fn current_version(&self) -> String {
+        self.version.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+
+    /// Sampling parameters of an OpenAI request, checked against the model's limits.
+    fn sampling(&self, body: &Value, prompt_len: usize) -> Result<Sampling, ApiError> {
+        let bad =
+            |param: &str, message: String| refuse(StatusCode::BAD_REQUEST, message, Some(param));
+        let room = self
+            .config
+            .max_position_embeddings
+            .saturating_sub(prompt_len);
+        if room == 0 {
+            return Err(bad(
+                "messages",
+                format!(
+                    "the prompt has {prompt_len} tokens; this model's context is {} tokens",
+                    self.config.max_position_embeddings
+                ),
+            ));
+        }
+        let max_tokens = match body
+            .get("max_tokens")
+            .or_else(|| body.get("max_completion_tokens"))
+        {
+            None | Some(Value::Null) => room.min(256),
+            Some(v) => match v.as_u64() {
+                Some(n) if n >= 1 && n as usize <= room => n as usize,
+                _ => {
+                    return Err(bad(
+                        "max_tokens",
+                        format!("max_tokens must be between 1 and {room} for this prompt"),
+                    ));
+                }
+            },
+        };
+        let number = |name: &str, default: f64, ok: fn(f64) -> bool| -> Result<f64, ApiError> {
+            match body.get(name) {
+                None | Some(Value::Null) => Ok(default),
+                Some(v) => v
+                    .as_f64()
+                    .filter(|x| ok(*x))
+                    .ok_or_else(|| bad(name, format!("{name}: invalid value {v}"))),
+            }
+        };
+        let temperature = number("temperature", 1.0, |t| (0.0..=2.0).contains(&t))?;
+        let top_p = number("top_p", 1.0, |p| p > 0.0 && p <= 1.0)?;
+        let top_k = number("top_k", -1.0, |k| k >= -1.0 && k.fract() == 0.0)?;
+        if body
+            .get("n")
+            .and_then(Value::as_u64)
+            .is_some_and(|n| n != 1)
+        {
+            return Err(bad("n", "n: only 1 choice per request is served".into()));
+        }
+        let seed = match body.get("seed") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(
+                v.as_u64()
+                    .ok_or_else(|| bad("seed", "seed: expected an integer".into()))?,
+            ),
+        };
+        Ok(Sampling {
+            temperature,
+            top_p,
+            top_k: if top_k > 0.0 { top_k as usize } else { 0 },
+            max_tokens,
+            stop_ids: self.stop_ids.clone(),
+            seed,
+        })
+    }
+}
+
+fn parse(body: &Bytes) -> Result<Value, ApiError> {
+    serde_json::from_slice::<Value>(body)
+        .ok()
+        .filter(Value::is_object)
+        .ok_or_else(|| {
+            refuse(
+                StatusCode::BAD_REQUEST,
+                "the body must be a JSON object",
+                None,
+            )
+        })
+}
+
+async fn chat(State(app): State<Arc<App>>, body: Bytes) -> Response {
+    let body = match parse(&body) {
+        Ok(b) => b,
+        Err(r) => return r.into_response(),
+    };
+    let Some(messages) = body
+        .get("messages")
+        .and_then(Value::as_array)
+        .filter(|m| !m.is_empty())
+    else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "messages: a non-empty array is required",
+            Some("messages"),
+        );
+    };
+    let prompt = match app
+        .tokenizer
+        .encode_chat(messages, body.get("tools").filter(|t| !t.is_null()))
+    {
+        Ok(p) => p,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("messages: {e}"),
+                Some("messages"),
+            );
+        }
+    };
+    generate(app, body, prompt, Kind::Chat).await
+}
+
+async fn completions(State(app): State<Arc<App>>, body: Bytes) -> Response {
+    let body = match parse(&body) {
+        Ok(b) => b,
+        Err(r) => return r.into_response(),
+    };
+    let prompt = match body.get("prompt") {
+        Some(Value::String(text)) if !text.is_empty() => match app.tokenizer.encode(text) {
+            Ok(p) => p,
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("prompt: {e}"),
+                    Some("prompt"),
+                );
+            }
+        },
+        Some(Value::Array(ids)) if !ids.is_empty() => {
+            let parsed: Option<Vec<u32>> = ids
+                .iter()
+                .map(|v| v.as_u64().and_then(|n| u32::try_from(n).ok()))
+                .collect();
+            match parsed {
+                Some(ids) if ids.iter().all(|&t| (t as usize) < app.config.vocab_size) => ids,
+                _ => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        format!(
+                            "prompt: token ids must be integers below {}",
+                            app.config.vocab_size
+                        ),
+                        Some("prompt"),
+                    );
+                }
+            }
+        }
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "prompt: a string or an array of token ids is required",
+                Some("prompt"),
+            );
+        }
+    };
+    generate(app, body, prompt, Kind::Completion).await
+}
+
+async fn generate(app: Arc<App>, body: Value, prompt: Vec<u32>, kind: Kind) -> Response {
+    let sampling = match app.sampling(&body, prompt.len()) {
+        Ok(s) => s,
+        Err(r) => return r.into_response(),
+    };
+    let events = app.engine.submit(Request {
+        prompt: prompt.clone(),
+        sampling,
+    });
+    reply::respond(app, body, prompt, kind, events).await
+}
+
+async fn models(State(app): State<Arc<App>>) -> Response {
+    axum::Json(json!({
+        "object": "list",
+        "data": [{
+            "id": app.model_name,
+            "object": "model",
+            "owned_by": "clawline",
+            "max_model_len": app.config.max_position_embeddings,
+            "version": app.current_version(),
+        }],
+    }))
+    .into_response()
+}
+
+/// `{"path": DIR or FILE.safetensors, "version": "…", "sha256": optional}`: loads the weights
+/// beside the serving ones, checks them, and swaps them in.
+async fn weights(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
+    match app.keys.authenticate(&headers) {
+        Err(e) => return error(StatusCode::UNAUTHORIZED, e.to_string(), None),
+        Ok(c) if !c.admin => return error(StatusCode::FORBIDDEN, "an admin key is required", None),
+        Ok(_) => {}
+    }
+    let body = match parse(&body) {
+        Ok(b) => b,
+        Err(r) => return r.into_response(),
+    };
+    let (Some(path), Some(version)) = (
+        body.get("path").and_then(Value::as_str).map(PathBuf::from),
+        body.get("version")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+    ) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "path and version are required",
+            None,
+        );
+    };
+    let sha256 = body
+        .get("sha256")
+        .and_then(Value::as_str)
+        .map(str::to_lowercase);
+    let (config, device) = (app.config.clone(), app.device);
+    let loaded = tokio::task::spawn_blocking(move || {
+        load_version(&path, sha256.as_deref(), &config, device)
+    })
+    .await;
+    let model = match loaded {
+        Ok(Ok(m)) => m,
+        Ok(Err(e)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "weights refused, still serving {}: {e:#}",
+                    app.current_version()
+                ),
+                Some("path"),
+            );
+        }
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None),
+    };
+    match app.engine.swap(model, version.clone()).await {
+        Ok(previous) => {
+            if let Ok(mut v) = app.version.lock() {
+                v.clone_from(&version);
+            }
+            axum::Json(json!({"version": version, "previous": previous})).into_response()
+        }
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string(), None),
+    }
+}
+
+/// The weights at `path` for a model shaped like `config`: a model dir (its config must match)
+/// or a single safetensors file; with `sha256`, the file must hash to it.
+fn load_version(
+    path: &std::path::Path,
+    sha256: Option<&str>,
+    config: &LlamaConfig,
+    device: tch::Device,
+) -> anyhow::Result<Loaded> {
+    let file = if path.is_dir() {
+        let theirs = LlamaConfig::load(&path.join(clawline_model::weights::CONFIG_FILE))?;
+        anyhow::ensure!(
+            theirs.vocab_size == config.vocab_size
+                && theirs.hidden_size == config.hidden_size
+                && theirs.num_hidden_layers == config.num_hidden_layers
+                && theirs.num_attention_heads == config.num_attention_heads
+                && theirs.kv_heads() == config.kv_heads()
+                && theirs.intermediate_size == config.intermediate_size,
+            "{}: another architecture than the served model",
+            path.display()
+        );
+        path.join(clawline_model::weights::WEIGHTS_FILE)
+    } else {
+        path.to_path_buf()
+    };
+    if let Some(want) = sha256 {
+        let bytes = std::fs::read(&file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+        let got = hex::encode(sha2::Sha256::digest(&bytes));
+        anyhow::ensure!(
+            got == want,
+            "{}: sha256 {got}, expected {want}",
+            file.display()
+        );
+    }
+    let mut model = Loaded::fresh(config, device, 0)?;
+    clawline_model::weights::load_weights(&mut model.vs, &[file])?;
+    Ok(model)
+}
