@@ -174,12 +174,21 @@ impl App {
                     .ok_or_else(|| bad("seed", "seed: expected an integer".into()))?,
             ),
         };
+        // vLLM's `ignore_eos`: generate `max_tokens` whatever the model says (benchmarks).
+        let ignore_eos = body
+            .get("ignore_eos")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
         Ok(Sampling {
             temperature,
             top_p,
             top_k: if top_k > 0.0 { top_k as usize } else { 0 },
             max_tokens,
-            stop_ids: self.stop_ids.clone(),
+            stop_ids: if ignore_eos {
+                Vec::new()
+            } else {
+                self.stop_ids.clone()
+            },
             seed,
         })
     }
@@ -281,11 +290,12 @@ async fn generate(app: Arc<App>, body: Value, prompt: Vec<u32>, kind: Kind) -> R
         Ok(s) => s,
         Err(r) => return r.into_response(),
     };
+    let stop_ids = sampling.stop_ids.clone();
     let events = app.engine.submit(Request {
         prompt: prompt.clone(),
         sampling,
     });
-    reply::respond(app, body, prompt, kind, events).await
+    reply::respond(app, body, prompt, kind, stop_ids, events).await
 }
 
 async fn models(State(app): State<Arc<App>>) -> Response {

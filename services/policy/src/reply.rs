@@ -32,13 +32,15 @@ struct Growing {
 }
 
 struct Wants {
+    /// The end-of-sequence ids of this request (none with `ignore_eos`).
+    stop_ids: Vec<u32>,
     ids: bool,
     logprobs: bool,
     stop: Vec<String>,
     usage_in_stream: bool,
 }
 
-fn wants(body: &Value) -> Wants {
+fn wants(body: &Value, stop_ids: Vec<u32>) -> Wants {
     let stop = match body.get("stop") {
         Some(Value::String(s)) if !s.is_empty() => vec![s.clone()],
         Some(Value::Array(a)) => a
@@ -50,6 +52,7 @@ fn wants(body: &Value) -> Wants {
         _ => Vec::new(),
     };
     Wants {
+        stop_ids,
         ids: body
             .get("return_token_ids")
             .and_then(Value::as_bool)
@@ -67,10 +70,10 @@ fn wants(body: &Value) -> Wants {
 
 impl Growing {
     /// Adds a token; returns the text it added (possibly empty while a character is incomplete).
-    fn push(&mut self, app: &App, id: u32, logprob: f32, stop: &[String]) -> String {
+    fn push(&mut self, app: &App, id: u32, logprob: f32, w: &Wants) -> String {
         self.ids.push(id);
         self.logprobs.push(logprob);
-        if app.stop_ids.contains(&id) {
+        if w.stop_ids.contains(&id) {
             self.finish = Some("stop");
             return String::new();
         }
@@ -78,14 +81,14 @@ impl Growing {
             .ids
             .iter()
             .copied()
-            .filter(|t| !app.stop_ids.contains(t))
+            .filter(|t| !w.stop_ids.contains(t))
             .collect();
         let full = app.tokenizer.decode(&body).unwrap_or_default();
         if full.ends_with('\u{FFFD}') {
             return String::new();
         }
         let mut full = full;
-        if let Some(cut) = stop.iter().filter_map(|s| full.find(s.as_str())).min() {
+        if let Some(cut) = w.stop.iter().filter_map(|s| full.find(s.as_str())).min() {
             full.truncate(cut);
             self.finish = Some("stop");
         }
@@ -125,6 +128,7 @@ pub async fn respond(
     body: Value,
     prompt: Vec<u32>,
     kind: Kind,
+    stop_ids: Vec<u32>,
     mut events: mpsc::UnboundedReceiver<Event>,
 ) -> Response {
     let version = match events.recv().await {
@@ -145,7 +149,7 @@ pub async fn respond(
     } else {
         "cmpl"
     });
-    let w = wants(&body);
+    let w = wants(&body, stop_ids);
     let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
     let response = if stream {
         streamed(app, id, prompt, kind, w, events)
@@ -167,7 +171,7 @@ async fn whole(
     while g.finish.is_none() {
         match events.recv().await {
             Some(Event::Token { id, logprob }) => {
-                g.push(app, id, logprob, &w.stop);
+                g.push(app, id, logprob, w);
             }
             Some(Event::Done { finish }) => g.finish = Some(finish_reason(finish)),
             Some(Event::Failed { message }) => {
@@ -276,7 +280,7 @@ fn streamed(
         while g.finish.is_none() {
             let c = match events.recv().await {
                 Some(Event::Token { id: token, logprob }) => {
-                    let added = g.push(&app, token, logprob, &w.stop);
+                    let added = g.push(&app, token, logprob, &w);
                     let lp = if w.logprobs {
                         token_logprobs(&app, &[token], &[logprob], kind)
                     } else {

@@ -143,6 +143,15 @@ async fn answers_carry_token_ids_and_logprobs_the_trainer_recomputes() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(ids(&body["choices"][0]["token_ids"]), completion);
     assert_eq!(body["object"], "text_completion");
+
+    // vLLM's ignore_eos: exactly max_tokens, whatever the model samples.
+    for seed in 0..5 {
+        let mut long = chat(40, seed);
+        long["ignore_eos"] = json!(true);
+        let (_, _, body) = post(&format!("{}/v1/chat/completions", server.url), long).await;
+        assert_eq!(body["usage"]["completion_tokens"], 40, "{body}");
+        assert_eq!(body["choices"][0]["finish_reason"], "length");
+    }
 }
 
 fn body_messages() -> Vec<Value> {
