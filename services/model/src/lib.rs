@@ -9,12 +9,14 @@ pub mod config;
 pub mod generate;
 pub mod init;
 pub mod llama;
+pub mod lora;
 pub mod loss;
 pub mod weights;
 
 pub use config::LlamaConfig;
 pub use generate::{Finish, Generated, Request, Sampling, generate, generate_with};
 pub use llama::{KvCache, Llama};
+pub use lora::LoraConfig;
 pub use loss::{LossConfig, Metrics, Sample, update};
 pub use weights::Loaded;
 

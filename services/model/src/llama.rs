@@ -31,20 +31,46 @@ impl RmsNorm {
     }
 }
 
+/// A projection, with its LoRA adapter when it has one: `x·Wᵀ (+ b) + scale · (x·Aᵀ)·Bᵀ`.
+struct Proj {
+    linear: nn::Linear,
+    lora: Option<(Tensor, Tensor, f64)>,
+}
+
+impl Proj {
+    fn forward(&self, x: &Tensor) -> Tensor {
+        let y = self.linear.forward(x);
+        match &self.lora {
+            Some((a, b, scale)) => y + x.matmul(&a.tr()).matmul(&b.tr()) * *scale,
+            None => y,
+        }
+    }
+
+    /// Folds the adapter into the base weight (for engines that serve full weights).
+    fn merge(&mut self) {
+        if let Some((a, b, scale)) = self.lora.take() {
+            tch::no_grad(|| {
+                let delta = b.matmul(&a) * scale;
+                let _ = self.linear.ws.g_add_(&delta);
+            });
+        }
+    }
+}
+
 struct Attention {
-    q: nn::Linear,
-    k: nn::Linear,
-    v: nn::Linear,
-    o: nn::Linear,
+    q: Proj,
+    k: Proj,
+    v: Proj,
+    o: Proj,
     heads: i64,
     kv_heads: i64,
     head_dim: i64,
 }
 
 struct Mlp {
-    gate: nn::Linear,
-    up: nn::Linear,
-    down: nn::Linear,
+    gate: Proj,
+    up: Proj,
+    down: Proj,
 }
 
 struct Block {
@@ -93,6 +119,57 @@ pub struct Llama {
     device: Device,
 }
 
+/// Where LoRA adapters go: their own VarStore root, PEFT's names, rank, alpha and targets.
+pub struct LoraSpec<'a> {
+    pub root: nn::Path<'a>,
+    pub config: &'a crate::lora::LoraConfig,
+}
+
+impl LoraSpec<'_> {
+    /// The adapter of `module` (`q_proj`, …) in `layer` under `group` (`self_attn` / `mlp`), created
+    /// with PEFT's names and init (A random, B zero: the adapted model starts as the base).
+    fn adapter(
+        &self,
+        layer: usize,
+        group: &str,
+        module: &str,
+        input: i64,
+        output: i64,
+    ) -> Option<(Tensor, Tensor, f64)> {
+        let c = self.config;
+        if !c.target_modules.iter().any(|t| t == module) {
+            return None;
+        }
+        let r = c.r as i64;
+        let p = &self.root / "base_model" / "model" / "model" / "layers" / layer / group / module;
+        let bound = 1.0 / (input as f64).sqrt();
+        let a = (&p / "lora_A").var(
+            "weight",
+            &[r, input],
+            nn::Init::Uniform {
+                lo: -bound,
+                up: bound,
+            },
+        );
+        let b = (&p / "lora_B").var("weight", &[output, r], nn::Init::Const(0.0));
+        Some((a, b, c.alpha / c.r as f64))
+    }
+}
+
+fn proj(
+    p: nn::Path,
+    lora: Option<&LoraSpec>,
+    at: (usize, &str, &str),
+    input: i64,
+    output: i64,
+    bias: bool,
+) -> Proj {
+    Proj {
+        linear: linear(p, input, output, bias),
+        lora: lora.and_then(|l| l.adapter(at.0, at.1, at.2, input, output)),
+    }
+}
+
 fn linear(p: nn::Path, input: i64, output: i64, bias: bool) -> nn::Linear {
     nn::linear(
         p,
@@ -109,7 +186,13 @@ impl Llama {
     /// Creates the variables under `root` (freshly initialised; load weights into the VarStore
     /// afterwards to use a checkpoint).
     pub fn new(root: &nn::Path, config: &LlamaConfig) -> Self {
+        Self::with_lora(root, config, None)
+    }
+
+    /// `new`, with LoRA adapters on the spec's target modules (their variables under its root).
+    pub fn with_lora(root: &nn::Path, config: &LlamaConfig, lora: Option<LoraSpec>) -> Self {
         let c = config;
+        let lora = lora.as_ref();
         let hidden = c.hidden_size as i64;
         let head_dim = c.head_size() as i64;
         let heads = c.num_attention_heads as i64;
@@ -137,10 +220,38 @@ impl Llama {
                 Block {
                     input_norm: RmsNorm::new(&l / "input_layernorm", hidden, c.rms_norm_eps),
                     attn: Attention {
-                        q: linear(&a / "q_proj", hidden, heads * head_dim, c.qkv_bias()),
-                        k: linear(&a / "k_proj", hidden, kv_heads * head_dim, c.qkv_bias()),
-                        v: linear(&a / "v_proj", hidden, kv_heads * head_dim, c.qkv_bias()),
-                        o: linear(&a / "o_proj", heads * head_dim, hidden, false),
+                        q: proj(
+                            &a / "q_proj",
+                            lora,
+                            (i, "self_attn", "q_proj"),
+                            hidden,
+                            heads * head_dim,
+                            c.qkv_bias(),
+                        ),
+                        k: proj(
+                            &a / "k_proj",
+                            lora,
+                            (i, "self_attn", "k_proj"),
+                            hidden,
+                            kv_heads * head_dim,
+                            c.qkv_bias(),
+                        ),
+                        v: proj(
+                            &a / "v_proj",
+                            lora,
+                            (i, "self_attn", "v_proj"),
+                            hidden,
+                            kv_heads * head_dim,
+                            c.qkv_bias(),
+                        ),
+                        o: proj(
+                            &a / "o_proj",
+                            lora,
+                            (i, "self_attn", "o_proj"),
+                            heads * head_dim,
+                            hidden,
+                            false,
+                        ),
                         heads,
                         kv_heads,
                         head_dim,
@@ -151,9 +262,30 @@ impl Llama {
                         c.rms_norm_eps,
                     ),
                     mlp: Mlp {
-                        gate: linear(&m / "gate_proj", hidden, inter, false),
-                        up: linear(&m / "up_proj", hidden, inter, false),
-                        down: linear(&m / "down_proj", inter, hidden, false),
+                        gate: proj(
+                            &m / "gate_proj",
+                            lora,
+                            (i, "mlp", "gate_proj"),
+                            hidden,
+                            inter,
+                            false,
+                        ),
+                        up: proj(
+                            &m / "up_proj",
+                            lora,
+                            (i, "mlp", "up_proj"),
+                            hidden,
+                            inter,
+                            false,
+                        ),
+                        down: proj(
+                            &m / "down_proj",
+                            lora,
+                            (i, "mlp", "down_proj"),
+                            inter,
+                            hidden,
+                            false,
+                        ),
                     },
                 }
             })
@@ -259,6 +391,23 @@ impl Llama {
 }
 
 impl Llama {
+    /// Folds every LoRA adapter into its base weight; the model then needs no adapter.
+    pub fn merge_lora(&mut self) {
+        for b in &mut self.blocks {
+            for p in [
+                &mut b.attn.q,
+                &mut b.attn.k,
+                &mut b.attn.v,
+                &mut b.attn.o,
+                &mut b.mlp.gate,
+                &mut b.mlp.up,
+                &mut b.mlp.down,
+            ] {
+                p.merge();
+            }
+        }
+    }
+
     /// The log-probabilities of `completion`'s tokens after `prompt`, from one forward pass
     /// without gradients: what a response's logprobs must equal for the same weights.
     pub fn completion_logprobs(&self, prompt: &[u32], completion: &[u32]) -> Vec<f32> {

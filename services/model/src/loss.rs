@@ -210,7 +210,7 @@ pub fn update(
         m.kl += kl;
         m.entropy += entropy;
     }
-    m.grad_norm = grad_norm(&policy.vs);
+    m.grad_norm = grad_norm(policy.trainable());
     if cfg.max_grad_norm > 0.0 {
         optimizer.clip_grad_norm(cfg.max_grad_norm);
     }

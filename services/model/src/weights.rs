@@ -20,22 +20,21 @@ pub const INDEX_FILE: &str = "model.safetensors.index.json";
 pub struct Loaded {
     pub vs: nn::VarStore,
     pub model: Llama,
+    /// LoRA adapters (their own VarStore) and their config, when the model is adapted.
+    pub lora: Option<(nn::VarStore, crate::lora::LoraConfig)>,
 }
 
 impl Loaded {
     /// A freshly initialised model (deterministic for a given `seed`).
     pub fn fresh(config: &LlamaConfig, device: Device, seed: i64) -> anyhow::Result<Self> {
         config.check()?;
-        // libtorch's generator is global: seeding and drawing happen under one lock so that two
-        // models created at once on different threads each get their seed's weights.
-        static SEEDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        let _guard = SEEDING
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        tch::manual_seed(seed);
         let vs = nn::VarStore::new(device);
-        let model = Llama::new(&vs.root(), config);
-        Ok(Self { vs, model })
+        let model = seeded(seed, || Llama::new(&vs.root(), config));
+        Ok(Self {
+            vs,
+            model,
+            lora: None,
+        })
     }
 
     /// The model in `dir` (`config.json` and its safetensors).
@@ -56,6 +55,17 @@ impl Loaded {
         })?;
         save_weights(&self.vs, &dir.join(WEIGHTS_FILE))
     }
+}
+
+/// Runs `f` with libtorch's global generator seeded with `seed`, under one lock, so that models
+/// created at once on different threads each get their seed's weights.
+pub(crate) fn seeded<T>(seed: i64, f: impl FnOnce() -> T) -> T {
+    static SEEDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = SEEDING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    tch::manual_seed(seed);
+    f()
 }
 
 /// The safetensors files of the checkpoint in `dir`: the single file, or the index's shards.

@@ -3,18 +3,15 @@
 //! batch lower its loss and move probability toward rewarded tokens, stale ratios are capped, and
 //! micro-batches add up to the whole batch.
 
+mod common;
+
 use clawline_model::weights::Loaded;
 use clawline_model::{LlamaConfig, LossConfig, Sample, update};
 use tch::nn::OptimizerConfig;
 use tch::{Device, nn};
 
 fn tiny() -> LlamaConfig {
-    let mut c = LlamaConfig::tiny(64);
-    c.hidden_size = 32;
-    c.intermediate_size = 64;
-    c.num_hidden_layers = 2;
-    c.max_position_embeddings = 32;
-    c
+    common::tiny(64, 32)
 }
 
 /// log p(token | prompt) under the model.

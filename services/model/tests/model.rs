@@ -2,6 +2,8 @@
 //! The model against real libtorch: the Hugging Face layout both ways, refusal of bad weights,
 //! and generation whose logprobs equal a full recomputation (what PPO ratios depend on).
 
+mod common;
+
 use std::path::Path;
 
 use clawline_model::weights::{self, Loaded};
@@ -9,14 +11,7 @@ use clawline_model::{Finish, LlamaConfig, Request, Sampling, generate};
 use tch::{Device, Kind, Tensor};
 
 fn tiny() -> LlamaConfig {
-    let mut c = LlamaConfig::tiny(96);
-    c.hidden_size = 32;
-    c.intermediate_size = 64;
-    c.num_hidden_layers = 2;
-    c.num_attention_heads = 4;
-    c.num_key_value_heads = Some(2);
-    c.max_position_embeddings = 64;
-    c
+    common::tiny(96, 64)
 }
 
 fn logits(m: &Loaded, ids: &[i64]) -> Tensor {
