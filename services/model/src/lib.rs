@@ -11,6 +11,7 @@ pub mod init;
 pub mod llama;
 pub mod lora;
 pub mod loss;
+pub mod optim;
 pub mod weights;
 
 pub use config::LlamaConfig;
@@ -18,6 +19,7 @@ pub use generate::{Finish, Generated, Request, Sampling, generate, generate_with
 pub use llama::{KvCache, Llama};
 pub use lora::LoraConfig;
 pub use loss::{LossConfig, Metrics, Sample, update};
+pub use optim::{AdamW, Optimizer};
 pub use weights::Loaded;
 
 /// `cpu`, `cuda` (the first GPU) or `auto` (CUDA when available).

@@ -7,6 +7,7 @@
 use tch::{Device, Kind, Tensor, nn};
 
 use crate::llama::Llama;
+use crate::optim::Optimizer;
 use crate::weights::Loaded;
 
 #[derive(Debug, Clone)]
@@ -185,7 +186,7 @@ fn loss(
 pub fn update(
     policy: &Loaded,
     reference: Option<&Llama>,
-    optimizer: &mut nn::Optimizer,
+    optimizer: &mut impl Optimizer,
     samples: &[Sample],
     cfg: &LossConfig,
 ) -> anyhow::Result<Metrics> {
@@ -193,7 +194,7 @@ pub fn update(
     let device = model.device();
     let tokens: f64 = samples.iter().map(|s| s.response.len() as f64).sum();
     anyhow::ensure!(tokens > 0.0, "no response tokens to learn from");
-    optimizer.zero_grad();
+    optimizer.zero_grad(policy.trainable());
     let mut m = Metrics {
         tokens: tokens as u64,
         ..Default::default()
@@ -211,10 +212,7 @@ pub fn update(
         m.entropy += entropy;
     }
     m.grad_norm = grad_norm(policy.trainable());
-    if cfg.max_grad_norm > 0.0 {
-        optimizer.clip_grad_norm(cfg.max_grad_norm);
-    }
-    optimizer.step();
+    optimizer.step(policy.trainable(), cfg.max_grad_norm);
     Ok(m)
 }
 
