@@ -42,6 +42,8 @@ pub enum Finish {
     Stop,
     /// `max_tokens` reached.
     Length,
+    /// The caller stopped it (`on_token` returned false: a stop string, a client gone).
+    Cancelled,
 }
 
 #[derive(Debug, Clone)]
@@ -59,14 +61,16 @@ pub struct Request {
 
 /// Generates a completion for every request, all decoding in one batch.
 pub fn generate(model: &Llama, requests: &[Request]) -> anyhow::Result<Vec<Generated>> {
-    generate_with(model, requests, |_, _, _| {})
+    generate_with(model, requests, |_, _, _| true)
 }
 
-/// `generate`, calling `on_token(request, token, logprob)` as each token is chosen (for streaming).
+/// `generate`, calling `on_token(request, token, logprob)` as each token is chosen (for
+/// streaming); when it returns false, that request ends there (`Finish::Cancelled`) and leaves the
+/// batch.
 pub fn generate_with(
     model: &Llama,
     requests: &[Request],
-    mut on_token: impl FnMut(usize, u32, f32),
+    mut on_token: impl FnMut(usize, u32, f32) -> bool,
 ) -> anyhow::Result<Vec<Generated>> {
     let limit = model.config().max_position_embeddings;
     let vocab = model.config().vocab_size;
@@ -142,8 +146,10 @@ pub fn generate_with(
                 let lp = logprob(logits, token);
                 g.tokens.push(token as u32);
                 g.logprobs.push(lp);
-                on_token(req, token as u32, lp);
-                if s.stop_ids.contains(&(token as u32)) {
+                let go_on = on_token(req, token as u32, lp);
+                if !go_on {
+                    g.finish = Finish::Cancelled;
+                } else if s.stop_ids.contains(&(token as u32)) {
                     g.finish = Finish::Stop;
                 } else if g.tokens.len() >= s.max_tokens {
                     g.finish = Finish::Length;

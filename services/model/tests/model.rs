@@ -343,3 +343,22 @@ fn logits_match_an_independent_reference_of_the_hf_architecture() {
         assert!(diff < 1e-4, "{name}: max |Δlogit| {diff}");
     }
 }
+
+#[test]
+fn a_cancelled_request_leaves_the_batch_and_the_others_go_on() {
+    let model = Loaded::fresh(&tiny(), Device::Cpu, 12).unwrap();
+    let batch = [
+        request(&[3, 4, 5], 10, 1.0, 1),
+        request(&[6, 7], 10, 1.0, 2),
+    ];
+    let mut seen = [0usize; 2];
+    let out = clawline_model::generate_with(&model.model, &batch, |i, _, _| {
+        seen[i] += 1;
+        !(i == 0 && seen[0] == 3)
+    })
+    .unwrap();
+    assert_eq!((out[0].tokens.len(), out[0].finish), (3, Finish::Cancelled));
+    assert_eq!(out[1].tokens.len(), 10);
+    let alone = generate(&model.model, &[batch[1].clone()]).unwrap();
+    assert_eq!(out[1].tokens, alone[0].tokens);
+}

@@ -123,8 +123,9 @@ fn run(mut model: Loaded, mut version: String, max_batch: usize, rx: std_mpsc::R
             });
         }
         let requests: Vec<Request> = batch.iter().map(|j| j.request.clone()).collect();
+        // A request whose answer is complete (a stop string) or whose client left stops decoding.
         let result = generate_with(&model.model, &requests, |i, id, logprob| {
-            let _ = batch[i].events.send(Event::Token { id, logprob });
+            batch[i].events.send(Event::Token { id, logprob }).is_ok()
         });
         match result {
             Ok(outs) => {

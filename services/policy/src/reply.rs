@@ -227,6 +227,7 @@ fn finish_reason(f: Finish) -> &'static str {
     match f {
         Finish::Stop => "stop",
         Finish::Length => "length",
+        Finish::Cancelled => "abort",
     }
 }
 

@@ -144,6 +144,32 @@ async fn answers_carry_token_ids_and_logprobs_the_trainer_recomputes() {
     assert_eq!(ids(&body["choices"][0]["token_ids"]), completion);
     assert_eq!(body["object"], "text_completion");
 
+    // A stop string ends the answer before it: the text is cut there, finish_reason is stop.
+    let mut greedy = chat(24, 1);
+    greedy["temperature"] = json!(0.0);
+    greedy["ignore_eos"] = json!(true);
+    let (_, _, full) = post(
+        &format!("{}/v1/chat/completions", server.url),
+        greedy.clone(),
+    )
+    .await;
+    let text = full["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let chars: Vec<(usize, char)> = text.char_indices().collect();
+    assert!(chars.len() >= 8, "{text:?}");
+    let (from, to) = (chars[4].0, chars[7].0);
+    let stop = &text[from..to];
+    greedy["stop"] = json!([stop]);
+    let (_, _, cut) = post(&format!("{}/v1/chat/completions", server.url), greedy).await;
+    let choice = &cut["choices"][0];
+    assert_eq!(choice["finish_reason"], "stop", "{cut}");
+    assert_eq!(
+        choice["message"]["content"],
+        text[..text.find(stop).unwrap()]
+    );
+
     // vLLM's ignore_eos: exactly max_tokens, whatever the model samples.
     for seed in 0..5 {
         let mut long = chat(40, seed);
