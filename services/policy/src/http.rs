@@ -21,6 +21,8 @@ use crate::reply::{self, Kind};
 
 pub struct App {
     pub engine: Engine,
+    /// The model dir served at start: the base a LoRA adapter applies to.
+    pub model_dir: PathBuf,
     pub tokenizer: ChatTokenizer,
     pub config: LlamaConfig,
     pub model_name: String,
@@ -92,6 +94,7 @@ impl App {
         });
         Ok(Arc::new(Self {
             engine: Engine::start(model, config.weights_version.clone(), config.max_batch),
+            model_dir: config.model.clone(),
             tokenizer,
             config: model_config,
             model_name,
@@ -340,9 +343,9 @@ async fn weights(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -
         .get("sha256")
         .and_then(Value::as_str)
         .map(str::to_lowercase);
-    let (config, device) = (app.config.clone(), app.device);
+    let (config, device, base) = (app.config.clone(), app.device, app.model_dir.clone());
     let loaded = tokio::task::spawn_blocking(move || {
-        load_version(&path, sha256.as_deref(), &config, device)
+        load_version(&path, &base, sha256.as_deref(), &config, device)
     })
     .await;
     let model = match loaded {
@@ -370,14 +373,22 @@ async fn weights(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -
     }
 }
 
-/// The weights at `path` for a model shaped like `config`: a model dir (its config must match)
-/// or a single safetensors file; with `sha256`, the file must hash to it.
+/// The weights at `path` for a model shaped like `config`: a model dir (its config must match), a
+/// single safetensors file, or a PEFT LoRA adapter dir (applied to the `base` model dir and merged);
+/// with `sha256`, the weights file must hash to it.
 fn load_version(
     path: &std::path::Path,
+    base: &std::path::Path,
     sha256: Option<&str>,
     config: &LlamaConfig,
     device: tch::Device,
 ) -> anyhow::Result<Loaded> {
+    if path.join(clawline_model::lora::ADAPTER_CONFIG).is_file() {
+        check_sha256(&path.join(clawline_model::lora::ADAPTER_WEIGHTS), sha256)?;
+        let mut adapted = Loaded::load_with_adapter(base, path, device)?;
+        adapted.model.merge_lora();
+        return Ok(adapted);
+    }
     let file = if path.is_dir() {
         let theirs = LlamaConfig::load(&path.join(clawline_model::weights::CONFIG_FILE))?;
         anyhow::ensure!(
@@ -394,8 +405,16 @@ fn load_version(
     } else {
         path.to_path_buf()
     };
-    if let Some(want) = sha256 {
-        let bytes = std::fs::read(&file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    check_sha256(&file, sha256)?;
+    let mut model = Loaded::fresh(config, device, 0)?;
+    clawline_model::weights::load_weights(&mut model.vs, &[file])?;
+    Ok(model)
+}
+
+/// With `want`, the file must hash to it.
+fn check_sha256(file: &std::path::Path, want: Option<&str>) -> anyhow::Result<()> {
+    if let Some(want) = want {
+        let bytes = std::fs::read(file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
         let got = hex::encode(sha2::Sha256::digest(&bytes));
         anyhow::ensure!(
             got == want,
@@ -403,7 +422,5 @@ fn load_version(
             file.display()
         );
     }
-    let mut model = Loaded::fresh(config, device, 0)?;
-    clawline_model::weights::load_weights(&mut model.vs, &[file])?;
-    Ok(model)
+    Ok(())
 }

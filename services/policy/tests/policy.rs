@@ -238,18 +238,22 @@ async fn a_weight_swap_under_concurrent_requests_fails_none() {
     let (first, second) = (model_dir(3), model_dir(4));
     let server = start(first.path(), &["--max-batch", "4"]).await;
     let url = format!("{}/v1/chat/completions", server.url);
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut clients = Vec::new();
     for c in 0..6u64 {
-        let url = url.clone();
+        let (url, answered) = (url.clone(), answered.clone());
         clients.push(tokio::spawn(async move {
             // Requests back to back until this client is served by the new weights.
             let mut seen = Vec::new();
-            for i in 0..2000u64 {
+            for i in 0..5000u64 {
                 let (status, version, body) = post(&url, chat(8, c * 10_000 + i)).await;
                 assert_eq!(status, 200, "{body}");
                 let version = version.unwrap();
                 let done = version == "1";
                 seen.push(version);
+                if seen.len() == 1 {
+                    answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
                 if done {
                     break;
                 }
@@ -257,7 +261,10 @@ async fn a_weight_swap_under_concurrent_requests_fails_none() {
             seen
         }));
     }
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // Swap once every client has been answered by the first weights and keeps sending.
+    while answered.load(std::sync::atomic::Ordering::SeqCst) < 6 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let (status, _, swapped) = post(
         &format!("{}/admin/weights", server.url),
         json!({"path": second.path(), "version": "1"}),
@@ -376,4 +383,58 @@ async fn bad_weights_and_bad_requests_are_refused_and_serving_goes_on() {
         .await
         .unwrap();
     assert_eq!(models["data"][0]["version"], "0");
+}
+
+#[tokio::test]
+async fn a_peft_lora_adapter_is_applied_to_the_served_base_and_swapped_in() {
+    let dir = model_dir(6);
+    let adapter_dir = tempfile::tempdir().unwrap();
+    {
+        let base = Loaded::load(dir.path(), Device::Cpu).unwrap();
+        let adapted = Loaded::adapt(base, &clawline_model::LoraConfig::default(), 7).unwrap();
+        // Give B values (a fresh adapter is a no-op), deterministically.
+        tch::no_grad(|| {
+            for (name, mut t) in adapted.trainable().variables() {
+                if name.contains("lora_B") {
+                    let n = t.numel() as i64;
+                    let v =
+                        (tch::Tensor::arange(n, (tch::Kind::Float, Device::Cpu)) * 0.7).sin() * 0.3;
+                    t.copy_(&v.view_as(&t));
+                }
+            }
+        });
+        adapted.save_adapter(adapter_dir.path(), "tiny").unwrap();
+    }
+    let server = start(dir.path(), &[]).await;
+    let url = format!("{}/v1/chat/completions", server.url);
+    let mut greedy = chat(8, 1);
+    greedy["temperature"] = json!(0.0);
+    greedy["ignore_eos"] = json!(true);
+    let (_, _, before) = post(&url, greedy.clone()).await;
+    let (status, _, swapped) = post(
+        &format!("{}/admin/weights", server.url),
+        json!({"path": adapter_dir.path(), "version": "lora-1"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{swapped}");
+    let (_, version, after) = post(&url, greedy).await;
+    assert_eq!(version.as_deref(), Some("lora-1"));
+    let mut local = Loaded::load_with_adapter(dir.path(), adapter_dir.path(), Device::Cpu).unwrap();
+    local.model.merge_lora();
+    let served = &after["choices"][0];
+    let prompt = ids(&after["prompt_token_ids"]);
+    let tokens = ids(&served["token_ids"]);
+    let expected = local.model.completion_logprobs(&prompt, &tokens);
+    for (c, e) in served["logprobs"]["content"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(&expected)
+    {
+        assert!((c["logprob"].as_f64().unwrap() as f32 - e).abs() < 1e-4);
+    }
+    assert_ne!(
+        before["choices"][0]["logprobs"], served["logprobs"],
+        "the adapter changed the policy"
+    );
 }
