@@ -25,6 +25,10 @@ enum ModelCommand {
         /// Replace a model already in DIR.
         #[arg(long)]
         force: bool,
+        /// Next-token training steps on the bundled corpus (16 lines each), so the text is not
+        /// noise; 0 leaves the weights random.
+        #[arg(long, default_value_t = 0)]
+        warm_start_steps: usize,
     },
 }
 
@@ -35,6 +39,7 @@ pub fn run(args: ModelArgs) -> anyhow::Result<()> {
             vocab_size,
             seed,
             force,
+            warm_start_steps,
         } => {
             let config = init(
                 &dir,
@@ -42,6 +47,7 @@ pub fn run(args: ModelArgs) -> anyhow::Result<()> {
                     vocab_size,
                     seed,
                     force,
+                    warm_start_steps,
                 },
             )?;
             println!(

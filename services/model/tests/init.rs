@@ -14,6 +14,7 @@ fn options(seed: i64) -> InitOptions {
         vocab_size: 512,
         seed,
         force: false,
+        warm_start_steps: 0,
     }
 }
 
@@ -100,4 +101,27 @@ fn init_is_reproducible_and_refuses_to_overwrite_without_force() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("--vocab-size"), "{err}");
+}
+
+#[test]
+fn a_warm_start_makes_the_corpus_likelier() {
+    let (cold, warm) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    init(cold.path(), &options(5)).unwrap();
+    let mut o = options(5);
+    o.warm_start_steps = 30;
+    init(warm.path(), &o).unwrap();
+    let tok = ChatTokenizer::load(cold.path()).unwrap();
+    let lines: Vec<Vec<u32>> = clawline_model::init::CORPUS
+        .lines()
+        .take(40)
+        .map(|l| tok.encode(l).unwrap())
+        .collect();
+    let nll = |dir: &std::path::Path| {
+        clawline_model::init::corpus_nll(&Loaded::load(dir, Device::Cpu).unwrap(), &lines)
+    };
+    let (before, after) = (nll(cold.path()), nll(warm.path()));
+    assert!(
+        after < before - 1.0,
+        "nats per token: {before:.2} → {after:.2}"
+    );
 }

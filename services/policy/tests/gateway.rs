@@ -46,6 +46,7 @@ async fn the_gateway_captures_the_policy_servers_exact_tokens_and_logprobs() {
             vocab_size: 512,
             seed: 11,
             force: false,
+            warm_start_steps: 0,
         },
     )
     .unwrap();

@@ -32,6 +32,7 @@ fn model_dir(seed: i64) -> tempfile::TempDir {
             vocab_size: 512,
             seed,
             force: false,
+            warm_start_steps: 0,
         },
     )
     .unwrap();
