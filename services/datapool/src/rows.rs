@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BooleanBuilder, Float32Builder, Float64Builder, Int64Builder, ListBuilder,
-    StringBuilder, TimestampMillisecondBuilder, UInt32Builder, UInt64Builder,
+    ArrayBuilder, ArrayRef, BooleanBuilder, Float32Builder, Float64Builder, Int64Builder,
+    ListBuilder, StringBuilder, TimestampMillisecondBuilder, UInt32Builder, UInt64Builder,
 };
 use arrow::record_batch::RecordBatch;
 use serde_json::Value;
@@ -179,57 +179,43 @@ fn column(c: &Col, rows: &[Row]) -> ArrayRef {
             }
             Arc::new(b.finish())
         }
-        ListU32 => {
-            let mut b = ListBuilder::new(UInt32Builder::new());
-            for r in rows {
-                match value(r) {
-                    Some(Value::Array(items)) => {
-                        for i in items {
-                            b.values()
-                                .append_option(i.as_u64().and_then(|v| u32::try_from(v).ok()));
-                        }
-                        b.append(true);
-                    }
-                    _ => b.append(false),
+        ListU32 => list_column(UInt32Builder::new(), rows.iter().map(value), |b, i| {
+            b.append_option(i.as_u64().and_then(|v| u32::try_from(v).ok()));
+        }),
+        ListF32 => list_column(Float32Builder::new(), rows.iter().map(value), |b, i| {
+            b.append_option(i.as_f64().map(|v| v as f32));
+        }),
+        ListStr => list_column(
+            StringBuilder::new(),
+            rows.iter().map(value),
+            |b, i| match i {
+                Value::String(s) => b.append_value(s),
+                Value::Null => b.append_null(),
+                other => b.append_value(other.to_string()),
+            },
+        ),
+    }
+}
+
+/// A list column from each row's JSON array (null where a row has none), items added by `push`.
+fn list_column<B: ArrayBuilder>(
+    items: B,
+    values: impl Iterator<Item = Option<Value>>,
+    push: impl Fn(&mut B, &Value),
+) -> ArrayRef {
+    let mut b = ListBuilder::new(items);
+    for v in values {
+        match v {
+            Some(Value::Array(items)) => {
+                for i in &items {
+                    push(b.values(), i);
                 }
+                b.append(true);
             }
-            Arc::new(b.finish())
-        }
-        ListF32 => {
-            let mut b = ListBuilder::new(Float32Builder::new());
-            for r in rows {
-                match value(r) {
-                    Some(Value::Array(items)) => {
-                        for i in items {
-                            b.values().append_option(i.as_f64().map(|v| v as f32));
-                        }
-                        b.append(true);
-                    }
-                    _ => b.append(false),
-                }
-            }
-            Arc::new(b.finish())
-        }
-        ListStr => {
-            let mut b = ListBuilder::new(StringBuilder::new());
-            for r in rows {
-                match value(r) {
-                    Some(Value::Array(items)) => {
-                        for i in items {
-                            match i {
-                                Value::String(s) => b.values().append_value(s),
-                                Value::Null => b.values().append_null(),
-                                other => b.values().append_value(other.to_string()),
-                            }
-                        }
-                        b.append(true);
-                    }
-                    _ => b.append(false),
-                }
-            }
-            Arc::new(b.finish())
+            _ => b.append(false),
         }
     }
+    Arc::new(b.finish())
 }
 
 /// Any event's msgpack as JSON (named-field msgpack maps directly onto JSON objects).

@@ -164,9 +164,7 @@ async fn export_writes_a_dataset_with_a_manifest_that_pyarrow_reads() {
         hex::encode(sha2::Sha256::digest(&bytes))
     );
 
-    let python = std::env::var_os("HOME")
-        .map(|h| std::path::PathBuf::from(h).join(".cache/clawline/venv/bin/python"))
-        .unwrap();
+    let python = clawline_runtime::testing::python();
     let out = Command::new(python)
         .args(["-c", "import sys, pyarrow.parquet as pq; t = pq.read_table(sys.argv[1]); print(t.num_rows, t.schema.field('response_ids').type, t.column('response_text')[0])"])
         .arg(&file)

@@ -9,21 +9,7 @@ use std::path::PathBuf;
 use common::*;
 use serde_json::{Value, json};
 
-fn python() -> PathBuf {
-    let path = std::env::var_os("CLAWLINE_PYTHON")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .map(|h| PathBuf::from(h).join(".cache/clawline/venv/bin/python"))
-        })
-        .expect("HOME or CLAWLINE_PYTHON");
-    assert!(
-        path.is_file(),
-        "{} missing: run scripts/setup.sh (it creates the test venv with the openai package)",
-        path.display()
-    );
-    path
-}
+use clawline_runtime::testing::python;
 
 #[tokio::test]
 async fn the_official_openai_client_works_unchanged() {

@@ -270,26 +270,10 @@ fn sampling_follows_seed_temperature_top_k_and_stop_ids() {
     assert!(err.to_string().contains("positions"), "{err}");
 }
 
-fn python() -> std::path::PathBuf {
-    let path = std::env::var_os("CLAWLINE_PYTHON")
-        .map(std::path::PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .map(|h| std::path::PathBuf::from(h).join(".cache/clawline/venv/bin/python"))
-        })
-        .expect("HOME or CLAWLINE_PYTHON");
-    assert!(
-        path.is_file(),
-        "{} missing: run scripts/setup.sh",
-        path.display()
-    );
-    path
-}
-
 /// Logits from `scripts/llama_reference.py`, an independent numpy forward pass.
 fn reference_logits(dir: &Path, ids: &[i64]) -> Tensor {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/llama_reference.py");
-    let out = std::process::Command::new(python())
+    let out = std::process::Command::new(clawline_runtime::testing::python())
         .arg(script)
         .arg(dir)
         .args(ids.iter().map(i64::to_string))

@@ -285,18 +285,7 @@ async fn a_missing_runtime_library_is_a_clear_startup_error() {
 
 #[test]
 fn the_committed_models_regenerate_byte_for_byte() {
-    let python = std::env::var_os("CLAWLINE_PYTHON")
-        .map(std::path::PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .map(|h| std::path::PathBuf::from(h).join(".cache/clawline/venv/bin/python"))
-        })
-        .unwrap();
-    assert!(
-        python.is_file(),
-        "{} missing: run scripts/setup.sh",
-        python.display()
-    );
+    let python = clawline_runtime::testing::python();
     let root = repo_root();
     let out = tempfile::tempdir().unwrap();
     let lexicon = out.path().join("lexicon");

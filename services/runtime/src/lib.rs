@@ -9,6 +9,8 @@ pub mod keys;
 mod metrics;
 mod nats;
 mod shutdown;
+#[cfg(feature = "testing")]
+pub mod testing;
 #[cfg(feature = "tokenizer")]
 pub mod tokenize;
 mod tracing_init;

@@ -47,6 +47,7 @@ struct RewardRef {
 #[derive(Debug)]
 struct StepEntry {
     id: Box<str>,
+    fp: Fp,
     step_index: u32,
     choice_index: u32,
     token_source: TokenSource,
@@ -210,8 +211,8 @@ impl Pool {
         self.channels.get_mut(name).expect("inserted above")
     }
 
-    fn drop_step(&mut self, channel: &str, step_id: &str, reason: &str) {
-        if self.done.insert(Fp::of(step_id)) {
+    fn drop_step(&mut self, channel: &str, step: Fp, reason: &str) {
+        if self.done.insert(step) {
             let dropped = &mut self.channel(channel).stats.dropped;
             match dropped.get_mut(reason) {
                 Some(n) => *n += 1,
@@ -260,7 +261,7 @@ impl Pool {
         let key = self.traj_key(&step.tenant, &step.trajectory_uid);
         if step.response_ids.is_empty() || step.token_source == TokenSource::Untokenized {
             // Nothing a trainer can use; its trajectory goes on without it.
-            self.drop_step(&step.channel, &step.event_id, "untokenized");
+            self.drop_step(&step.channel, fp, "untokenized");
             self.traj_entry(key, &step.channel, &step.prompt_uid, step.event_time);
             return;
         }
@@ -268,6 +269,7 @@ impl Pool {
         self.step_home.insert(fp, key.clone());
         let entry = StepEntry {
             id: step.event_id.into_boxed_str(),
+            fp,
             step_index: step.step_index,
             choice_index: step.choice_index,
             token_source: step.token_source,

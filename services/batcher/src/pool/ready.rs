@@ -5,9 +5,7 @@ use std::collections::BTreeMap;
 
 use clawline_schemas::GroupMode;
 
-use super::{
-    Fp, Name, Pool, ReadyStep, ReadyTraj, RewardRef, StepEntry, Traj, TrajKey, Unit, secs_ms,
-};
+use super::{Name, Pool, ReadyStep, ReadyTraj, RewardRef, StepEntry, Traj, TrajKey, Unit, secs_ms};
 use crate::config::{ChannelConfig, Fallback, OnIdle, StalePolicy, ZeroVariance, matches};
 
 impl Pool {
@@ -47,8 +45,8 @@ impl Pool {
                 OnIdle::Abandon => {
                     let t = self.trajs.remove(&key).expect("present");
                     for s in &t.steps {
-                        self.step_home.remove(&Fp::of(&s.id));
-                        self.drop_step(&t.channel, &s.id, "abandoned");
+                        self.step_home.remove(&s.fp);
+                        self.drop_step(&t.channel, s.fp, "abandoned");
                     }
                     return;
                 }
@@ -74,7 +72,7 @@ impl Pool {
         let (at, _) = t.completed.unwrap_or((now_ms, truncated));
         let mut steps = Vec::with_capacity(t.steps.len());
         for s in t.steps {
-            let fp = Fp::of(&s.id);
+            let fp = s.fp;
             self.step_home.remove(&fp);
             if self.done.contains(&fp) {
                 continue;
@@ -86,7 +84,7 @@ impl Pool {
                         self.channel(&t.channel).stats.deadline_fallbacks += 1
                     }
                     Fallback::Drop => {
-                        self.drop_step(&t.channel, &s.id, "missing_reward");
+                        self.drop_step(&t.channel, s.fp, "missing_reward");
                         continue;
                     }
                 }
@@ -99,7 +97,7 @@ impl Pool {
             if staleness > self.cfg.staleness.max_lag {
                 match self.cfg.staleness.policy {
                     StalePolicy::Drop => {
-                        self.drop_step(&t.channel, &s.id, "stale");
+                        self.drop_step(&t.channel, s.fp, "stale");
                         continue;
                     }
                     StalePolicy::Cap => importance_cap = Some(self.cfg.staleness.importance_cap),
@@ -191,7 +189,7 @@ impl Pool {
     fn drop_trajs(&mut self, channel: &str, trajs: &[ReadyTraj], reason: &str) {
         for t in trajs {
             for s in &t.steps {
-                self.drop_step(channel, &s.entry.id, reason);
+                self.drop_step(channel, s.entry.fp, reason);
             }
         }
     }
