@@ -41,21 +41,47 @@ impl DurableSpec {
     }
 }
 
+fn pull_config(spec: &DurableSpec, deliver_policy: DeliverPolicy) -> pull::Config {
+    pull::Config {
+        durable_name: Some(spec.durable.clone()),
+        filter_subjects: spec.filter_subjects.clone(),
+        ack_policy: AckPolicy::Explicit,
+        deliver_policy,
+        ack_wait: spec.ack_wait,
+        max_deliver: spec.max_deliver,
+        max_ack_pending: spec.max_ack_pending,
+        ..Default::default()
+    }
+}
+
 /// Creates the durable consumer, or binds to it when it exists.
 pub async fn durable_consumer(
     js: &jetstream::Context,
     spec: &DurableSpec,
 ) -> Result<jetstream::consumer::Consumer<pull::Config>, async_nats::Error> {
     let stream = js.get_stream(spec.stream).await?;
-    let config = pull::Config {
-        durable_name: Some(spec.durable.clone()),
-        filter_subjects: spec.filter_subjects.clone(),
-        ack_policy: AckPolicy::Explicit,
-        deliver_policy: DeliverPolicy::All,
-        ack_wait: spec.ack_wait,
-        max_deliver: spec.max_deliver,
-        max_ack_pending: spec.max_ack_pending,
-        ..Default::default()
-    };
+    let config = pull_config(spec, DeliverPolicy::All);
     Ok(stream.get_or_create_consumer(&spec.durable, config).await?)
+}
+
+/// Replaces the durable consumer with one that starts after stream sequence `after`: for a
+/// service whose own checkpoint, not the consumer's ack floor, says what it has processed (the
+/// trainer). Deliveries the previous process held unacked come again at once instead of after
+/// their ack wait.
+pub async fn durable_consumer_after(
+    js: &jetstream::Context,
+    spec: &DurableSpec,
+    after: u64,
+) -> Result<jetstream::consumer::Consumer<pull::Config>, async_nats::Error> {
+    let stream = js.get_stream(spec.stream).await?;
+    if stream.consumer_info(&spec.durable).await.is_ok() {
+        stream.delete_consumer(&spec.durable).await?;
+    }
+    let config = pull_config(
+        spec,
+        DeliverPolicy::ByStartSequence {
+            start_sequence: after + 1,
+        },
+    );
+    Ok(stream.create_consumer(config).await?)
 }

@@ -29,7 +29,7 @@ mod topology;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use consumer::{DurableSpec, durable_consumer};
+pub use consumer::{DurableSpec, durable_consumer, durable_consumer_after};
 pub use event::{PublishError, decode_message, publish_event, publish_raw};
 pub use topology::{TopologyError, TopologyOptions, ensure_topology};
 

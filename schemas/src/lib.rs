@@ -14,6 +14,7 @@ mod ids;
 mod reward;
 mod step;
 mod trajectory;
+mod weights;
 
 pub use batch::{BatchFormed, BatchGroup, BatchStep, GroupMode};
 pub use codec::{CodecError, decode, encode};
@@ -22,6 +23,7 @@ pub use ids::{derived_id, new_event_id, now_ms};
 pub use reward::{RewardAssigned, RewardScope};
 pub use step::{Message, StepRecorded, StepSource, TokenSource, ToolCall};
 pub use trajectory::{CompletionReason, TrajectoryCompleted, TrajectoryRegistered};
+pub use weights::{LoraAdapter, TrainingMetrics, TrainingSummary, WeightsFormat, WeightsPublished};
 
 /// The schema version every event written by this build carries.
 pub const SCHEMA_VERSION: u16 = 1;

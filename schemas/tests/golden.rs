@@ -302,3 +302,62 @@ fn garbage_is_a_decode_error_not_a_panic() {
     assert!(decode::<StepRecorded>(b"\xc1\xff not msgpack").is_err());
     assert!(decode::<StepRecorded>(&[]).is_err());
 }
+
+#[test]
+fn weights_published_encoding_is_pinned() {
+    let sha = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+    check_golden(
+        "weights_published.msgpack",
+        &WeightsPublished {
+            event_id: WeightsPublished::id_for(4, sha),
+            event_time: 1_790_000_003_000,
+            producer: "clawline-trainer/0.1.0".into(),
+            schema_version: SCHEMA_VERSION,
+            version: 4,
+            parent: 3,
+            format: WeightsFormat::Lora,
+            bucket: "weights".into(),
+            object: "v4/adapter_model.safetensors".into(),
+            sha256: sha.into(),
+            size: 123_456,
+            base_model: "tiny".into(),
+            lora: Some(LoraAdapter {
+                r: 8,
+                alpha: 16.0,
+                target_modules: vec!["q_proj".into(), "v_proj".into()],
+            }),
+            batch_ids: vec!["bat_1".into(), "bat_2".into()],
+            first_batch_seq: 7,
+            last_batch_seq: 9,
+            metrics: TrainingSummary {
+                updates: 2,
+                steps: 16,
+                tokens: 640,
+                loss: -0.01,
+                policy_loss: -0.01,
+                ratio_mean: 1.0,
+                clip_fraction: 0.0,
+                kl: 0.0,
+                entropy: 2.5,
+                grad_norm: 0.7,
+                reward_mean: 0.4,
+            },
+        },
+    );
+}
+
+#[test]
+fn weights_ids_name_version_and_content() {
+    assert_eq!(
+        WeightsPublished::id_for(4, "ab"),
+        WeightsPublished::id_for(4, "ab")
+    );
+    assert_ne!(
+        WeightsPublished::id_for(4, "ab"),
+        WeightsPublished::id_for(5, "ab")
+    );
+    assert_ne!(
+        WeightsPublished::id_for(4, "ab"),
+        WeightsPublished::id_for(4, "cd")
+    );
+}

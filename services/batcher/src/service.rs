@@ -13,10 +13,8 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use async_nats::jetstream::context::PublishAckFuture;
-use axum::Router;
-use axum::routing::get;
 use clawline_nats::{streams, subjects};
-use clawline_runtime::{CancellationToken, TaskSet, connect_nats};
+use clawline_runtime::{CancellationToken, TaskSet, admin_routes, connect_nats, json_snapshot};
 use clawline_schemas::{RewardAssigned, TrajectoryCompleted, now_ms};
 use futures::StreamExt;
 use serde::Serialize;
@@ -114,25 +112,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     drop(tx);
 
     let stats = Arc::new(Mutex::new(Stats::default()));
-    let app = {
-        let stats = stats.clone();
-        Router::new()
-            .route("/healthz", get(|| async { "ok" }))
-            .route(
-                "/stats",
-                get(move || {
-                    let s = stats.lock().map(|s| s.clone()).unwrap_or_default();
-                    async move { axum::Json(s) }
-                }),
-            )
-    };
-    let stop = shutdown.clone();
-    tasks.spawn("http", async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await
-            .map_err(anyhow::Error::from)
-    });
+    let app = admin_routes(None).route("/stats", json_snapshot(stats.clone()));
+    tasks.serve(listener, app);
     let stats_requests = client
         .subscribe(subjects::DATAPOOL_STATS)
         .await

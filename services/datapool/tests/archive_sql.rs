@@ -139,6 +139,20 @@ async fn every_table_has_its_schema_with_token_lists_and_text() {
     publish_event(&js, subjects::FEEDBACK.into(), &fb)
         .await
         .unwrap();
+    let weights = WeightsPublished {
+        event_id: WeightsPublished::id_for(3, "ab12"),
+        event_time: now_ms(),
+        version: 3,
+        parent: 2,
+        format: WeightsFormat::Lora,
+        object: "v3/adapter_model.safetensors".into(),
+        sha256: "ab12".into(),
+        size: 4096,
+        ..Default::default()
+    };
+    publish_event(&js, subjects::WEIGHTS_PUBLISHED.into(), &weights)
+        .await
+        .unwrap();
     let mut a = archiver(&nats, &root, 1);
     wait_checkpoint(&root, "STEPS", 1).await;
     wait_checkpoint(&root, "TRAJECTORIES", 1).await;
@@ -197,6 +211,19 @@ async fn every_table_has_its_schema_with_token_lists_and_text() {
     );
     let rows = query_json(&sql, "SELECT thumbs, step_id FROM feedback", &Scope::All).await;
     assert_eq!(rows, vec![json!({"thumbs": "up", "step_id": s.event_id})]);
+    let rows = query_json(
+        &sql,
+        "SELECT event, version, parent, format, object, sha256, size FROM weights",
+        &Scope::All,
+    )
+    .await;
+    assert_eq!(
+        rows,
+        vec![
+            json!({"event": "published", "version": 3, "parent": 2, "format": "lora",
+            "object": "v3/adapter_model.safetensors", "sha256": "ab12", "size": 4096})
+        ]
+    );
 }
 
 #[tokio::test]

@@ -146,6 +146,11 @@ impl Optimizer for AdamW {
                     .moments
                     .entry(name.clone())
                     .or_insert_with(|| (p.zeros_like(), p.zeros_like()));
+                if m.device() != p.device() {
+                    // State read from a checkpoint lands on the CPU.
+                    *m = m.to_device(p.device());
+                    *v = v.to_device(p.device());
+                }
                 let mut p = p.shallow_clone();
                 let _ = p.g_mul_scalar_(1.0 - self.lr * self.weight_decay);
                 *m = &*m * self.beta1 + &g * (1.0 - self.beta1);

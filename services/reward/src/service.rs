@@ -5,10 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind, Message};
-use axum::Router;
-use axum::routing::get;
 use clawline_nats::{DurableSpec, durable_consumer, streams, subjects};
-use clawline_runtime::{CancellationToken, Metrics, TaskSet, connect_nats};
+use clawline_runtime::{CancellationToken, Metrics, TaskSet, admin_routes, connect_nats};
 use clawline_schemas::{FeedbackReceived, RewardAssigned, StepRecorded, TrajectoryCompleted};
 use futures::StreamExt;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -240,23 +238,7 @@ impl Service {
             "compute",
             answer_compute(ctx.clone(), client.clone(), shutdown.clone()),
         );
-        let registry = self.registry.clone();
-        let app = Router::new()
-            .route("/healthz", get(|| async { "ok" }))
-            .route(
-                "/metrics",
-                get(move || {
-                    let r = registry.clone();
-                    async move { r.render() }
-                }),
-            );
-        let stop = shutdown.clone();
-        tasks.spawn("http", async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await
-                .map_err(anyhow::Error::from)
-        });
+        tasks.serve(listener, admin_routes(Some(self.registry.clone())));
         tasks.join().await
     }
 }

@@ -16,7 +16,7 @@ pub mod tokenize;
 mod tracing_init;
 
 pub use args::{LogArgs, LogFormat, NatsArgs};
-pub use metrics::Metrics;
+pub use metrics::{Metrics, admin_routes, json_snapshot};
 pub use nats::{connect_nats, watch_policy_version};
 pub use shutdown::{Shutdown, TaskSet};
 pub use tracing_init::init_tracing;

@@ -36,3 +36,30 @@ impl Metrics {
         out
     }
 }
+
+/// `/healthz`, and `/metrics` rendering `metrics`: the routes every service's admin port has.
+pub fn admin_routes(metrics: Option<Metrics>) -> axum::Router {
+    use axum::routing::get;
+    let router = axum::Router::new().route("/healthz", get(|| async { "ok" }));
+    match metrics {
+        Some(m) => router.route(
+            "/metrics",
+            get(move || {
+                let text = m.render();
+                async move { text }
+            }),
+        ),
+        None => router,
+    }
+}
+
+/// A GET handler answering the current value of `shared` as JSON (a service's `/stats`).
+pub fn json_snapshot<T>(shared: Arc<Mutex<T>>) -> axum::routing::MethodRouter
+where
+    T: Clone + Default + serde::Serialize + Send + 'static,
+{
+    axum::routing::get(move || {
+        let value = shared.lock().map(|s| s.clone()).unwrap_or_default();
+        async move { axum::Json(value) }
+    })
+}

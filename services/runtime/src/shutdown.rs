@@ -94,6 +94,17 @@ impl TaskSet {
         });
     }
 
+    /// Serves `app` on `listener` until the token is cancelled.
+    pub fn serve(&mut self, listener: tokio::net::TcpListener, app: axum::Router) {
+        let stop = self.token.clone();
+        self.spawn("http", async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+                .map_err(anyhow::Error::from)
+        });
+    }
+
     /// Waits for every task; the first error (or panic) is returned.
     pub async fn join(mut self) -> anyhow::Result<()> {
         let mut first: Option<anyhow::Error> = None;

@@ -1,0 +1,176 @@
+//! clawline-trainer — learns from the batches the batcher forms and publishes weight versions.
+//!
+//! Reads BATCHES with a durable consumer (`clawline.batches.<channel>`), turns each batch's steps
+//! into policy-gradient samples (GRPO / PPO-clip on the behaviour logprobs the steps carry), runs one
+//! AdamW update per batch, and every `--publish-every` updates stores a version in the `weights`
+//! object store with a `WeightsPublished` event. Training metrics go to
+//! `clawline.metrics.training` (core NATS, JSON).
+//!
+//! Exactly once: a checkpoint (weights, optimizer state, the last trained batch's stream sequence,
+//! the version being published) is written before any batch it covers is acked; at start the
+//! durable consumer is recreated to begin right after the checkpoint's sequence, and a batch at or
+//! below it is acked without training. A killed trainer resumes from its checkpoint and trains
+//! every batch once.
+//!
+//! Owns: the update, checkpoints, version numbering. Must not serve requests or activate weights
+//! (the broadcaster does).
+
+mod checkpoint;
+mod learner;
+mod metrics;
+mod publish;
+mod service;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+use clawline_runtime::{LogArgs, NatsArgs};
+
+pub use checkpoint::{Checkpoints, State};
+pub use learner::{Learner, Trained};
+pub use service::run;
+
+/// `clawline-trainer` flags.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "clawline-trainer",
+    version,
+    about = "Trains the policy on clawline's batches and publishes weight versions"
+)]
+pub struct Config {
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    #[command(flatten)]
+    pub log: LogArgs,
+    /// The base model directory (HF layout: config.json, model.safetensors), as `clawline model
+    /// init` writes it; version 0.
+    #[arg(long, env = "CLAWLINE_MODEL")]
+    pub model: PathBuf,
+    /// Where checkpoints live; a trainer started on a directory with one resumes from it.
+    #[arg(
+        long = "checkpoint-dir",
+        env = "CLAWLINE_TRAINER_CHECKPOINTS",
+        default_value = "./data/trainer"
+    )]
+    pub checkpoint_dir: PathBuf,
+    /// `cpu`, `cuda`, `cuda:N` or `auto` (CUDA when present).
+    #[arg(long, env = "CLAWLINE_TRAINER_DEVICE", default_value = "auto")]
+    pub device: String,
+    /// Channels to train on (repeat or comma-separate).
+    #[arg(long = "channel", value_delimiter = ',', default_value = "train")]
+    pub channels: Vec<String>,
+    /// Durable consumer name on BATCHES.
+    #[arg(long, default_value = "trainer")]
+    pub durable: String,
+    /// Updates (batches) per published version.
+    #[arg(long = "publish-every", default_value_t = 4)]
+    pub publish_every: u64,
+    /// Updates per checkpoint between versions (a version is always checkpointed). Batches are
+    /// acked only once a checkpoint covers them; a quiet second also writes one.
+    #[arg(long = "checkpoint-every", default_value_t = 1)]
+    pub checkpoint_every: u64,
+    /// AdamW learning rate.
+    #[arg(long, default_value_t = 1e-5)]
+    pub lr: f64,
+    /// AdamW decoupled weight decay.
+    #[arg(long = "weight-decay", default_value_t = 0.0)]
+    pub weight_decay: f64,
+    /// PPO clip range: ratios are kept within [1 − clip_low, 1 + clip_high].
+    #[arg(long = "clip-low", default_value_t = 0.2)]
+    pub clip_low: f64,
+    #[arg(long = "clip-high", default_value_t = 0.28)]
+    pub clip_high: f64,
+    /// Weight of the KL penalty to the base model (0 = off; on, the base is kept in memory).
+    #[arg(long = "kl-coef", default_value_t = 0.0)]
+    pub kl_coef: f64,
+    /// Weight of the entropy bonus.
+    #[arg(long = "entropy-coef", default_value_t = 0.0)]
+    pub entropy_coef: f64,
+    /// Samples per forward/backward pass (gradients add up over the batch).
+    #[arg(long = "micro-batch", default_value_t = 8)]
+    pub micro_batch: usize,
+    /// Global gradient-norm clipping (0 = off).
+    #[arg(long = "max-grad-norm", default_value_t = 1.0)]
+    pub max_grad_norm: f64,
+    /// Train LoRA adapters of this rank instead of every weight; versions are PEFT adapters.
+    #[arg(long = "lora-r")]
+    pub lora_r: Option<usize>,
+    #[arg(long = "lora-alpha", default_value_t = 16.0)]
+    pub lora_alpha: f64,
+    #[arg(
+        long = "lora-targets",
+        value_delimiter = ',',
+        default_value = "q_proj,k_proj,v_proj,o_proj"
+    )]
+    pub lora_targets: Vec<String>,
+    /// Seed of fresh LoRA adapters.
+    #[arg(long, default_value_t = 0)]
+    pub seed: i64,
+    /// Seconds a delivered batch may stay unacked before redelivery (progress is signalled while
+    /// training, so only a dead trainer lets it lapse).
+    #[arg(long = "ack-wait", default_value_t = 60)]
+    pub ack_wait_secs: u64,
+    /// Address of `/healthz`, `/metrics` and `/status`.
+    #[arg(
+        long,
+        env = "CLAWLINE_TRAINER_LISTEN",
+        default_value = "127.0.0.1:8105"
+    )]
+    pub listen: SocketAddr,
+}
+
+impl Config {
+    /// Flag values that cannot work, named by flag.
+    pub fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.publish_every >= 1,
+            "--publish-every must be at least 1"
+        );
+        anyhow::ensure!(
+            self.checkpoint_every >= 1,
+            "--checkpoint-every must be at least 1"
+        );
+        anyhow::ensure!(
+            self.lr > 0.0 && self.lr.is_finite(),
+            "--lr must be a positive number"
+        );
+        anyhow::ensure!(self.micro_batch >= 1, "--micro-batch must be at least 1");
+        anyhow::ensure!(
+            self.clip_low >= 0.0 && self.clip_low < 1.0,
+            "--clip-low must be in [0, 1)"
+        );
+        anyhow::ensure!(self.clip_high >= 0.0, "--clip-high must be at least 0");
+        anyhow::ensure!(self.ack_wait_secs >= 5, "--ack-wait must be at least 5");
+        for channel in &self.channels {
+            anyhow::ensure!(
+                clawline_nats::subjects::is_valid_token(channel),
+                "--channel {channel:?}: 1-64 characters of [A-Za-z0-9_-]"
+            );
+        }
+        if self.lora_r == Some(0) {
+            anyhow::bail!("--lora-r must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// The LoRA settings, when adapters are trained.
+    pub fn lora(&self) -> Option<clawline_model::lora::LoraConfig> {
+        self.lora_r.map(|r| clawline_model::lora::LoraConfig {
+            r,
+            alpha: self.lora_alpha,
+            target_modules: self.lora_targets.clone(),
+        })
+    }
+
+    pub fn loss(&self) -> clawline_model::loss::LossConfig {
+        clawline_model::loss::LossConfig {
+            clip_low: self.clip_low,
+            clip_high: self.clip_high,
+            kl_coef: self.kl_coef,
+            entropy_coef: self.entropy_coef,
+            micro_batch: self.micro_batch,
+            max_grad_norm: self.max_grad_norm,
+        }
+    }
+}

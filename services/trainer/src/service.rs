@@ -1,0 +1,435 @@
+//! The running trainer: resume from the checkpoint, finish a version it had started publishing,
+//! then follow BATCHES. Each batch is trained (on a blocking thread, with progress acks so the
+//! delivery does not lapse), held unacked until a checkpoint covers it, and acked after.
+
+use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_nats::jetstream::{self, AckKind, Message};
+use clawline_model::AdamW;
+use clawline_nats::{DurableSpec, buckets, durable_consumer_after, streams, subjects};
+use clawline_runtime::{
+    CancellationToken, Metrics, TaskSet, admin_routes, connect_nats, json_snapshot,
+};
+use clawline_schemas::{BatchFormed, TrainingMetrics, WeightsPublished, now_ms};
+use futures::StreamExt;
+use serde::Serialize;
+
+use crate::Config;
+use crate::checkpoint::{Checkpoints, State};
+use crate::learner::{Learner, Trained, published_file_name};
+use crate::metrics::TrainerMetrics;
+use crate::publish::{last_published_version, publish};
+
+/// `GET /status`.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Status {
+    pub version: u64,
+    pub updates: u64,
+    pub last_batch_seq: u64,
+    pub updates_since_version: u64,
+    pub last: Option<TrainingMetrics>,
+}
+
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    config.check()?;
+    let device = clawline_model::device(&config.device)?;
+    let checkpoints = Checkpoints::open(&config.checkpoint_dir)?;
+    let client = connect_nats(&config.nats, "clawline-trainer", true).await?;
+    let js = jetstream::new(client.clone());
+    clawline_nats::ensure_topology(&js, &config.nats.topology()).await?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("--listen {}: {e}", config.listen))?;
+
+    let (learner, state, dir, checkpoints) = {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || {
+            let (learner, state, dir) = start(&config, device, &checkpoints)?;
+            anyhow::Ok((learner, state, dir, checkpoints))
+        })
+        .await??
+    };
+    tracing::info!(
+        version = state.version,
+        last_batch_seq = state.last_batch_seq,
+        updates = state.updates,
+        resumed = dir.is_some(),
+        "trainer ready"
+    );
+
+    let registry = Metrics::new("clawline_trainer");
+    let metrics = TrainerMetrics::new(&registry);
+    let status = Arc::new(Mutex::new(Status::default()));
+    let mut tasks = TaskSet::new(shutdown.clone());
+    tasks.serve(
+        listener,
+        admin_routes(Some(registry)).route("/status", json_snapshot(status.clone())),
+    );
+
+    let mut trainer = Trainer {
+        js: js.clone(),
+        client,
+        ack_wait: Duration::from_secs(config.ack_wait_secs),
+        publish_every: config.publish_every,
+        checkpoint_every: config.checkpoint_every as usize,
+        checkpoints: Arc::new(checkpoints),
+        learner: Some(learner),
+        state,
+        dir,
+        held: Vec::new(),
+        metrics,
+        status,
+        producer: format!("clawline-trainer/{}", env!("CARGO_PKG_VERSION")),
+    };
+    trainer.refresh_status();
+    if trainer.state.pending.is_some() {
+        trainer.finish_publish(&shutdown).await?;
+    }
+    let spec = DurableSpec {
+        ack_wait: trainer.ack_wait,
+        // Never give up on a batch: one skipped by JetStream would be a batch never trained.
+        max_deliver: -1,
+        max_ack_pending: config.checkpoint_every as i64,
+        ..DurableSpec::new(streams::BATCHES, config.durable.clone())
+            .filter(config.channels.iter().map(|c| subjects::batches(c)))
+    };
+    let consumer = durable_consumer_after(&js, &spec, trainer.state.last_batch_seq)
+        .await
+        .map_err(|e| anyhow::anyhow!("consumer {} on BATCHES: {e}", config.durable))?;
+    let mut messages = consumer.messages().await.context("reading BATCHES")?.fuse();
+    let main = async {
+        loop {
+            let idle = if trainer.held.is_empty() {
+                Duration::from_secs(3600)
+            } else {
+                Duration::from_secs(1)
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                next = tokio::time::timeout(idle, messages.next()) => match next {
+                    // A quiet second with batches held: checkpoint them.
+                    Err(_) => trainer.checkpoint().await?,
+                    Ok(Some(Ok(message))) => trainer.handle(message, &shutdown).await?,
+                    Ok(Some(Err(e))) => tracing::warn!(error = %e, "BATCHES delivery"),
+                    Ok(None) => anyhow::bail!("the BATCHES consumer ended"),
+                },
+            }
+        }
+        trainer.checkpoint().await
+    };
+    let result = main.await;
+    shutdown.cancel();
+    tasks.join().await?;
+    result
+}
+
+/// Builds the learner and restores the newest checkpoint, refusing one made with other flags.
+fn start(
+    config: &Config,
+    device: tch::Device,
+    checkpoints: &Checkpoints,
+) -> anyhow::Result<(Learner, State, Option<PathBuf>)> {
+    let mut optimizer = AdamW::new(config.lr);
+    optimizer.weight_decay = config.weight_decay;
+    let lora = config.lora();
+    let mut learner = Learner::new(
+        &config.model,
+        lora.as_ref(),
+        config.seed,
+        device,
+        optimizer,
+        config.loss(),
+    )?;
+    let base_model = config
+        .model
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| config.model.display().to_string());
+    match checkpoints.latest()? {
+        Some((dir, state)) => {
+            anyhow::ensure!(
+                state.format == learner.format() && state.lora == learner.lora(),
+                "--checkpoint-dir {}: its checkpoint trains {:?} {:?}, the flags ask for {:?} {:?} \
+                 (use the same --lora-* flags or another --checkpoint-dir)",
+                config.checkpoint_dir.display(),
+                state.format,
+                state.lora,
+                learner.format(),
+                learner.lora()
+            );
+            learner.restore(&dir)?;
+            Ok((learner, state, Some(dir)))
+        }
+        None => {
+            let state = State {
+                format: learner.format(),
+                lora: learner.lora(),
+                base_model,
+                ..Default::default()
+            };
+            Ok((learner, state, None))
+        }
+    }
+}
+
+struct Trainer {
+    js: jetstream::Context,
+    client: async_nats::Client,
+    ack_wait: Duration,
+    publish_every: u64,
+    checkpoint_every: usize,
+    checkpoints: Arc<Checkpoints>,
+    /// Taken while a blocking task uses it.
+    learner: Option<Learner>,
+    state: State,
+    /// The current checkpoint.
+    dir: Option<PathBuf>,
+    /// Batches done but not yet covered by a checkpoint: acked after the next one.
+    held: Vec<Message>,
+    metrics: TrainerMetrics,
+    status: Arc<Mutex<Status>>,
+    producer: String,
+}
+
+impl Trainer {
+    async fn handle(
+        &mut self,
+        message: Message,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        let seq = match message.info() {
+            Ok(info) => info.stream_sequence,
+            Err(e) => {
+                tracing::warn!(error = %e, "a BATCHES message without delivery info; ignored");
+                return Ok(());
+            }
+        };
+        if seq <= self.state.last_batch_seq {
+            // Covered by the checkpoint: trained before a restart whose ack was lost.
+            self.metrics.batch("already_trained");
+            let _ = message.ack().await;
+            return Ok(());
+        }
+        match clawline_nats::decode_message::<BatchFormed>(&message.payload) {
+            Err(e) => {
+                tracing::warn!(seq, error = %e, "a BATCHES message is not a BatchFormed; skipped");
+                self.metrics.batch("rejected");
+            }
+            Ok(batch) => {
+                let (id, channel) = (batch.event_id.clone(), batch.channel.clone());
+                let result = self
+                    .blocking(Some(&message), move |learner| learner.train(&batch))
+                    .await
+                    .and_then(|r| r);
+                match result {
+                    Ok(trained) => self.record(seq, &id, &channel, &trained).await,
+                    Err(e) => {
+                        tracing::error!(seq, batch = %id, error = %format!("{e:#}"), "training failed; batch skipped");
+                        self.metrics.batch("failed");
+                    }
+                }
+            }
+        }
+        self.state.last_batch_seq = seq;
+        self.held.push(message);
+        if self.state.since.updates() >= self.publish_every {
+            self.publish_version(shutdown).await?;
+        } else if self.held.len() >= self.checkpoint_every {
+            self.checkpoint().await?;
+        }
+        self.refresh_status();
+        Ok(())
+    }
+
+    /// Counts a trained batch and sends its metrics to the dashboard subject.
+    async fn record(&mut self, seq: u64, batch_id: &str, channel: &str, trained: &Trained) {
+        for (reason, n) in &trained.skipped {
+            self.metrics.skipped(reason, *n);
+        }
+        let Some(m) = &trained.metrics else {
+            tracing::warn!(seq, batch = %batch_id, skipped = ?trained.skipped, "no learnable step in the batch");
+            self.metrics.batch("empty");
+            return;
+        };
+        self.metrics.batch("trained");
+        self.metrics
+            .trained(trained.steps, m.tokens, trained.seconds);
+        self.state.updates += 1;
+        self.state.since.add(seq, batch_id, trained);
+        let report = TrainingMetrics {
+            event_time: now_ms(),
+            batch_id: batch_id.to_string(),
+            batch_seq: seq,
+            channel: channel.to_string(),
+            version: self.state.version,
+            update: self.state.updates,
+            steps: trained.steps,
+            skipped_steps: trained.skipped_steps(),
+            tokens: m.tokens,
+            loss: m.loss,
+            policy_loss: m.policy_loss,
+            ratio_mean: m.ratio_mean,
+            clip_fraction: m.clip_fraction,
+            kl: m.kl,
+            entropy: m.entropy,
+            grad_norm: m.grad_norm,
+            reward_mean: trained.reward_mean,
+            staleness_mean: trained.staleness_mean,
+            seconds: trained.seconds,
+            tokens_per_second: m.tokens as f64 / trained.seconds.max(1e-9),
+        };
+        tracing::info!(
+            seq,
+            update = report.update,
+            steps = report.steps,
+            loss = report.loss,
+            ratio = report.ratio_mean,
+            reward = report.reward_mean,
+            "trained"
+        );
+        if let Ok(json) = serde_json::to_vec(&report) {
+            // Core NATS, best effort: the dashboard's view, not a record.
+            let _ = self
+                .client
+                .publish(subjects::TRAINING_METRICS, json.into())
+                .await;
+        }
+        if let Ok(mut s) = self.status.lock() {
+            s.last = Some(report);
+        }
+    }
+
+    /// Writes a checkpoint covering every held batch, then acks them.
+    async fn checkpoint(&mut self) -> anyhow::Result<()> {
+        if self.held.is_empty() && self.state.pending.is_none() {
+            return Ok(());
+        }
+        let checkpoints = self.checkpoints.clone();
+        let mut state = self.state.clone();
+        let (state, dir) = self
+            .blocking(None, move |learner| {
+                let dir = checkpoints.write(&mut state, |d| learner.save(d));
+                (state, dir)
+            })
+            .await?;
+        self.dir = Some(dir?);
+        self.state = state;
+        self.metrics.checkpoints.inc();
+        for message in self.held.drain(..) {
+            if let Err(e) = message.ack().await {
+                // Harmless: a redelivered batch at or below the checkpoint is skipped.
+                tracing::debug!(error = %e, "ack failed");
+            }
+        }
+        Ok(())
+    }
+
+    /// Numbers a version, checkpoints it (its weights file is the version's), publishes it.
+    async fn publish_version(&mut self, shutdown: &CancellationToken) -> anyhow::Result<()> {
+        let on_stream = last_published_version(&self.js).await?;
+        let version = self.state.version.max(on_stream) + 1;
+        let since = &self.state.since;
+        self.state.pending = Some(WeightsPublished {
+            event_id: String::new(),
+            event_time: now_ms(),
+            producer: self.producer.clone(),
+            schema_version: clawline_schemas::SCHEMA_VERSION,
+            version,
+            parent: self.state.version,
+            format: self.state.format,
+            bucket: buckets::WEIGHTS_OBJECTS.to_string(),
+            object: format!("v{version}/{}", published_file_name(self.state.format)),
+            // Filled by the checkpoint from the file it writes.
+            sha256: String::new(),
+            size: 0,
+            base_model: self.state.base_model.clone(),
+            lora: self.state.lora.clone(),
+            batch_ids: since.batch_ids.clone(),
+            first_batch_seq: since.first_batch_seq,
+            last_batch_seq: since.last_batch_seq,
+            metrics: since.summary(),
+        });
+        self.checkpoint().await?;
+        self.finish_publish(shutdown).await
+    }
+
+    /// Publishes the checkpoint's pending version (retrying while NATS is away), then records it.
+    async fn finish_publish(&mut self, shutdown: &CancellationToken) -> anyhow::Result<()> {
+        let (Some(event), Some(dir)) = (self.state.pending.clone(), self.dir.clone()) else {
+            return Ok(());
+        };
+        let mut delay = Duration::from_millis(200);
+        while let Err(e) = publish(&self.js, &dir, &event).await {
+            tracing::warn!(version = event.version, error = %format!("{e:#}"), "publishing weights; retrying");
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(Duration::from_secs(10));
+        }
+        tracing::info!(
+            version = event.version,
+            parent = event.parent,
+            sha256 = %event.sha256,
+            size = event.size,
+            batches = event.batch_ids.len(),
+            "weights published"
+        );
+        self.metrics.published(event.version);
+        self.state.version = event.version;
+        self.state.since = Default::default();
+        self.state.pending = None;
+        self.checkpoints.rewrite_state(&dir, &self.state)?;
+        self.refresh_status();
+        Ok(())
+    }
+
+    /// Runs `f` on the learner on a blocking thread, keeping `current` and the held batches'
+    /// deliveries alive meanwhile. A panic inside libtorch becomes an error, the learner kept.
+    async fn blocking<T: Send + 'static>(
+        &mut self,
+        current: Option<&Message>,
+        f: impl FnOnce(&mut Learner) -> T + Send + 'static,
+    ) -> anyhow::Result<T> {
+        let mut learner = self.learner.take().context("the learner is busy")?;
+        let mut task = tokio::task::spawn_blocking(move || {
+            let out = std::panic::catch_unwind(AssertUnwindSafe(|| f(&mut learner)));
+            (learner, out)
+        });
+        let mut tick = tokio::time::interval(self.ack_wait / 3);
+        tick.tick().await;
+        let (learner, out) = loop {
+            tokio::select! {
+                joined = &mut task => break joined.context("the training thread died")?,
+                _ = tick.tick() => {
+                    for message in self.held.iter().chain(current) {
+                        let _ = message.ack_with(AckKind::Progress).await;
+                    }
+                }
+            }
+        };
+        self.learner = Some(learner);
+        out.map_err(|panic| {
+            let what = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            anyhow::anyhow!("libtorch failed: {what}")
+        })
+    }
+
+    fn refresh_status(&self) {
+        if let Ok(mut s) = self.status.lock() {
+            s.version = self.state.version;
+            s.updates = self.state.updates;
+            s.last_batch_seq = self.state.last_batch_seq;
+            s.updates_since_version = self.state.since.updates();
+        }
+        self.metrics.version.set(self.state.version as i64);
+    }
+}
