@@ -11,6 +11,10 @@ pub const STATE: &str = "state";
 /// Key in [`STATE`]: the policy version every engine serves (set by the broadcaster, read by the
 /// gateway to stamp steps and by the batcher to measure staleness). Value: decimal text.
 pub const POLICY_VERSION_KEY: &str = "policy.version";
+/// Key in [`STATE`]: the model name requests must carry for the serving version, when an engine
+/// serves it under its own name (a LoRA adapter on vLLM / SGLang); empty when unchanged. Set by the
+/// broadcaster, read by the gateway.
+pub const POLICY_MODEL_KEY: &str = "policy.model";
 
 pub fn state(opts: &TopologyOptions) -> kv::Config {
     kv::Config {

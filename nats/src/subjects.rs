@@ -19,6 +19,9 @@ pub const WEIGHTS_PUBLISHED: &str = "clawline.weights.published";
 pub const WEIGHTS_ACTIVATED: &str = "clawline.weights.activated";
 /// broadcaster → archiver, dashboard; `WeightsRejected`.
 pub const WEIGHTS_REJECTED: &str = "clawline.weights.rejected";
+/// `clawline weights activate|rollback|list` → broadcaster (core NATS request/reply, JSON; outside
+/// `clawline.weights.>` so the WEIGHTS stream does not store the requests).
+pub const WEIGHTS_CONTROL: &str = "clawline.control.weights";
 /// trainer → dashboard (core NATS, not stored); training metrics per step.
 pub const TRAINING_METRICS: &str = "clawline.metrics.training";
 /// Request subject (core NATS request/reply, queue group `reward`) answered by the reward scorer:

@@ -23,7 +23,10 @@ pub use ids::{derived_id, new_event_id, now_ms};
 pub use reward::{RewardAssigned, RewardScope};
 pub use step::{Message, StepRecorded, StepSource, TokenSource, ToolCall};
 pub use trajectory::{CompletionReason, TrajectoryCompleted, TrajectoryRegistered};
-pub use weights::{LoraAdapter, TrainingMetrics, TrainingSummary, WeightsFormat, WeightsPublished};
+pub use weights::{
+    CanaryResult, LoraAdapter, TrainingMetrics, TrainingSummary, WeightsActivated, WeightsFormat,
+    WeightsPublished, WeightsRejected,
+};
 
 /// The schema version every event written by this build carries.
 pub const SCHEMA_VERSION: u16 = 1;

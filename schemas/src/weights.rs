@@ -113,3 +113,56 @@ pub struct TrainingMetrics {
     pub seconds: f64,
     pub tokens_per_second: f64,
 }
+
+/// The result of a canary evaluation: mean reward of each version's answers to the same prompts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct CanaryResult {
+    pub prompts: u32,
+    pub candidate_reward: f64,
+    pub serving_reward: f64,
+    /// The serving version compared against.
+    pub serving_version: u64,
+    /// How much worse than the serving version the candidate may score and still be promoted.
+    pub tolerance: f64,
+}
+
+/// A version now serving on one engine. Produced by the broadcaster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct WeightsActivated {
+    pub event_id: String,
+    pub event_time: i64,
+    pub producer: String,
+    pub schema_version: u16,
+
+    pub version: u64,
+    /// The engine's name in the broadcaster's configuration.
+    pub engine: String,
+    pub sha256: String,
+    /// Why it was activated: `published` (a new version), `activate` / `rollback` (an operator).
+    pub reason: String,
+    /// Seconds from the version's `WeightsPublished` to this engine serving it.
+    #[serde(default)]
+    pub seconds: f64,
+    #[serde(default)]
+    pub canary: Option<CanaryResult>,
+}
+
+impl_event!(WeightsActivated, "weights_activated");
+
+/// A version an engine did not take (integrity, canary, the engine refused), the old one serving.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct WeightsRejected {
+    pub event_id: String,
+    pub event_time: i64,
+    pub producer: String,
+    pub schema_version: u16,
+
+    pub version: u64,
+    pub engine: String,
+    pub sha256: String,
+    pub reason: String,
+    #[serde(default)]
+    pub canary: Option<CanaryResult>,
+}
+
+impl_event!(WeightsRejected, "weights_rejected");

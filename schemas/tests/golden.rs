@@ -361,3 +361,43 @@ fn weights_ids_name_version_and_content() {
         WeightsPublished::id_for(4, "cd")
     );
 }
+
+#[test]
+fn weights_activation_encodings_are_pinned() {
+    let canary = CanaryResult {
+        prompts: 8,
+        candidate_reward: 0.61,
+        serving_reward: 0.58,
+        serving_version: 3,
+        tolerance: 0.02,
+    };
+    check_golden(
+        "weights_activated.msgpack",
+        &WeightsActivated {
+            event_id: "wac_1".into(),
+            event_time: 1_790_000_004_000,
+            producer: "clawline-broadcaster/0.1.0".into(),
+            schema_version: SCHEMA_VERSION,
+            version: 4,
+            engine: "policy".into(),
+            sha256: "ab12".into(),
+            reason: "published".into(),
+            seconds: 0.25,
+            canary: Some(canary.clone()),
+        },
+    );
+    check_golden(
+        "weights_rejected.msgpack",
+        &WeightsRejected {
+            event_id: "wrj_1".into(),
+            event_time: 1_790_000_005_000,
+            producer: "clawline-broadcaster/0.1.0".into(),
+            schema_version: SCHEMA_VERSION,
+            version: 5,
+            engine: "vllm".into(),
+            sha256: "cd34".into(),
+            reason: "canary: mean reward below the serving version's".into(),
+            canary: Some(canary),
+        },
+    );
+}

@@ -127,18 +127,7 @@ impl Loaded {
             .as_ref()
             .context("this model has no LoRA adapters")?;
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let config = serde_json::json!({
-            "peft_type": "LORA",
-            "task_type": "CAUSAL_LM",
-            "r": lora.r,
-            "lora_alpha": lora.alpha,
-            "lora_dropout": 0.0,
-            "target_modules": lora.target_modules,
-            "bias": "none",
-            "fan_in_fan_out": false,
-            "inference_mode": true,
-            "base_model_name_or_path": base_model,
-        });
+        let config = adapter_config(lora, base_model);
         std::fs::write(
             dir.join(ADAPTER_CONFIG),
             serde_json::to_vec_pretty(&config)?,
@@ -150,4 +139,20 @@ impl Loaded {
     pub fn trainable(&self) -> &nn::VarStore {
         self.lora.as_ref().map_or(&self.vs, |(a, _)| a)
     }
+}
+
+/// PEFT's `adapter_config.json` for `lora` on `base_model` (what vLLM and PEFT read).
+pub fn adapter_config(lora: &LoraConfig, base_model: &str) -> serde_json::Value {
+    serde_json::json!({
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "r": lora.r,
+        "lora_alpha": lora.alpha,
+        "lora_dropout": 0.0,
+        "target_modules": lora.target_modules,
+        "bias": "none",
+        "fan_in_fan_out": false,
+        "inference_mode": true,
+        "base_model_name_or_path": base_model,
+    })
 }

@@ -24,6 +24,9 @@ use clawline_runtime::tokenize::ChatTokenizer;
 use serde_json::{Value, json};
 
 mod reply;
+mod weights;
+
+pub use weights::EngineWeights;
 
 /// The bundled tokenizer (`data/tokenizer`).
 pub fn default_tokenizer_dir() -> PathBuf {
@@ -75,6 +78,7 @@ pub(crate) struct Shared {
     pub tokenizer: ChatTokenizer,
     pub stats: Arc<Stats>,
     pub counter: AtomicU64,
+    pub weights: Mutex<EngineWeights>,
     /// Each token's text, decoded once (a real engine's detokenizer is not the cost under test).
     token_texts: Vec<String>,
 }
@@ -90,6 +94,7 @@ impl Shared {
             tokenizer,
             stats: Arc::new(Stats::default()),
             counter: AtomicU64::new(0),
+            weights: Mutex::new(EngineWeights::default()),
             token_texts,
         }))
     }
@@ -164,6 +169,15 @@ impl MockVllm {
             .unwrap_or_default()
     }
 
+    /// What the engine was told to load through its weight-update endpoints.
+    pub fn weights(&self) -> EngineWeights {
+        self.shared
+            .weights
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     pub fn chat_requests(&self) -> u64 {
         self.stats.chat_requests.load(Ordering::Relaxed)
     }
@@ -181,6 +195,10 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/completions", post(reply::completions))
         .route("/v1/models", get(models))
         .route("/health", get(|| async { "ok" }))
+        .route("/v1/load_lora_adapter", post(weights::load_lora))
+        .route("/v1/unload_lora_adapter", post(weights::unload_lora))
+        .route("/collective_rpc", post(weights::collective_rpc))
+        .route("/update_weights_from_disk", post(weights::update_from_disk))
         .with_state(shared)
 }
 
@@ -196,9 +214,12 @@ pub async fn serve_forever(
 
 async fn models(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     let model = shared.config().model;
-    axum::Json(
-        json!({"object": "list", "data": [{"id": model, "object": "model", "owned_by": "clawline-mock"}]}),
-    )
+    let mut data = vec![json!({"id": model, "object": "model", "owned_by": "clawline-mock"})];
+    let weights = shared.weights.lock().map(|w| w.clone()).unwrap_or_default();
+    for (name, path) in weights.adapters {
+        data.push(json!({"id": name, "object": "model", "root": path, "parent": model}));
+    }
+    axum::Json(json!({"object": "list", "data": data}))
 }
 
 pub(crate) fn error(status: StatusCode, message: &str) -> Response {

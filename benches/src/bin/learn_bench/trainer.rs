@@ -1,0 +1,125 @@
+//! The trainer service end to end: batches published on BATCHES, `clawline-trainer` (in process,
+//! real nats-server) publishing a version after every update. Measures the update inside the
+//! service (to compare with the bare `update`) and the time from an update's end (its metrics
+//! message) to its `WeightsPublished` being stored: checkpoint, sha256, object store put, event.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use clawline_benches::median;
+use clawline_model::Sample;
+use clawline_nats::server::{LocalServer, LocalServerConfig};
+use clawline_nats::{publish_event, subjects};
+use clawline_runtime::CancellationToken;
+use clawline_schemas::{BatchFormed, BatchStep, TrainingMetrics, WeightsPublished};
+use futures::StreamExt as _;
+
+pub struct Measured {
+    /// Seconds of the update inside the service, per batch.
+    pub update_secs: f64,
+    /// Update end → `WeightsPublished` stored, per version.
+    pub publish_secs: f64,
+    pub bytes: u64,
+}
+
+pub async fn measure(
+    model_dir: &Path,
+    device: &str,
+    samples: &[Sample],
+    rounds: usize,
+) -> anyhow::Result<Measured> {
+    let dir = tempfile::tempdir()?;
+    let mut server_config = LocalServerConfig::new(dir.path().join("nats"));
+    server_config.port = None;
+    let server = LocalServer::start(server_config).context("nats-server")?;
+    let client = async_nats::connect(server.url()).await?;
+    let js = async_nats::jetstream::new(client.clone());
+    clawline_nats::ensure_topology(&js, &Default::default()).await?;
+    let mut metrics = client.subscribe(subjects::TRAINING_METRICS).await?;
+    let mut weights = client.subscribe(subjects::WEIGHTS_PUBLISHED).await?;
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let config = clawline_trainer::Config::try_parse_from([
+        "clawline-trainer",
+        "--nats-url",
+        &server.url(),
+        "--model",
+        &model_dir.display().to_string(),
+        "--checkpoint-dir",
+        &dir.path().join("ckpt").display().to_string(),
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--device",
+        device,
+        "--publish-every",
+        "1",
+        "--log-level",
+        "warn",
+    ])?;
+    let stop = CancellationToken::new();
+    let trainer = tokio::spawn(clawline_trainer::run(config, stop.clone()));
+
+    let mut update_secs = Vec::new();
+    let mut publish_secs = Vec::new();
+    let mut bytes = 0;
+    // Round 0 warms up; one batch at a time so the versions do not queue behind each other.
+    for round in 0..=rounds {
+        publish_event(&js, subjects::batches("train"), &batch(samples, round)).await?;
+        let wait = Duration::from_secs(300);
+        let m = tokio::time::timeout(wait, metrics.next())
+            .await?
+            .context("metrics subject closed")?;
+        let updated = Instant::now();
+        let m: TrainingMetrics = serde_json::from_slice(&m.payload)?;
+        let w = tokio::time::timeout(wait, weights.next())
+            .await?
+            .context("weights subject closed")?;
+        let published = updated.elapsed().as_secs_f64();
+        let w: WeightsPublished = clawline_nats::decode_message(&w.payload)?;
+        anyhow::ensure!(w.version == round as u64 + 1, "version {}", w.version);
+        bytes = w.size;
+        if round > 0 {
+            update_secs.push(m.seconds);
+            publish_secs.push(published);
+        }
+    }
+    stop.cancel();
+    trainer.await??;
+    Ok(Measured {
+        update_secs: median(update_secs),
+        publish_secs: median(publish_secs),
+        bytes,
+    })
+}
+
+fn batch(samples: &[Sample], round: usize) -> BatchFormed {
+    let steps: Vec<BatchStep> = samples
+        .iter()
+        .enumerate()
+        .map(|(i, s)| BatchStep {
+            step_id: format!("r{round}-s{i}"),
+            tenant: "bench".into(),
+            trajectory_uid: format!("r{round}-t{i}"),
+            prompt_uid: format!("p{i}"),
+            prompt_ids: s.prompt.clone(),
+            response_ids: s.response.clone(),
+            old_logprobs: Some(s.old_logprobs.clone()),
+            reward: s.advantage,
+            advantage: s.advantage,
+            ..Default::default()
+        })
+        .collect();
+    BatchFormed {
+        event_id: BatchFormed::id_for(steps.iter().map(|s| s.step_id.as_str())),
+        event_time: clawline_schemas::now_ms(),
+        producer: "learn-bench".into(),
+        schema_version: clawline_schemas::SCHEMA_VERSION,
+        channel: "train".into(),
+        steps,
+        ..Default::default()
+    }
+}

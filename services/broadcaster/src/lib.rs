@@ -1,0 +1,96 @@
+//! clawline-broadcaster — puts the versions the trainer publishes into service.
+//!
+//! Consumes `clawline.weights.published` (durable). For each version: download it from the
+//! `weights` object store into `--work-dir/v<N>/` with its size and sha256 checked, optionally gate
+//! it with a canary evaluation against the serving version, activate it on every `--engine`, and
+//! report `WeightsActivated` / `WeightsRejected` per engine. Once every engine serves it, KV
+//! `policy.version` (and `policy.model` for engines that serve adapters under their own name) is
+//! set. Operators activate any earlier version or roll back over `clawline.control.weights`
+//! (`clawline weights …`).
+//!
+//! Owns: activation order, integrity, the canary gate, KV `policy.version`. Must not train.
+
+mod canary;
+mod control;
+pub mod engine;
+mod service;
+mod versions;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+use clawline_runtime::{LogArgs, NatsArgs};
+
+pub use canary::{BUNDLED_PROMPTS, passes};
+pub use control::{ControlReply, ControlRequest};
+pub use engine::{EngineSpec, Kind};
+pub use service::run;
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "clawline-broadcaster",
+    version,
+    about = "Activates published weight versions on the serving engines"
+)]
+pub struct Config {
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    #[command(flatten)]
+    pub log: LogArgs,
+    /// An engine to activate versions on: `NAME=KIND:URL[;model_dir=PATH][;api_key=KEY]` with KIND
+    /// `clawline` (the built-in policy server), `vllm` or `sglang`. Repeat for several.
+    #[arg(long = "engine", required = true)]
+    pub engines: Vec<EngineSpec>,
+    /// The base model the versions belong to (its config and tokenizer complete full versions;
+    /// LoRA versions apply to it; the canary runs it).
+    #[arg(long = "base-model", env = "CLAWLINE_MODEL")]
+    pub base_model: PathBuf,
+    /// Where versions are downloaded (`v<N>/`); engines read them from here.
+    #[arg(long = "work-dir", default_value = "./data/weights")]
+    pub work_dir: PathBuf,
+    /// Gate every published version with a canary evaluation before promotion.
+    #[arg(long)]
+    pub canary: bool,
+    /// The canary's prompts (JSONL: a string or `{"messages": [...]}` a line); default: bundled.
+    #[arg(long = "canary-prompts")]
+    pub canary_prompts: Option<PathBuf>,
+    /// How much lower than the serving version's mean reward a candidate may score.
+    #[arg(long = "canary-tolerance", default_value_t = 0.02)]
+    pub canary_tolerance: f64,
+    /// Tokens each canary answer may have.
+    #[arg(long = "canary-max-tokens", default_value_t = 24)]
+    pub canary_max_tokens: usize,
+    /// Version directories kept on disk besides the serving one.
+    #[arg(long = "keep-versions", default_value_t = 4)]
+    pub keep_versions: usize,
+    /// Durable consumer name on WEIGHTS.
+    #[arg(long, default_value = "broadcaster")]
+    pub durable: String,
+    /// Address of `/healthz`, `/metrics` and `/status`.
+    #[arg(
+        long,
+        env = "CLAWLINE_BROADCASTER_LISTEN",
+        default_value = "127.0.0.1:8106"
+    )]
+    pub listen: SocketAddr,
+}
+
+impl Config {
+    pub fn check(&self) -> anyhow::Result<()> {
+        let mut names: Vec<&str> = self.engines.iter().map(|e| e.name.as_str()).collect();
+        names.sort_unstable();
+        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+            anyhow::bail!("--engine {}: the name is used twice", w[0]);
+        }
+        anyhow::ensure!(
+            self.canary_tolerance >= 0.0 && self.canary_tolerance.is_finite(),
+            "--canary-tolerance must be at least 0"
+        );
+        anyhow::ensure!(
+            self.canary_max_tokens >= 1,
+            "--canary-max-tokens must be at least 1"
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,525 @@
+//! The running broadcaster: follows `clawline.weights.published`, answers operator requests, and
+//! promotes versions (download + integrity, canary, every engine, then KV).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_nats::jetstream::{self, AckKind, kv};
+use clawline_nats::{DurableSpec, buckets, durable_consumer, publish_event, streams, subjects};
+use clawline_runtime::{
+    CancellationToken, Metrics, TaskSet, admin_routes, connect_nats, json_snapshot,
+};
+use clawline_schemas::{
+    CanaryResult, WeightsActivated, WeightsFormat, WeightsPublished, WeightsRejected, derived_id,
+    new_event_id, now_ms,
+};
+use futures::StreamExt;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use serde::Serialize;
+
+use crate::Config;
+use crate::canary::{Canary, Candidate, passes};
+use crate::control::{ControlReply, ControlRequest, EngineOutcome, History};
+use crate::engine::{self, EngineSpec};
+use crate::versions::{FetchError, Versions};
+
+/// `GET /status`.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Status {
+    pub serving: u64,
+    pub promoted: Vec<u64>,
+    pub last_canary: Option<CanaryResult>,
+    pub last_rejection: Option<String>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Labels {
+    engine: String,
+    outcome: &'static str,
+}
+
+/// Why a version is being activated, and whether the canary gates it.
+#[derive(Clone)]
+enum Trigger {
+    /// A new version: event ids derive from its event, so a redelivery publishes nothing twice.
+    Published,
+    Operator(&'static str),
+}
+
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    config.check()?;
+    let versions = Versions::new(&config.work_dir, &config.base_model)?;
+    let canary = if config.canary {
+        let c = config.clone();
+        let loaded = tokio::task::spawn_blocking(move || {
+            Canary::load(
+                &c.base_model,
+                c.canary_prompts.as_deref(),
+                c.canary_max_tokens,
+                c.canary_tolerance,
+            )
+        })
+        .await??;
+        Some(Arc::new(loaded))
+    } else {
+        None
+    };
+    let client = connect_nats(&config.nats, "clawline-broadcaster", true).await?;
+    let js = jetstream::new(client.clone());
+    clawline_nats::ensure_topology(&js, &config.nats.topology()).await?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("--listen {}: {e}", config.listen))?;
+    let kv = js
+        .get_key_value(buckets::STATE)
+        .await
+        .context("opening KV state")?;
+    let serving = match kv.get(buckets::POLICY_VERSION_KEY).await? {
+        Some(v) => std::str::from_utf8(&v)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(0),
+        None => 0,
+    };
+    let history = History::read(&js).await?;
+
+    let registry = Metrics::new("clawline_broadcaster");
+    let activations = Family::<Labels, Counter>::default();
+    registry.register(
+        "activations",
+        "Version activations by engine and outcome",
+        activations.clone(),
+    );
+    let status = Arc::new(Mutex::new(Status::default()));
+    let mut tasks = TaskSet::new(shutdown.clone());
+    tasks.serve(
+        listener,
+        admin_routes(Some(registry)).route("/status", json_snapshot(status.clone())),
+    );
+
+    let mut b = Broadcaster {
+        js: js.clone(),
+        client: client.clone(),
+        http: reqwest::Client::new(),
+        engines: config.engines.clone(),
+        versions,
+        canary,
+        kv,
+        promoted: history.promoted(),
+        published: history.published,
+        serving,
+        keep: config.keep_versions,
+        activations,
+        status,
+        producer: format!("clawline-broadcaster/{}", env!("CARGO_PKG_VERSION")),
+    };
+    b.refresh_status(None, None);
+    tracing::info!(
+        serving,
+        engines = b.engines.len(),
+        canary = config.canary,
+        "broadcaster ready"
+    );
+
+    let spec = DurableSpec {
+        ack_wait: Duration::from_secs(900),
+        max_deliver: -1,
+        max_ack_pending: 1,
+        ..DurableSpec::new(streams::WEIGHTS, config.durable.clone())
+            .filter([subjects::WEIGHTS_PUBLISHED])
+    };
+    let consumer = durable_consumer(&js, &spec)
+        .await
+        .map_err(|e| anyhow::anyhow!("consumer {} on WEIGHTS: {e}", config.durable))?;
+    let mut messages = consumer.messages().await.context("reading WEIGHTS")?;
+    let mut control = client
+        .subscribe(subjects::WEIGHTS_CONTROL)
+        .await
+        .map_err(|e| anyhow::anyhow!("subscribing to {}: {e}", subjects::WEIGHTS_CONTROL))?;
+    let main = async {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                m = messages.next() => match m {
+                    Some(Ok(m)) => b.on_published(m).await,
+                    Some(Err(e)) => tracing::warn!(error = %e, "WEIGHTS delivery"),
+                    None => anyhow::bail!("the WEIGHTS consumer ended"),
+                },
+                r = control.next() => if let Some(r) = r {
+                    b.on_control(r).await;
+                },
+            }
+        }
+    };
+    let result = main.await;
+    shutdown.cancel();
+    tasks.join().await?;
+    result
+}
+
+struct Broadcaster {
+    js: jetstream::Context,
+    client: async_nats::Client,
+    http: reqwest::Client,
+    engines: Vec<EngineSpec>,
+    versions: Versions,
+    canary: Option<Arc<Canary>>,
+    kv: kv::Store,
+    published: BTreeMap<u64, WeightsPublished>,
+    promoted: Vec<u64>,
+    serving: u64,
+    keep: usize,
+    activations: Family<Labels, Counter>,
+    status: Arc<Mutex<Status>>,
+    producer: String,
+}
+
+impl Broadcaster {
+    async fn on_published(&mut self, message: jetstream::Message) {
+        let event: WeightsPublished = match clawline_nats::decode_message(&message.payload) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(error = %e, "a WeightsPublished that does not decode; skipped");
+                let _ = message.ack_with(AckKind::Term).await;
+                return;
+            }
+        };
+        self.published.insert(event.version, event.clone());
+        if self.promoted.contains(&event.version) {
+            let _ = message.ack().await; // Served already (a redelivery after a restart).
+            return;
+        }
+        match self.promote(&event, Trigger::Published).await {
+            Ok(_) => {
+                let _ = message.ack().await;
+            }
+            Err(e) => {
+                tracing::warn!(version = event.version, error = %format!("{e:#}"), "activation deferred; retrying");
+                let _ = message
+                    .ack_with(AckKind::Nak(Some(Duration::from_secs(5))))
+                    .await;
+            }
+        }
+    }
+
+    async fn on_control(&mut self, request: async_nats::Message) {
+        let Some(reply_to) = request.reply.clone() else {
+            return;
+        };
+        let reply = match serde_json::from_slice::<ControlRequest>(&request.payload) {
+            Err(e) => self.refusal(format!("bad request: {e}")),
+            Ok(ControlRequest::Activate { version }) => self.operator(version, "activate").await,
+            Ok(ControlRequest::Rollback) => {
+                let previous = self
+                    .promoted
+                    .iter()
+                    .rev()
+                    .copied()
+                    .find(|v| *v != self.serving);
+                match previous {
+                    Some(v) => self.operator(v, "rollback").await,
+                    None => self.refusal("no earlier version was ever served".into()),
+                }
+            }
+        };
+        let body = serde_json::to_vec(&reply).unwrap_or_default();
+        let _ = self.client.publish(reply_to, body.into()).await;
+    }
+
+    fn refusal(&self, error: String) -> ControlReply {
+        ControlReply {
+            ok: false,
+            error: Some(error),
+            serving: self.serving,
+            engines: Vec::new(),
+        }
+    }
+
+    async fn operator(&mut self, version: u64, reason: &'static str) -> ControlReply {
+        let event = if version == 0 {
+            // The base model: every engine's starting point.
+            None
+        } else {
+            match self.published.get(&version) {
+                Some(e) => Some(e.clone()),
+                None => return self.refusal(format!("version {version} was never published")),
+            }
+        };
+        let result = match &event {
+            Some(event) => self.promote(event, Trigger::Operator(reason)).await,
+            None => Err(anyhow::anyhow!(
+                "version 0 (the base model) cannot be activated through the broadcaster; restart the engines from --base-model"
+            )),
+        };
+        match result {
+            Ok(engines) => ControlReply {
+                ok: engines.iter().all(|e| e.activated),
+                error: None,
+                serving: self.serving,
+                engines,
+            },
+            Err(e) => self.refusal(format!("{e:#}")),
+        }
+    }
+
+    /// Puts `event`'s version into service. `Err`: nothing decided yet (try again later).
+    async fn promote(
+        &mut self,
+        event: &WeightsPublished,
+        trigger: Trigger,
+    ) -> anyhow::Result<Vec<EngineOutcome>> {
+        let dir = match self.versions.materialise(&self.js, event).await {
+            Ok(dir) => dir,
+            Err(FetchError::Integrity(why)) => {
+                return self
+                    .reject_all(event, &trigger, format!("integrity: {why}"), None)
+                    .await;
+            }
+            Err(FetchError::Other(e)) => return Err(e),
+        };
+        let mut canary_result = None;
+        if let (Some(canary), Trigger::Published) = (self.canary.clone(), &trigger) {
+            let serving = self.candidate(self.serving).await?;
+            let candidate = Candidate {
+                version: event.version,
+                dir: Some(dir.clone()),
+                format: event.format,
+            };
+            let result = canary.evaluate(&self.client, &candidate, &serving).await?;
+            tracing::info!(
+                version = event.version,
+                candidate = result.candidate_reward,
+                serving = result.serving_reward,
+                "canary"
+            );
+            if !passes(&result) {
+                let why = format!(
+                    "canary: mean reward {:.4} is below the serving v{}'s {:.4} by more than {}",
+                    result.candidate_reward,
+                    result.serving_version,
+                    result.serving_reward,
+                    result.tolerance
+                );
+                self.refresh_status(Some(result.clone()), Some(why.clone()));
+                return self.reject_all(event, &trigger, why, Some(result)).await;
+            }
+            canary.promoted(&result, event.version);
+            canary_result = Some(result);
+        }
+        let mut outcomes = Vec::new();
+        for engine in self.engines.clone() {
+            let outcome = engine::activate(
+                &self.http,
+                &engine,
+                event.version,
+                event.format,
+                &dir,
+                &event.sha256,
+            )
+            .await;
+            match outcome {
+                Ok(()) => {
+                    let activated = WeightsActivated {
+                        event_id: self.event_id("wac", event, &trigger, &engine.name),
+                        event_time: now_ms(),
+                        producer: self.producer.clone(),
+                        schema_version: clawline_schemas::SCHEMA_VERSION,
+                        version: event.version,
+                        engine: engine.name.clone(),
+                        sha256: event.sha256.clone(),
+                        reason: self.reason(&trigger).into(),
+                        seconds: (now_ms() - event.event_time).max(0) as f64 / 1000.0,
+                        canary: canary_result.clone(),
+                    };
+                    publish_event(&self.js, subjects::WEIGHTS_ACTIVATED.into(), &activated).await?;
+                    self.count(&engine.name, "activated");
+                    outcomes.push(EngineOutcome {
+                        engine: engine.name.clone(),
+                        activated: true,
+                        reason: None,
+                    });
+                }
+                Err(e) => {
+                    let why = format!("{e:#}");
+                    tracing::warn!(engine = %engine.name, version = event.version, error = %why, "engine refused the version");
+                    self.publish_rejected(
+                        event,
+                        &trigger,
+                        &engine.name,
+                        why.clone(),
+                        canary_result.clone(),
+                    )
+                    .await?;
+                    outcomes.push(EngineOutcome {
+                        engine: engine.name.clone(),
+                        activated: false,
+                        reason: Some(why),
+                    });
+                }
+            }
+        }
+        if outcomes.iter().all(|o| o.activated) {
+            self.served(event).await?;
+        }
+        self.refresh_status(canary_result, None);
+        Ok(outcomes)
+    }
+
+    /// Every engine serves `event`: record it and tell the gateway and batcher.
+    async fn served(&mut self, event: &WeightsPublished) -> anyhow::Result<()> {
+        let previous = self.serving;
+        let model = self
+            .engines
+            .iter()
+            .find_map(|e| engine::served_name(e.kind, event.format, event.version))
+            .unwrap_or_default();
+        self.kv
+            .put(buckets::POLICY_MODEL_KEY, model.into())
+            .await
+            .context("setting KV policy.model")?;
+        self.kv
+            .put(
+                buckets::POLICY_VERSION_KEY,
+                event.version.to_string().into(),
+            )
+            .await
+            .context("setting KV policy.version")?;
+        self.serving = event.version;
+        self.promoted.push(event.version);
+        tracing::info!(
+            version = event.version,
+            previous,
+            "version serving on every engine"
+        );
+        if let Some(old) = self.published.get(&previous) {
+            for e in &self.engines {
+                if let Some(name) = engine::served_name(e.kind, old.format, old.version) {
+                    engine::retire(&self.http, e, &name).await;
+                }
+            }
+        }
+        let mut keep: Vec<u64> = self
+            .promoted
+            .iter()
+            .rev()
+            .take(self.keep + 1)
+            .copied()
+            .collect();
+        keep.push(self.serving);
+        self.versions.prune(&keep);
+        Ok(())
+    }
+
+    /// The serving version as the canary loads it.
+    async fn candidate(&self, version: u64) -> anyhow::Result<Candidate> {
+        let Some(event) = self.published.get(&version).filter(|_| version > 0) else {
+            return Ok(Candidate {
+                version: 0,
+                dir: None,
+                format: WeightsFormat::Full,
+            });
+        };
+        let dir = self
+            .versions
+            .materialise(&self.js, event)
+            .await
+            .map_err(|e| anyhow::anyhow!("the serving version v{version}: {e}"))?;
+        Ok(Candidate {
+            version,
+            dir: Some(dir),
+            format: event.format,
+        })
+    }
+
+    async fn reject_all(
+        &mut self,
+        event: &WeightsPublished,
+        trigger: &Trigger,
+        why: String,
+        canary: Option<CanaryResult>,
+    ) -> anyhow::Result<Vec<EngineOutcome>> {
+        tracing::warn!(version = event.version, reason = %why, "version rejected; the serving version stays");
+        let mut outcomes = Vec::new();
+        for engine in self.engines.clone() {
+            self.publish_rejected(event, trigger, &engine.name, why.clone(), canary.clone())
+                .await?;
+            outcomes.push(EngineOutcome {
+                engine: engine.name,
+                activated: false,
+                reason: Some(why.clone()),
+            });
+        }
+        self.refresh_status(canary, Some(why));
+        Ok(outcomes)
+    }
+
+    async fn publish_rejected(
+        &self,
+        event: &WeightsPublished,
+        trigger: &Trigger,
+        engine: &str,
+        reason: String,
+        canary: Option<CanaryResult>,
+    ) -> anyhow::Result<()> {
+        let rejected = WeightsRejected {
+            event_id: self.event_id("wrj", event, trigger, engine),
+            event_time: now_ms(),
+            producer: self.producer.clone(),
+            schema_version: clawline_schemas::SCHEMA_VERSION,
+            version: event.version,
+            engine: engine.to_string(),
+            sha256: event.sha256.clone(),
+            reason,
+            canary,
+        };
+        publish_event(&self.js, subjects::WEIGHTS_REJECTED.into(), &rejected).await?;
+        self.count(engine, "rejected");
+        Ok(())
+    }
+
+    fn event_id(
+        &self,
+        prefix: &str,
+        event: &WeightsPublished,
+        trigger: &Trigger,
+        engine: &str,
+    ) -> String {
+        match trigger {
+            Trigger::Published => derived_id(prefix, &[&event.event_id, engine]),
+            Trigger::Operator(_) => new_event_id(prefix),
+        }
+    }
+
+    fn reason(&self, trigger: &Trigger) -> &'static str {
+        match trigger {
+            Trigger::Published => "published",
+            Trigger::Operator(r) => r,
+        }
+    }
+
+    fn count(&self, engine: &str, outcome: &'static str) {
+        self.activations
+            .get_or_create(&Labels {
+                engine: engine.to_string(),
+                outcome,
+            })
+            .inc();
+    }
+
+    fn refresh_status(&self, canary: Option<CanaryResult>, rejection: Option<String>) {
+        if let Ok(mut s) = self.status.lock() {
+            s.serving = self.serving;
+            s.promoted = self.promoted.clone();
+            if canary.is_some() {
+                s.last_canary = canary;
+            }
+            if rejection.is_some() {
+                s.last_rejection = rejection;
+            }
+        }
+    }
+}

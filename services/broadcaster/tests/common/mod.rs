@@ -1,0 +1,257 @@
+//! Shared by the broadcaster tests: a real policy server, trainer and broadcaster in process, mocks
+//! of vLLM / SGLang for their weight-update APIs, and reading what happened on NATS.
+#![allow(dead_code, clippy::unwrap_used, reason = "tests fail loudly")]
+
+use std::future::Future;
+use std::path::Path;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use clap::Parser;
+use clawline_model::init::{InitOptions, init};
+use clawline_model::{Llama, Loaded};
+use clawline_nats::testing::NatsServer;
+use clawline_nats::{buckets, publish_event, subjects};
+use clawline_runtime::CancellationToken;
+use clawline_schemas::{BatchFormed, BatchStep, WeightsFormat, WeightsPublished};
+use tch::Device;
+
+/// Cancels its services when dropped.
+pub struct Stop(pub CancellationToken);
+
+impl Drop for Stop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn model_dir(warm_start_steps: usize) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    init(
+        dir.path(),
+        &InitOptions {
+            vocab_size: 512,
+            seed: 3,
+            force: false,
+            warm_start_steps,
+        },
+    )
+    .unwrap();
+    dir
+}
+
+/// The built-in policy server on `model`; returns its base URL (no `/v1`).
+pub async fn policy(model: &Path, stop: &CancellationToken) -> String {
+    let port = free_port();
+    let config = clawline_policy::Config::try_parse_from([
+        "clawline-policy",
+        "--model",
+        model.to_str().unwrap(),
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--device",
+        "cpu",
+    ])
+    .unwrap();
+    tokio::spawn(clawline_policy::run(config, stop.clone()));
+    let url = format!("http://127.0.0.1:{port}");
+    wait_for(
+        || async { reqwest::get(format!("{url}/healthz")).await.is_ok() },
+        60,
+    )
+    .await;
+    url
+}
+
+/// The version the policy server's answers name.
+pub async fn served_version(url: &str) -> String {
+    let response = reqwest::Client::new()
+        .post(format!("{url}/v1/chat/completions"))
+        .json(
+            &serde_json::json!({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+    response.headers()["x-clawline-policy-version"]
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+pub fn trainer(nats: &NatsServer, model: &Path, ckpt: &Path, stop: &CancellationToken) {
+    let config = clawline_trainer::Config::try_parse_from([
+        "clawline-trainer",
+        "--nats-url",
+        &nats.url(),
+        "--model",
+        model.to_str().unwrap(),
+        "--checkpoint-dir",
+        ckpt.to_str().unwrap(),
+        "--listen",
+        &format!("127.0.0.1:{}", free_port()),
+        "--device",
+        "cpu",
+        "--lr",
+        "0.001",
+        "--publish-every",
+        "1",
+    ])
+    .unwrap();
+    tokio::spawn(clawline_trainer::run(config, stop.clone()));
+}
+
+/// Starts the broadcaster; returns its `/status` port and the task (to see its error).
+pub fn broadcaster(
+    nats: &NatsServer,
+    model: &Path,
+    work: &Path,
+    engines: &[String],
+    extra: &[&str],
+    stop: &CancellationToken,
+) -> (u16, tokio::task::JoinHandle<anyhow::Result<()>>) {
+    let port = free_port();
+    let url = nats.url();
+    let listen = format!("127.0.0.1:{port}");
+    let mut args = vec![
+        "clawline-broadcaster",
+        "--nats-url",
+        &url,
+        "--base-model",
+        model.to_str().unwrap(),
+        "--work-dir",
+        work.to_str().unwrap(),
+        "--listen",
+        &listen,
+    ];
+    for e in engines {
+        args.extend(["--engine", e.as_str()]);
+    }
+    args.extend_from_slice(extra);
+    let config = clawline_broadcaster::Config::try_parse_from(args).unwrap();
+    (
+        port,
+        tokio::spawn(clawline_broadcaster::run(config, stop.clone())),
+    )
+}
+
+/// A batch rewarding one answer to a fixed prompt, with the model's behaviour logprobs.
+pub fn batch(model: &Llama, i: usize) -> BatchFormed {
+    let prompt = vec![10, 11, 12];
+    let step = |id: String, response: Vec<u32>, advantage: f64| BatchStep {
+        step_id: id.clone(),
+        tenant: "t".into(),
+        trajectory_uid: id,
+        prompt_uid: "p".into(),
+        old_logprobs: Some(model.completion_logprobs(&prompt, &response)),
+        prompt_ids: prompt.clone(),
+        response_ids: response,
+        reward: advantage,
+        advantage,
+        ..Default::default()
+    };
+    let steps = vec![
+        step(format!("b{i}-good"), vec![20, 21], 1.0),
+        step(format!("b{i}-bad"), vec![30, 31], -1.0),
+    ];
+    BatchFormed {
+        event_id: BatchFormed::id_for(steps.iter().map(|s| s.step_id.as_str())),
+        channel: "train".into(),
+        steps,
+        ..Default::default()
+    }
+}
+
+pub async fn publish_batches(js: &jetstream::Context, model: &Path, range: std::ops::Range<usize>) {
+    let base = Loaded::load(model, Device::Cpu).unwrap();
+    for i in range {
+        publish_event(js, subjects::batches("train"), &batch(&base.model, i))
+            .await
+            .unwrap();
+    }
+}
+
+/// Stores `bytes` as version `version` and publishes its event (as the trainer does), with
+/// `sha256` as given (a wrong one makes a corrupt version).
+pub async fn publish_version(
+    js: &jetstream::Context,
+    version: u64,
+    bytes: &[u8],
+    sha256: &str,
+) -> WeightsPublished {
+    let object = format!("v{version}/model.safetensors");
+    let store = js.get_object_store(buckets::WEIGHTS_OBJECTS).await.unwrap();
+    store.put(object.as_str(), &mut &bytes[..]).await.unwrap();
+    let event = WeightsPublished {
+        event_id: WeightsPublished::id_for(version, sha256),
+        event_time: clawline_schemas::now_ms(),
+        version,
+        parent: version - 1,
+        format: WeightsFormat::Full,
+        bucket: buckets::WEIGHTS_OBJECTS.into(),
+        object,
+        sha256: sha256.into(),
+        size: bytes.len() as u64,
+        ..Default::default()
+    };
+    publish_event(js, subjects::WEIGHTS_PUBLISHED.into(), &event)
+        .await
+        .unwrap();
+    event
+}
+
+pub fn sha256(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+pub async fn kv(js: &jetstream::Context, key: &str) -> Option<String> {
+    let kv = js.get_key_value(buckets::STATE).await.unwrap();
+    kv.get(key)
+        .await
+        .unwrap()
+        .map(|v| String::from_utf8_lossy(&v).into_owned())
+}
+
+/// Polls `check` every 50 ms until it holds; panics after `secs`.
+pub async fn wait_for<F, Fut>(mut check: F, secs: u64)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not reached in {secs} s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Every event on `subject` of the WEIGHTS stream, decoded.
+pub async fn events<E: clawline_schemas::Event>(js: &jetstream::Context, subject: &str) -> Vec<E> {
+    let stream = js
+        .get_stream(clawline_nats::streams::WEIGHTS)
+        .await
+        .unwrap();
+    let last = stream.get_info().await.unwrap().state.last_sequence;
+    let mut out = Vec::new();
+    for seq in 1..=last {
+        if let Ok(m) = stream.get_raw_message(seq).await
+            && m.subject.as_str() == subject
+        {
+            out.push(clawline_nats::decode_message(&m.payload).unwrap());
+        }
+    }
+    out
+}
