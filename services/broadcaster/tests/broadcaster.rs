@@ -168,10 +168,53 @@ async fn lora_versions_load_on_vllm_under_their_own_name() {
         "the policy server merged the adapter"
     );
 
+    // The gateway routes requests to the adapter's name.
+    let spool = tempfile::tempdir().unwrap();
+    let config: clawline_gateway::Config = clap::Parser::try_parse_from([
+        "clawline-gateway",
+        "--upstream",
+        &vllm.url,
+        "--nats-url",
+        &nats.url(),
+        "--spool-dir",
+        spool.path().to_str().unwrap(),
+    ])
+    .unwrap();
+    let client = clawline_runtime::connect_nats(&config.nats, "test-gateway", false)
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let gateway = format!(
+        "http://{}/v1/chat/completions",
+        listener.local_addr().unwrap()
+    );
+    let state = clawline_gateway::build(config, client).unwrap();
+    tokio::spawn(clawline_gateway::run(state, listener, stop.clone()));
+    let sent_model = || async {
+        let body = serde_json::json!({"model": "whatever", "messages": [{"role": "user", "content": "Hi"}]});
+        let _ = reqwest::Client::new()
+            .post(&gateway)
+            .json(&body)
+            .send()
+            .await;
+        let last = vllm.stats.last_request.lock().unwrap().clone();
+        last.and_then(|r| r["model"].as_str().map(str::to_string))
+    };
+    wait_for(
+        || async { sent_model().await.as_deref() == Some("clawline-v1") },
+        30,
+    )
+    .await;
+
     publish_batches(&js, model.path(), 1..2).await;
     wait_for(
         || async { kv(&js, buckets::POLICY_VERSION_KEY).await.as_deref() == Some("2") },
         120,
+    )
+    .await;
+    wait_for(
+        || async { sent_model().await.as_deref() == Some("clawline-v2") },
+        30,
     )
     .await;
     let adapters = vllm.weights().adapters;

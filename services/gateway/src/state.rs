@@ -124,6 +124,9 @@ pub struct Inner {
     pub sessions: Sessions,
     pub tokenizer: Option<ChatTokenizer>,
     pub policy: PolicyVersion,
+    /// The model name requests must carry for the serving version (KV `policy.model`: a LoRA
+    /// adapter an engine serves under its own name); `None` leaves the client's name.
+    pub policy_model: std::sync::RwLock<Option<String>>,
     /// Set once the topology exists (and the tokenizer, if configured, is loaded).
     pub ready: AtomicBool,
     pub metrics: GatewayMetrics,
@@ -196,6 +199,7 @@ impl AppState {
             sessions,
             tokenizer,
             policy: PolicyVersion::default(),
+            policy_model: std::sync::RwLock::new(None),
             ready: AtomicBool::new(false),
             metrics,
             registry,
@@ -224,6 +228,21 @@ pub fn spawn_background(state: &AppState, tasks: &mut TaskSet, shutdown: Cancell
     let token = shutdown.clone();
     tasks.spawn("policy-version", async move {
         watch_policy_version(s, token).await
+    });
+
+    let s = state.clone();
+    let token = shutdown.clone();
+    tasks.spawn("policy-model", async move {
+        let js = async_nats::jetstream::new(s.client.clone());
+        let key = clawline_nats::buckets::POLICY_MODEL_KEY;
+        clawline_runtime::watch_state_key(js, key, token, move |value| {
+            let name = String::from_utf8_lossy(value).trim().to_string();
+            tracing::info!(model = %name, "policy model");
+            if let Ok(mut m) = s.policy_model.write() {
+                *m = (!name.is_empty()).then_some(name);
+            }
+        })
+        .await
     });
 
     let s = state.clone();

@@ -17,7 +17,7 @@ mod tracing_init;
 
 pub use args::{LogArgs, LogFormat, NatsArgs};
 pub use metrics::{Metrics, admin_routes, json_snapshot};
-pub use nats::{connect_nats, watch_policy_version};
+pub use nats::{connect_nats, watch_policy_version, watch_state_key};
 pub use shutdown::{Shutdown, TaskSet};
 pub use tracing_init::init_tracing;
 

@@ -38,25 +38,37 @@ pub async fn watch_policy_version(
     shutdown: tokio_util::sync::CancellationToken,
     mut on_version: impl FnMut(u64) + Send,
 ) -> anyhow::Result<()> {
+    watch_state_key(
+        js,
+        clawline_nats::buckets::POLICY_VERSION_KEY,
+        shutdown,
+        move |value| match std::str::from_utf8(value)
+            .ok()
+            .and_then(|t| t.trim().parse::<u64>().ok())
+        {
+            Some(version) => on_version(version),
+            None if value.is_empty() => {}
+            None => tracing::warn!(?value, "policy.version is not a number; ignored"),
+        },
+    )
+    .await
+}
+
+/// Follows one key of KV `state` until `shutdown`, calling `on_value` with each value (the
+/// current one first), and re-opening the watch after NATS outages.
+pub async fn watch_state_key(
+    js: async_nats::jetstream::Context,
+    key: &str,
+    shutdown: tokio_util::sync::CancellationToken,
+    mut on_value: impl FnMut(&[u8]) + Send,
+) -> anyhow::Result<()> {
     use futures::StreamExt as _;
     loop {
         let attempt = async {
             let kv = js.get_key_value(clawline_nats::buckets::STATE).await?;
-            let mut watch = kv
-                .watch_with_history(clawline_nats::buckets::POLICY_VERSION_KEY)
-                .await?;
+            let mut watch = kv.watch_with_history(key).await?;
             while let Some(entry) = watch.next().await {
-                let entry = entry?;
-                match std::str::from_utf8(&entry.value)
-                    .ok()
-                    .and_then(|t| t.trim().parse::<u64>().ok())
-                {
-                    Some(version) => on_version(version),
-                    None if entry.value.is_empty() => {}
-                    None => {
-                        tracing::warn!(value = ?entry.value, "policy.version is not a number; ignored")
-                    }
-                }
+                on_value(&entry?.value);
             }
             anyhow::Ok(())
         };
@@ -64,7 +76,7 @@ pub async fn watch_policy_version(
             _ = shutdown.cancelled() => return Ok(()),
             result = attempt => {
                 if let Err(err) = result {
-                    tracing::debug!(error = %err, "policy version watch ended; retrying");
+                    tracing::debug!(error = %err, key, "KV watch ended; retrying");
                 }
             }
         }

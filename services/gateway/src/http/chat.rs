@@ -231,6 +231,10 @@ async fn chat(
         })
     });
 
+    if let Some(model) = state.policy_model.read().ok().and_then(|m| m.clone()) {
+        // The serving version is an adapter the engine serves under its own name.
+        request.insert("model".into(), Value::String(model));
+    }
     let plain = serde_json::to_vec(&request).map_err(|e| ApiError::Internal(e.to_string()))?;
     let wants = request_exact_tokens(&mut request, true);
     let extended = serde_json::to_vec(&request).map_err(|e| ApiError::Internal(e.to_string()))?;

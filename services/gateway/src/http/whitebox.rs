@@ -269,6 +269,9 @@ async fn generate(
             upstream_body.insert(key.to_string(), v.clone());
         }
     }
+    if let Some(model) = state.policy_model.read().ok().and_then(|m| m.clone()) {
+        upstream_body.insert("model".into(), json!(model));
+    }
     upstream_body.insert("prompt".into(), json!(request.prompt_ids));
     upstream_body.insert("logprobs".into(), json!(1));
     upstream_body.insert("return_token_ids".into(), json!(true));
