@@ -23,7 +23,7 @@ use clap::Parser;
 use clawline_runtime::{LogArgs, NatsArgs};
 
 pub use canary::{BUNDLED_PROMPTS, passes};
-pub use control::{ControlReply, ControlRequest};
+pub use control::{ControlReply, ControlRequest, EngineOutcome, History};
 pub use engine::{EngineSpec, Kind};
 pub use service::run;
 

@@ -1,14 +1,16 @@
 //! `clawline` — one command for the whole system on one machine.
 //!
 //! `clawline up` starts a local nats-server with JetStream on disk (unless `--nats-url` points at
-//! one) and every service in this process: gateway, reward scorer, batcher and archive + SQL so far; each later
-//! service joins here.
+//! one) and every service in this process: gateway, reward scorer, batcher, archive + SQL, and —
+//! unless it fronts an external engine — the built-in policy server, trainer and broadcaster.
 //! Each service also runs alone as its own binary against the same NATS: that is how it scales.
 
 mod datapool;
 mod history;
+mod learn;
 mod model;
 mod up;
+mod weights;
 
 use clap::{Parser, Subcommand};
 use clawline_runtime::{LogArgs, init_tracing};
@@ -39,6 +41,8 @@ enum Command {
     Export(Box<history::ExportArgs>),
     /// The policy model: `clawline model init DIR`.
     Model(model::ModelArgs),
+    /// Weight versions: `list`, `activate VERSION`, `rollback`.
+    Weights(Box<weights::WeightsArgs>),
 }
 
 #[tokio::main]
@@ -53,5 +57,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Import(args) => history::import(*args).await,
         Command::Export(args) => history::export(*args).await,
         Command::Model(args) => model::run(args),
+        Command::Weights(args) => weights::run(*args).await,
     }
 }

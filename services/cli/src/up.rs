@@ -9,11 +9,13 @@ use clap::Args;
 use clawline_nats::server::{LocalServer, LocalServerConfig};
 use clawline_runtime::{LogArgs, NatsArgs, Shutdown, TaskSet};
 
+use crate::learn::LearnArgs;
+
 #[derive(Debug, Args)]
 pub struct UpArgs {
     /// Where clawline keeps its state: JetStream store, spool, logs.
     #[arg(long, env = "CLAWLINE_DATA_DIR", default_value = "./data/run")]
-    data_dir: PathBuf,
+    pub data_dir: PathBuf,
     /// Use this NATS server instead of starting one.
     #[arg(long, env = "CLAWLINE_NATS_URL")]
     nats_url: Option<String>,
@@ -25,16 +27,13 @@ pub struct UpArgs {
     nats_sync_always: bool,
     /// The gateway's address (Claw-R1's port).
     #[arg(long, default_value = "127.0.0.1:8100")]
-    listen: SocketAddr,
+    pub listen: SocketAddr,
     /// OpenAI-compatible engine(s) to serve from, e.g. a vLLM at http://127.0.0.1:8000/v1.
-    /// (Until the built-in policy server lands, this is required.)
-    #[arg(
-        long = "upstream",
-        env = "CLAWLINE_UPSTREAMS",
-        value_delimiter = ',',
-        required = true
-    )]
-    upstreams: Vec<String>,
+    /// Without it, the built-in policy server serves `--model` and learns (trainer + broadcaster).
+    #[arg(long = "upstream", env = "CLAWLINE_UPSTREAMS", value_delimiter = ',')]
+    pub upstreams: Vec<String>,
+    #[command(flatten)]
+    pub learn: LearnArgs,
     /// Tokenizer dir for steps whose engine returns no token ids.
     #[arg(long, env = "CLAWLINE_TOKENIZER")]
     tokenizer: Option<PathBuf>,
@@ -137,9 +136,24 @@ pub async fn run(args: UpArgs, log: LogArgs) -> anyhow::Result<()> {
         api_keys: args.api_keys.clone(),
     };
 
+    let mut tasks = TaskSet::new(shutdown.token());
+    let learning = crate::learn::spawn(
+        &args.learn,
+        &args.data_dir,
+        args.upstreams.is_empty(),
+        &nats_url,
+        &log,
+        &mut tasks,
+        shutdown.token(),
+    )
+    .await?;
+    let upstreams = match &learning.policy_url {
+        Some(url) => vec![url.clone()],
+        None => args.upstreams,
+    };
     let mut gateway = clawline_gateway::Config {
         listen: args.listen,
-        upstreams: args.upstreams,
+        upstreams,
         nats: NatsArgs {
             url: nats_url.clone(),
             replicas: 1,
@@ -172,11 +186,13 @@ pub async fn run(args: UpArgs, log: LogArgs) -> anyhow::Result<()> {
         args.sql_listen,
         args.data_dir.join("archive").display()
     );
+    for line in &learning.lines {
+        println!("  {line}");
+    }
     println!("  NATS:                     {nats_url}");
     println!("  data dir:                 {}", args.data_dir.display());
     println!("Ctrl-C stops everything; running it again resumes from the data dir.");
 
-    let mut tasks = TaskSet::new(shutdown.token());
     tasks.spawn(
         "gateway",
         clawline_gateway::run_from_config(gateway, shutdown.token()),

@@ -6,7 +6,7 @@ use crate::{LogArgs, LogFormat};
 /// on stderr. Calling it twice is harmless (the second call does nothing).
 pub fn init_tracing(args: &LogArgs) {
     let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("{},async_nats=warn", args.level)));
+        .unwrap_or_else(|_| EnvFilter::new(format!("{},async_nats=warn,ort=warn", args.level)));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

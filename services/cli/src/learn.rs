@@ -1,0 +1,167 @@
+//! The learning half of `clawline up`: the built-in policy server (on a model created at first
+//! run), the trainer and the broadcaster, so traffic through the gateway trains the policy that
+//! serves it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser as _};
+use clawline_broadcaster::EngineSpec;
+use clawline_model::init::{InitOptions, init};
+use clawline_runtime::{CancellationToken, LogArgs, TaskSet};
+
+#[derive(Debug, Clone, Args)]
+pub struct LearnArgs {
+    /// The policy model (a Hugging Face model dir). Default `<data-dir>/model`, created on the
+    /// first run by `clawline model init` with `--warm-start-steps`.
+    #[arg(long, env = "CLAWLINE_MODEL")]
+    pub model: Option<PathBuf>,
+    /// Corpus steps of a model created on the first run (so its first answers are not noise).
+    #[arg(long = "warm-start-steps", default_value_t = 200)]
+    pub warm_start_steps: usize,
+    /// The built-in policy server's address (when no `--upstream` is given).
+    #[arg(long = "policy-listen", default_value = "127.0.0.1:8104")]
+    pub policy_listen: SocketAddr,
+    /// `cpu`, `cuda` or `auto` for the policy server and the trainer.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// Engines the broadcaster activates versions on (`NAME=KIND:URL…`, see clawline-broadcaster);
+    /// default: the built-in policy server. With `--upstream` and no `--engine`, nothing trains.
+    #[arg(long = "engine", value_parser = engine_spec)]
+    pub engines: Vec<String>,
+    /// Updates (batches) per published version.
+    #[arg(long = "publish-every", default_value_t = 4)]
+    pub publish_every: u64,
+    /// The trainer's learning rate (the default suits the tiny built-in model).
+    #[arg(long, default_value_t = 1e-4)]
+    pub lr: f64,
+    /// Promote versions without the canary evaluation.
+    #[arg(long = "no-canary")]
+    pub no_canary: bool,
+    #[arg(long = "trainer-listen", default_value = "127.0.0.1:8105")]
+    pub trainer_listen: SocketAddr,
+    #[arg(long = "broadcaster-listen", default_value = "127.0.0.1:8106")]
+    pub broadcaster_listen: SocketAddr,
+}
+
+/// Checks an `--engine` value, keeping its text for the broadcaster's own parser.
+fn engine_spec(value: &str) -> Result<String, String> {
+    value.parse::<EngineSpec>().map(|_| value.to_string())
+}
+
+/// What the learning services expose.
+pub struct Learning {
+    /// The built-in policy server's `/v1` URL, when it runs.
+    pub policy_url: Option<String>,
+    pub lines: Vec<String>,
+}
+
+pub async fn spawn(
+    args: &LearnArgs,
+    data_dir: &Path,
+    builtin: bool,
+    nats_url: &str,
+    log: &LogArgs,
+    tasks: &mut TaskSet,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Learning> {
+    let model = args.model.clone().unwrap_or_else(|| data_dir.join("model"));
+    let mut lines = Vec::new();
+    let mut engines = args.engines.clone();
+    let mut policy_url = None;
+    if builtin {
+        if !model.join("config.json").is_file() {
+            let (dir, steps) = (model.clone(), args.warm_start_steps);
+            println!(
+                "creating the policy model in {} ({steps} warm-start steps) …",
+                dir.display()
+            );
+            tokio::task::spawn_blocking(move || {
+                init(
+                    &dir,
+                    &InitOptions {
+                        warm_start_steps: steps,
+                        ..Default::default()
+                    },
+                )
+            })
+            .await??;
+        }
+        let config = clawline_policy::Config::try_parse_from([
+            "clawline-policy",
+            "--model",
+            &model.display().to_string(),
+            "--listen",
+            &args.policy_listen.to_string(),
+            "--device",
+            &args.device,
+        ])?;
+        tasks.spawn("policy", clawline_policy::run(config, shutdown.clone()));
+        let url = format!("http://{}", args.policy_listen);
+        if engines.is_empty() {
+            engines.push(format!("policy=clawline:{url}"));
+        }
+        lines.push(format!(
+            "policy server:            {url}/v1  (model {})",
+            model.display()
+        ));
+        policy_url = Some(format!("{url}/v1"));
+    }
+    if engines.is_empty() {
+        lines.push("learning:                 off (--upstream without --engine)".into());
+        return Ok(Learning { policy_url, lines });
+    }
+    let nats = ["--nats-url", nats_url];
+    let mut trainer = clawline_trainer::Config::try_parse_from(
+        ["clawline-trainer"].into_iter().chain(nats).chain([
+            "--model",
+            &model.display().to_string(),
+            "--checkpoint-dir",
+            &data_dir.join("trainer").display().to_string(),
+            "--listen",
+            &args.trainer_listen.to_string(),
+            "--device",
+            &args.device,
+            "--publish-every",
+            &args.publish_every.to_string(),
+            "--lr",
+            &args.lr.to_string(),
+        ]),
+    )?;
+    trainer.log = log.clone();
+    tasks.spawn("trainer", clawline_trainer::run(trainer, shutdown.clone()));
+    let mut flags: Vec<String> = ["clawline-broadcaster", "--nats-url", nats_url]
+        .map(String::from)
+        .to_vec();
+    flags.extend([
+        "--base-model".into(),
+        model.display().to_string(),
+        "--work-dir".into(),
+        data_dir.join("weights").display().to_string(),
+        "--listen".into(),
+        args.broadcaster_listen.to_string(),
+    ]);
+    if !args.no_canary {
+        flags.push("--canary".into());
+    }
+    for engine in &engines {
+        flags.extend(["--engine".into(), engine.clone()]);
+    }
+    let mut broadcaster = clawline_broadcaster::Config::try_parse_from(flags)?;
+    broadcaster.log = log.clone();
+    tasks.spawn(
+        "broadcaster",
+        clawline_broadcaster::run(broadcaster, shutdown),
+    );
+    lines.push(format!(
+        "trainer:                  http://{}/status  (checkpoints in {})",
+        args.trainer_listen,
+        data_dir.join("trainer").display()
+    ));
+    lines.push(format!(
+        "broadcaster:              http://{}/status  (clawline weights list){}",
+        args.broadcaster_listen,
+        if args.no_canary { "" } else { ", canary on" }
+    ));
+    Ok(Learning { policy_url, lines })
+}
