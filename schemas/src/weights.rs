@@ -117,6 +117,7 @@ pub struct TrainingMetrics {
 /// The result of a canary evaluation: mean reward of each version's answers to the same prompts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct CanaryResult {
+    /// Answers rated per version (prompts × samples).
     pub prompts: u32,
     pub candidate_reward: f64,
     pub serving_reward: f64,

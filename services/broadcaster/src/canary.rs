@@ -1,5 +1,5 @@
-//! The canary gate: before a version is promoted, it answers an evaluation set (greedy, so the
-//! comparison is not sampling noise) and the reward scorer rates the answers over NATS
+//! The canary gate: before a version is promoted, it answers an evaluation set (several sampled
+//! answers a prompt, with seeds shared by every version) and the reward scorer rates them over NATS
 //! (`clawline.reward.compute`, the same models that score live traffic). The serving version's
 //! answers to the same prompts are rated the same way (cached per version). The candidate is
 //! promoted unless its mean reward is lower than the serving version's by more than the tolerance.
@@ -30,6 +30,8 @@ pub struct Canary {
     tokenizer: ChatTokenizer,
     prompts: Vec<Vec<Value>>,
     max_tokens: usize,
+    /// Answers per prompt.
+    samples: usize,
     pub tolerance: f64,
     /// The serving version's mean reward, once computed.
     serving: Mutex<Option<(u64, f64)>>,
@@ -41,6 +43,7 @@ impl Canary {
         base: &Path,
         prompts: Option<&Path>,
         max_tokens: usize,
+        samples: usize,
         tolerance: f64,
     ) -> anyhow::Result<Self> {
         let text = match prompts {
@@ -59,12 +62,15 @@ impl Canary {
             tokenizer,
             prompts,
             max_tokens,
+            samples: samples.max(1),
             tolerance,
             serving: Mutex::new(None),
         })
     }
 
-    /// Greedy answers of `candidate` to every prompt (blocking: loads the model).
+    /// `samples` answers of `candidate` to every prompt, prompt-major (blocking: loads the model).
+    /// Sampled as users are served (temperature 1), with the same seeds for every version, so two
+    /// versions are compared on common random numbers.
     fn answers(&self, candidate: &Candidate) -> anyhow::Result<Vec<String>> {
         let device = tch::Device::Cpu;
         let model = match (&candidate.dir, candidate.format) {
@@ -78,21 +84,22 @@ impl Canary {
         };
         let mut stop_ids = model.model.config().eos_ids();
         stop_ids.extend(self.tokenizer.token_id(self.tokenizer.eos_token()));
-        let requests = self
-            .prompts
-            .iter()
-            .map(|messages| {
-                Ok(Request {
-                    prompt: self.tokenizer.encode_chat(messages, None)?,
+        let mut requests = Vec::new();
+        for (i, messages) in self.prompts.iter().enumerate() {
+            let prompt = self.tokenizer.encode_chat(messages, None)?;
+            for s in 0..self.samples {
+                requests.push(Request {
+                    prompt: prompt.clone(),
                     sampling: Sampling {
-                        temperature: 0.0,
+                        temperature: 1.0,
                         max_tokens: self.max_tokens,
                         stop_ids: stop_ids.clone(),
+                        seed: Some((i * 1000 + s) as u64),
                         ..Default::default()
                     },
-                })
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
+                });
+            }
+        }
         let out = generate(&model.model, &requests)?;
         out.iter()
             .map(|g| {
@@ -117,7 +124,11 @@ impl Canary {
         let c = candidate.clone();
         let answers = tokio::task::spawn_blocking(move || this.answers(&c)).await??;
         let mut total = 0.0;
-        for (messages, answer) in self.prompts.iter().zip(&answers) {
+        let per_prompt = self
+            .prompts
+            .iter()
+            .flat_map(|p| std::iter::repeat_n(p, self.samples));
+        for (messages, answer) in per_prompt.zip(&answers) {
             let prompt = messages
                 .iter()
                 .rev()
@@ -140,7 +151,7 @@ impl Canary {
                 .as_f64()
                 .with_context(|| format!("the reward scorer answered {v}"))?;
         }
-        Ok(total / self.prompts.len() as f64)
+        Ok(total / answers.len().max(1) as f64)
     }
 
     /// Compares `candidate` with `serving`.
@@ -159,7 +170,7 @@ impl Canary {
             Some((serving.version, serving_reward));
         let candidate_reward = self.score(client, candidate).await?;
         Ok(CanaryResult {
-            prompts: self.prompts.len() as u32,
+            prompts: (self.prompts.len() * self.samples) as u32,
             candidate_reward,
             serving_reward,
             serving_version: serving.version,

@@ -10,6 +10,8 @@ use clawline_nats::{streams, subjects};
 use clawline_schemas::{WeightsActivated, WeightsPublished, WeightsRejected};
 use serde::{Deserialize, Serialize};
 
+use crate::service::{Broadcaster, Trigger};
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum ControlRequest {
@@ -105,5 +107,67 @@ impl History {
             }
         }
         out
+    }
+}
+
+impl Broadcaster {
+    pub(crate) async fn on_control(&mut self, request: async_nats::Message) {
+        let Some(reply_to) = request.reply.clone() else {
+            return;
+        };
+        let reply = match serde_json::from_slice::<ControlRequest>(&request.payload) {
+            Err(e) => self.refusal(format!("bad request: {e}")),
+            Ok(ControlRequest::Activate { version }) => self.operator(version, "activate").await,
+            Ok(ControlRequest::Rollback) => {
+                let previous = self
+                    .promoted
+                    .iter()
+                    .rev()
+                    .copied()
+                    .find(|v| *v != self.serving);
+                match previous {
+                    Some(v) => self.operator(v, "rollback").await,
+                    None => self.refusal("no earlier version was ever served".into()),
+                }
+            }
+        };
+        let body = serde_json::to_vec(&reply).unwrap_or_default();
+        let _ = self.client.publish(reply_to, body.into()).await;
+    }
+
+    fn refusal(&self, error: String) -> ControlReply {
+        ControlReply {
+            ok: false,
+            error: Some(error),
+            serving: self.serving,
+            engines: Vec::new(),
+        }
+    }
+
+    async fn operator(&mut self, version: u64, reason: &'static str) -> ControlReply {
+        let event = if version == 0 {
+            // The base model: every engine's starting point.
+            None
+        } else {
+            match self.published.get(&version) {
+                Some(e) => Some(e.clone()),
+                None => return self.refusal(format!("version {version} was never published")),
+            }
+        };
+        let result = match &event {
+            Some(event) => self.promote(event, Trigger::Operator(reason)).await,
+            None => Err(anyhow::anyhow!(
+                "version 0 (the base model) cannot be activated through the broadcaster; restart the engines from --base-model"
+            )),
+        };
+        match result {
+            Ok(engines) => ControlReply {
+                ok: engines.iter().all(|e| e.activated),
+                error: None,
+                serving: self.serving,
+                engines,
+            },
+            Err(e) => self.refusal(format!("{e:#}")),
+        }
     }
 }

@@ -61,6 +61,9 @@ pub struct Config {
     /// Tokens each canary answer may have.
     #[arg(long = "canary-max-tokens", default_value_t = 24)]
     pub canary_max_tokens: usize,
+    /// Sampled answers per prompt (temperature 1, the same seeds for every version).
+    #[arg(long = "canary-samples", default_value_t = 4)]
+    pub canary_samples: usize,
     /// Version directories kept on disk besides the serving one.
     #[arg(long = "keep-versions", default_value_t = 4)]
     pub keep_versions: usize,
@@ -86,6 +89,10 @@ impl Config {
         anyhow::ensure!(
             self.canary_tolerance >= 0.0 && self.canary_tolerance.is_finite(),
             "--canary-tolerance must be at least 0"
+        );
+        anyhow::ensure!(
+            self.canary_samples >= 1,
+            "--canary-samples must be at least 1"
         );
         anyhow::ensure!(
             self.canary_max_tokens >= 1,

@@ -23,7 +23,7 @@ use serde::Serialize;
 
 use crate::Config;
 use crate::canary::{Canary, Candidate, passes};
-use crate::control::{ControlReply, ControlRequest, EngineOutcome, History};
+use crate::control::{EngineOutcome, History};
 use crate::engine::{self, EngineSpec};
 use crate::versions::{FetchError, Versions};
 
@@ -37,14 +37,14 @@ pub struct Status {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct Labels {
+pub(crate) struct Labels {
     engine: String,
     outcome: &'static str,
 }
 
 /// Why a version is being activated, and whether the canary gates it.
 #[derive(Clone)]
-enum Trigger {
+pub(crate) enum Trigger {
     /// A new version: event ids derive from its event, so a redelivery publishes nothing twice.
     Published,
     Operator(&'static str),
@@ -60,6 +60,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 &c.base_model,
                 c.canary_prompts.as_deref(),
                 c.canary_max_tokens,
+                c.canary_samples,
                 c.canary_tolerance,
             )
         })
@@ -161,21 +162,21 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     result
 }
 
-struct Broadcaster {
-    js: jetstream::Context,
-    client: async_nats::Client,
-    http: reqwest::Client,
-    engines: Vec<EngineSpec>,
-    versions: Versions,
-    canary: Option<Arc<Canary>>,
-    kv: kv::Store,
-    published: BTreeMap<u64, WeightsPublished>,
-    promoted: Vec<u64>,
-    serving: u64,
-    keep: usize,
-    activations: Family<Labels, Counter>,
-    status: Arc<Mutex<Status>>,
-    producer: String,
+pub(crate) struct Broadcaster {
+    pub(crate) js: jetstream::Context,
+    pub(crate) client: async_nats::Client,
+    pub(crate) http: reqwest::Client,
+    pub(crate) engines: Vec<EngineSpec>,
+    pub(crate) versions: Versions,
+    pub(crate) canary: Option<Arc<Canary>>,
+    pub(crate) kv: kv::Store,
+    pub(crate) published: BTreeMap<u64, WeightsPublished>,
+    pub(crate) promoted: Vec<u64>,
+    pub(crate) serving: u64,
+    pub(crate) keep: usize,
+    pub(crate) activations: Family<Labels, Counter>,
+    pub(crate) status: Arc<Mutex<Status>>,
+    pub(crate) producer: String,
 }
 
 impl Broadcaster {
@@ -206,68 +207,8 @@ impl Broadcaster {
         }
     }
 
-    async fn on_control(&mut self, request: async_nats::Message) {
-        let Some(reply_to) = request.reply.clone() else {
-            return;
-        };
-        let reply = match serde_json::from_slice::<ControlRequest>(&request.payload) {
-            Err(e) => self.refusal(format!("bad request: {e}")),
-            Ok(ControlRequest::Activate { version }) => self.operator(version, "activate").await,
-            Ok(ControlRequest::Rollback) => {
-                let previous = self
-                    .promoted
-                    .iter()
-                    .rev()
-                    .copied()
-                    .find(|v| *v != self.serving);
-                match previous {
-                    Some(v) => self.operator(v, "rollback").await,
-                    None => self.refusal("no earlier version was ever served".into()),
-                }
-            }
-        };
-        let body = serde_json::to_vec(&reply).unwrap_or_default();
-        let _ = self.client.publish(reply_to, body.into()).await;
-    }
-
-    fn refusal(&self, error: String) -> ControlReply {
-        ControlReply {
-            ok: false,
-            error: Some(error),
-            serving: self.serving,
-            engines: Vec::new(),
-        }
-    }
-
-    async fn operator(&mut self, version: u64, reason: &'static str) -> ControlReply {
-        let event = if version == 0 {
-            // The base model: every engine's starting point.
-            None
-        } else {
-            match self.published.get(&version) {
-                Some(e) => Some(e.clone()),
-                None => return self.refusal(format!("version {version} was never published")),
-            }
-        };
-        let result = match &event {
-            Some(event) => self.promote(event, Trigger::Operator(reason)).await,
-            None => Err(anyhow::anyhow!(
-                "version 0 (the base model) cannot be activated through the broadcaster; restart the engines from --base-model"
-            )),
-        };
-        match result {
-            Ok(engines) => ControlReply {
-                ok: engines.iter().all(|e| e.activated),
-                error: None,
-                serving: self.serving,
-                engines,
-            },
-            Err(e) => self.refusal(format!("{e:#}")),
-        }
-    }
-
     /// Puts `event`'s version into service. `Err`: nothing decided yet (try again later).
-    async fn promote(
+    pub(crate) async fn promote(
         &mut self,
         event: &WeightsPublished,
         trigger: Trigger,

@@ -276,3 +276,48 @@ async fn corrupt_versions_and_refusing_engines_leave_the_old_version_serving() {
     );
     assert_eq!(served_version(&policy_url).await, "3");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_rejection_the_trainer_continues_from_the_serving_version() {
+    let nats = NatsServer::start().await;
+    let js = nats.jetstream().await;
+    let model = model_dir(0);
+    let stop = CancellationToken::new();
+    let _stop = Stop(stop.clone());
+    // An engine that refuses every version (it has no /admin/weights): nothing is ever served.
+    let refusing = MockVllm::start(MockConfig::default()).await.unwrap();
+    let engines = [format!("policy=clawline:http://{}", refusing.addr)];
+    let work = tempfile::tempdir().unwrap();
+    broadcaster(&nats, model.path(), work.path(), &engines, &[], &stop);
+    let ckpt = tempfile::tempdir().unwrap();
+    trainer(&nats, model.path(), ckpt.path(), &stop);
+    publish_batches(&js, model.path(), 0..1).await;
+    wait_for(
+        || async {
+            !events::<WeightsRejected>(&js, subjects::WEIGHTS_REJECTED)
+                .await
+                .is_empty()
+        },
+        120,
+    )
+    .await;
+    publish_batches(&js, model.path(), 1..2).await;
+    wait_for(
+        || async {
+            events::<WeightsRejected>(&js, subjects::WEIGHTS_REJECTED)
+                .await
+                .len()
+                >= 2
+        },
+        120,
+    )
+    .await;
+    let published: Vec<clawline_schemas::WeightsPublished> =
+        events(&js, subjects::WEIGHTS_PUBLISHED).await;
+    assert_eq!(published.len(), 2);
+    // v2 was trained from the base model the engines still serve, not from the rejected v1.
+    assert_eq!((published[1].version, published[1].parent), (2, 0));
+    let v1 = std::fs::read(model.path().join("model.safetensors")).unwrap();
+    assert_ne!(sha256(&v1), published[1].sha256, "v2 learned its own batch");
+    assert_eq!(kv(&js, buckets::POLICY_VERSION_KEY).await, None);
+}

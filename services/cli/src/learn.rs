@@ -30,10 +30,11 @@ pub struct LearnArgs {
     #[arg(long = "engine", value_parser = engine_spec)]
     pub engines: Vec<String>,
     /// Updates (batches) per published version.
-    #[arg(long = "publish-every", default_value_t = 4)]
+    #[arg(long = "publish-every", default_value_t = 2)]
     pub publish_every: u64,
-    /// The trainer's learning rate (the default suits the tiny built-in model).
-    #[arg(long, default_value_t = 1e-4)]
+    /// The trainer's learning rate (the default suits the tiny built-in model; a real model wants
+    /// about 1e-6 to 1e-5).
+    #[arg(long, default_value_t = 1e-3)]
     pub lr: f64,
     /// Promote versions without the canary evaluation.
     #[arg(long = "no-canary")]
@@ -126,6 +127,9 @@ pub async fn spawn(
             &args.publish_every.to_string(),
             "--lr",
             &args.lr.to_string(),
+            // The broadcaster runs beside it: keep the served policy close to the trained one.
+            "--max-ahead",
+            "1",
         ]),
     )?;
     trainer.log = log.clone();

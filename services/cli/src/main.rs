@@ -6,9 +6,11 @@
 //! Each service also runs alone as its own binary against the same NATS: that is how it scales.
 
 mod datapool;
+mod demo;
 mod history;
 mod learn;
 mod model;
+mod plot;
 mod up;
 mod weights;
 
@@ -28,6 +30,8 @@ struct Cli {
 enum Command {
     /// Start the whole system on this machine.
     Up(Box<up::UpArgs>),
+    /// The closed loop: `up` plus simulated users; prints and plots reward per window.
+    Demo(Box<demo::DemoArgs>),
     /// The DataPool (batcher): statistics.
     Datapool(datapool::DatapoolArgs),
     /// SQL over the whole history (archive + live tail), e.g.
@@ -51,6 +55,7 @@ async fn main() -> anyhow::Result<()> {
     init_tracing(&cli.log);
     match cli.command {
         Command::Up(args) => up::run(*args, cli.log).await,
+        Command::Demo(args) => demo::run(*args, cli.log).await,
         Command::Datapool(args) => datapool::run(args).await,
         Command::Sql(cmd) => clawline_datapool::run_sql_command(*cmd).await,
         Command::Replay(args) => history::replay(*args).await,

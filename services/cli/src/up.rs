@@ -11,7 +11,7 @@ use clawline_runtime::{LogArgs, NatsArgs, Shutdown, TaskSet};
 
 use crate::learn::LearnArgs;
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct UpArgs {
     /// Where clawline keeps its state: JetStream store, spool, logs.
     #[arg(long, env = "CLAWLINE_DATA_DIR", default_value = "./data/run")]
@@ -62,9 +62,34 @@ pub struct UpArgs {
 }
 
 pub async fn run(args: UpArgs, log: LogArgs) -> anyhow::Result<()> {
+    let shutdown = Shutdown::on_signals();
+    start(args, log, &shutdown).await?.wait().await
+}
+
+/// Everything `up` started.
+pub struct Running {
+    pub nats_url: String,
+    tasks: TaskSet,
+    server: Option<LocalServer>,
+}
+
+impl Running {
+    /// Waits until every service stopped (after the shutdown token is cancelled, or one failed),
+    /// then stops nats-server.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        let result = self.tasks.join().await;
+        if let Some(mut server) = self.server {
+            tokio::task::spawn_blocking(move || server.stop()).await?;
+            tracing::info!("nats-server stopped");
+        }
+        result
+    }
+}
+
+/// Starts nats-server (unless `--nats-url`) and every service, and prints where they are.
+pub async fn start(args: UpArgs, log: LogArgs, shutdown: &Shutdown) -> anyhow::Result<Running> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating --data-dir {}", args.data_dir.display()))?;
-    let shutdown = Shutdown::on_signals();
 
     let mut server = None;
     let nats_url = match &args.nats_url {
@@ -108,13 +133,26 @@ pub async fn run(args: UpArgs, log: LogArgs) -> anyhow::Result<()> {
     let reward =
         tokio::task::spawn_blocking(move || clawline_reward::Service::load(reward)).await??;
 
+    // Without --batcher-config, `up` keeps an editable one in the data dir: the built-in defaults
+    // plus advantages normalised by the running reward spread (what learns on live traffic).
+    let batcher_config = match &args.batcher_config {
+        Some(path) => path.clone(),
+        None => {
+            let path = args.data_dir.join("batcher.toml");
+            if !path.exists() {
+                std::fs::write(&path, DEFAULT_BATCHER_TOML)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            path
+        }
+    };
     let batcher = clawline_batcher::Config {
         nats: NatsArgs {
             url: nats_url.clone(),
             replicas: 1,
         },
         log: log.clone(),
-        config: args.batcher_config.clone(),
+        config: Some(batcher_config),
         listen: args.batcher_listen,
     };
 
@@ -203,13 +241,22 @@ pub async fn run(args: UpArgs, log: LogArgs) -> anyhow::Result<()> {
         "datapool",
         clawline_datapool::serve(datapool, shutdown.token()),
     );
-    let result = tasks.join().await;
-    if let Some(mut server) = server {
-        tokio::task::spawn_blocking(move || server.stop()).await?;
-        tracing::info!("nats-server stopped");
-    }
-    result
+    Ok(Running {
+        nats_url,
+        tasks,
+        server,
+    })
 }
+
+/// The batcher settings `up` starts with (see the batcher's README section for every key).
+const DEFAULT_BATCHER_TOML: &str = "\
+# clawline up's batcher settings; edit and restart. Every key is optional.
+[defaults]
+mode = \"window\"
+batch_size = 8
+# Divide advantages by the running reward spread, so small reward differences still teach.
+normalize = true
+";
 
 /// The gateway's own defaults (as its binary parses them with only the required flag).
 fn default_gateway_config() -> clawline_gateway::Config {

@@ -1,5 +1,6 @@
-//! `clawline up` starts nats-server, the gateway, the reward scorer and the batcher, serves, stops cleanly on SIGTERM, and a second
-//! run resumes from the data dir.
+//! `clawline up` starts nats-server, the gateway, the reward scorer, the batcher, the archive and —
+//! without `--upstream` — the built-in policy server, trainer and broadcaster; serves, stops
+//! cleanly on SIGTERM, and a second run resumes from the data dir.
 #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
 use std::process::{Child, Command, Stdio};
@@ -258,13 +259,83 @@ async fn async_nats_client_fails(port: u16) -> bool {
 }
 
 #[test]
-fn a_missing_upstream_is_a_clear_cli_error() {
+fn a_bad_engine_is_a_clear_cli_error() {
     let out = Command::new(env!("CARGO_BIN_EXE_clawline"))
-        .arg("up")
+        .args(["up", "--engine", "gpu=tgi:http://x"])
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--upstream"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--engine") && stderr.contains("KIND"),
+        "{stderr}"
+    );
+}
+
+/// Without `--upstream`, `up` creates a model, serves it with the built-in policy server and runs
+/// the trainer and broadcaster: an answer through the gateway names the version that produced it.
+#[tokio::test]
+async fn clawline_up_without_an_engine_serves_and_learns_with_the_built_in_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let (http_port, trainer, broadcaster) = (free_port(), free_port(), free_port());
+    let addr = |p: u16| format!("127.0.0.1:{p}");
+    let mut up = Up(Command::new(env!("CARGO_BIN_EXE_clawline"))
+        .args(["up", "--data-dir"])
+        .arg(dir.path())
+        .args([
+            "--nats-port",
+            &free_port().to_string(),
+            "--listen",
+            &addr(http_port),
+        ])
+        .args([
+            "--reward-listen",
+            &addr(free_port()),
+            "--batcher-listen",
+            &addr(free_port()),
+        ])
+        .args([
+            "--sql-listen",
+            &addr(free_port()),
+            "--policy-listen",
+            &addr(free_port()),
+        ])
+        .args([
+            "--trainer-listen",
+            &addr(trainer),
+            "--broadcaster-listen",
+            &addr(broadcaster),
+        ])
+        .args(["--warm-start-steps", "0", "--device", "cpu"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap());
+    let http = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{http_port}");
+    wait_ready(&http, &url, &mut up).await;
+    let r = http
+        .post(format!("{url}/v1/chat/completions"))
+        .json(&json!({"model": "m", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-clawline-policy-version"], "0");
+    for port in [trainer, broadcaster] {
+        let status: Value = http
+            .get(format!("http://127.0.0.1:{port}/status"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(status.is_object(), "{status}");
+    }
+    assert!(dir.path().join("model/config.json").is_file());
+    assert!(dir.path().join("batcher.toml").is_file());
+    stop(up).await;
 }
 
 #[test]

@@ -55,6 +55,15 @@ impl AdamW {
         }
     }
 
+    /// The same hyper-parameters with no state (for a trainer that starts over from other weights).
+    pub fn fresh(&self) -> Self {
+        Self {
+            moments: BTreeMap::new(),
+            steps: 0,
+            ..*self
+        }
+    }
+
     pub fn steps(&self) -> i64 {
         self.steps
     }

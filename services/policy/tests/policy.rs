@@ -439,3 +439,43 @@ async fn a_peft_lora_adapter_is_applied_to_the_served_base_and_swapped_in() {
         "the adapter changed the policy"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_decoded_together_carry_the_logprobs_the_trainer_recomputes() {
+    let dir = model_dir(2);
+    let server = start(dir.path(), &[]).await;
+    let model = Loaded::load(dir.path(), Device::Cpu).unwrap();
+    let questions = [
+        "Hi",
+        "Can you help me with a recipe?",
+        "Hi, I am Ana. I am going to the library today. Any advice?",
+        "Ben has 4 apples and gets 3 more. How many apples does Ben have now?",
+    ];
+    // Sent at once, so the engine decodes them in one left-padded batch.
+    let answers = futures::future::join_all(questions.iter().enumerate().map(|(i, q)| {
+        let url = format!("{}/v1/chat/completions", server.url);
+        let body = json!({"messages": [{"role": "user", "content": q}], "max_tokens": 16,
+            "temperature": 1.0, "seed": i, "logprobs": true, "return_token_ids": true});
+        async move { post(&url, body).await }
+    }))
+    .await;
+    for (q, (status, _, body)) in questions.iter().zip(answers) {
+        assert_eq!(status, 200, "{body}");
+        let prompt = ids(&body["prompt_token_ids"]);
+        let choice = &body["choices"][0];
+        let completion = ids(&choice["token_ids"]);
+        let served: Vec<f32> = choice["logprobs"]["content"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["logprob"].as_f64().unwrap() as f32)
+            .collect();
+        let lp = model.model.completion_logprobs(&prompt, &completion);
+        for (k, (a, b)) in served.iter().zip(&lp).enumerate() {
+            assert!(
+                (a - b).abs() < 1e-4,
+                "{q:?} token {k}: served {a}, recomputed {b}"
+            );
+        }
+    }
+}

@@ -13,7 +13,10 @@ use clawline_schemas::{LoraAdapter, TrainingSummary, WeightsFormat, WeightsPubli
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::learner::{Trained, WEIGHTS_FILE};
+use crate::Config;
+use clawline_model::AdamW;
+
+use crate::learner::{Learner, Trained, WEIGHTS_FILE};
 
 const CURRENT: &str = "CURRENT";
 const STATE_FILE: &str = "state.json";
@@ -209,4 +212,53 @@ pub fn sha256_file(path: &Path) -> anyhow::Result<(String, u64)> {
         size += n as u64;
     }
     Ok((hex::encode(hasher.finalize()), size))
+}
+
+/// Builds the learner and restores the newest checkpoint, refusing one made with other flags.
+pub fn resume(
+    config: &Config,
+    device: tch::Device,
+    checkpoints: &Checkpoints,
+) -> anyhow::Result<(Learner, State, Option<PathBuf>)> {
+    let mut optimizer = AdamW::new(config.lr);
+    optimizer.weight_decay = config.weight_decay;
+    let lora = config.lora();
+    let mut learner = Learner::new(
+        &config.model,
+        lora.as_ref(),
+        config.seed,
+        device,
+        optimizer,
+        config.loss(),
+    )?;
+    let base_model = config
+        .model
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| config.model.display().to_string());
+    match checkpoints.latest()? {
+        Some((dir, state)) => {
+            anyhow::ensure!(
+                state.format == learner.format() && state.lora == learner.lora(),
+                "--checkpoint-dir {}: its checkpoint trains {:?} {:?}, the flags ask for {:?} {:?} \
+                 (use the same --lora-* flags or another --checkpoint-dir)",
+                config.checkpoint_dir.display(),
+                state.format,
+                state.lora,
+                learner.format(),
+                learner.lora()
+            );
+            learner.restore(&dir)?;
+            Ok((learner, state, Some(dir)))
+        }
+        None => {
+            let state = State {
+                format: learner.format(),
+                lora: learner.lora(),
+                base_model,
+                ..Default::default()
+            };
+            Ok((learner, state, None))
+        }
+    }
 }

@@ -19,6 +19,7 @@ pub const WEIGHTS_FILE: &str = "weights.safetensors";
 pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 
 pub struct Learner {
+    model_dir: std::path::PathBuf,
     policy: Loaded,
     reference: Option<Loaded>,
     optimizer: AdamW,
@@ -73,6 +74,7 @@ impl Learner {
             None
         };
         Ok(Self {
+            model_dir: model_dir.to_path_buf(),
             policy,
             reference,
             optimizer,
@@ -114,6 +116,29 @@ impl Learner {
         load_weights(trainable, &[dir.join(WEIGHTS_FILE)])
             .with_context(|| format!("checkpoint {}", dir.display()))?;
         self.optimizer.load(&dir.join(OPTIMIZER_FILE))
+    }
+
+    /// Starts over from other weights: the trainable weights in `file` (a published version), or
+    /// with `None` the base model (LoRA: adapters that add nothing, B = 0 as PEFT initialises
+    /// them); optimizer moments from scratch.
+    pub fn reset(&mut self, file: Option<&Path>) -> anyhow::Result<()> {
+        match (file, self.policy.lora.as_mut()) {
+            (Some(file), Some((adapters, _))) => load_weights(adapters, &[file.to_path_buf()])?,
+            (Some(file), None) => load_weights(&mut self.policy.vs, &[file.to_path_buf()])?,
+            (None, Some((adapters, _))) => tch::no_grad(|| {
+                for (name, mut t) in adapters.variables() {
+                    if name.contains("lora_B") {
+                        let _ = t.zero_();
+                    }
+                }
+            }),
+            (None, None) => {
+                let files = clawline_model::weights::weight_files(&self.model_dir)?;
+                load_weights(&mut self.policy.vs, &files)?;
+            }
+        }
+        self.optimizer = self.optimizer.fresh();
+        Ok(())
     }
 
     /// One update on the learnable steps of `batch`.

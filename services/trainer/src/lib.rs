@@ -19,6 +19,7 @@ mod checkpoint;
 mod learner;
 mod metrics;
 mod publish;
+mod realign;
 mod service;
 
 use std::net::SocketAddr;
@@ -66,6 +67,11 @@ pub struct Config {
     /// Updates (batches) per published version.
     #[arg(long = "publish-every", default_value_t = 4)]
     pub publish_every: u64,
+    /// Versions the trainer may publish beyond the one the engines serve (KV `policy.version`)
+    /// before it stops taking batches until they catch up: bounds how far behind the trainer's
+    /// weights the policy that generated a batch can be. 0: no limit (no broadcaster needed).
+    #[arg(long = "max-ahead", default_value_t = 0)]
+    pub max_ahead: u64,
     /// Updates per checkpoint between versions (a version is always checkpointed). Batches are
     /// acked only once a checkpoint covers them; a quiet second also writes one.
     #[arg(long = "checkpoint-every", default_value_t = 1)]

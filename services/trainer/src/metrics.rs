@@ -27,6 +27,8 @@ pub struct TrainerMetrics {
     tokens: Counter,
     update_seconds: Histogram,
     pub checkpoints: Counter,
+    /// Returns to the serving version after one of this trainer's versions was rejected.
+    pub realignments: Counter,
     versions: Counter,
     pub version: Gauge,
 }
@@ -40,6 +42,7 @@ impl TrainerMetrics {
             tokens: Counter::default(),
             update_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 18)),
             checkpoints: Counter::default(),
+            realignments: Counter::default(),
             versions: Counter::default(),
             version: Gauge::default(),
         };
@@ -57,6 +60,11 @@ impl TrainerMetrics {
             m.update_seconds.clone(),
         );
         registry.register("checkpoints", "Checkpoints written", m.checkpoints.clone());
+        registry.register(
+            "realignments",
+            "Returns to the serving version after a rejected version",
+            m.realignments.clone(),
+        );
         registry.register(
             "versions_published",
             "Weight versions published",

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use async_nats::jetstream::{self, AckKind, Message};
-use clawline_model::AdamW;
 use clawline_nats::{DurableSpec, buckets, durable_consumer_after, streams, subjects};
 use clawline_runtime::{
     CancellationToken, Metrics, TaskSet, admin_routes, connect_nats, json_snapshot,
@@ -19,10 +18,11 @@ use futures::StreamExt;
 use serde::Serialize;
 
 use crate::Config;
-use crate::checkpoint::{Checkpoints, State};
+use crate::checkpoint::{Checkpoints, State, resume};
 use crate::learner::{Learner, Trained, published_file_name};
 use crate::metrics::TrainerMetrics;
 use crate::publish::{last_published_version, publish};
+use crate::realign::{Rejections, download, serving_version};
 
 /// `GET /status`.
 #[derive(Debug, Clone, Serialize, Default)]
@@ -48,7 +48,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let (learner, state, dir, checkpoints) = {
         let config = config.clone();
         tokio::task::spawn_blocking(move || {
-            let (learner, state, dir) = start(&config, device, &checkpoints)?;
+            let (learner, state, dir) = resume(&config, device, &checkpoints)?;
             anyhow::Ok((learner, state, dir, checkpoints))
         })
         .await??
@@ -70,17 +70,30 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         admin_routes(Some(registry)).route("/status", json_snapshot(status.clone())),
     );
 
+    let rejections = Rejections::default();
+    tasks.spawn(
+        "rejections",
+        rejections.clone().follow(client.clone(), shutdown.clone()),
+    );
     let mut trainer = Trainer {
         js: js.clone(),
+        kv: js
+            .get_key_value(buckets::STATE)
+            .await
+            .context("opening KV state")?,
+        rejections,
+        checkpoint_dir: config.checkpoint_dir.clone(),
         client,
         ack_wait: Duration::from_secs(config.ack_wait_secs),
         publish_every: config.publish_every,
+        max_ahead: config.max_ahead,
         checkpoint_every: config.checkpoint_every as usize,
         checkpoints: Arc::new(checkpoints),
         learner: Some(learner),
         state,
         dir,
         held: Vec::new(),
+        force_checkpoint: false,
         metrics,
         status,
         producer: format!("clawline-trainer/{}", env!("CARGO_PKG_VERSION")),
@@ -127,60 +140,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     result
 }
 
-/// Builds the learner and restores the newest checkpoint, refusing one made with other flags.
-fn start(
-    config: &Config,
-    device: tch::Device,
-    checkpoints: &Checkpoints,
-) -> anyhow::Result<(Learner, State, Option<PathBuf>)> {
-    let mut optimizer = AdamW::new(config.lr);
-    optimizer.weight_decay = config.weight_decay;
-    let lora = config.lora();
-    let mut learner = Learner::new(
-        &config.model,
-        lora.as_ref(),
-        config.seed,
-        device,
-        optimizer,
-        config.loss(),
-    )?;
-    let base_model = config
-        .model
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| config.model.display().to_string());
-    match checkpoints.latest()? {
-        Some((dir, state)) => {
-            anyhow::ensure!(
-                state.format == learner.format() && state.lora == learner.lora(),
-                "--checkpoint-dir {}: its checkpoint trains {:?} {:?}, the flags ask for {:?} {:?} \
-                 (use the same --lora-* flags or another --checkpoint-dir)",
-                config.checkpoint_dir.display(),
-                state.format,
-                state.lora,
-                learner.format(),
-                learner.lora()
-            );
-            learner.restore(&dir)?;
-            Ok((learner, state, Some(dir)))
-        }
-        None => {
-            let state = State {
-                format: learner.format(),
-                lora: learner.lora(),
-                base_model,
-                ..Default::default()
-            };
-            Ok((learner, state, None))
-        }
-    }
-}
-
 struct Trainer {
     js: jetstream::Context,
+    kv: async_nats::jetstream::kv::Store,
+    rejections: Rejections,
+    checkpoint_dir: PathBuf,
     client: async_nats::Client,
     ack_wait: Duration,
     publish_every: u64,
+    /// Versions this trainer may run ahead of the serving one before it waits (0: no limit).
+    max_ahead: u64,
     checkpoint_every: usize,
     checkpoints: Arc<Checkpoints>,
     /// Taken while a blocking task uses it.
@@ -190,6 +159,8 @@ struct Trainer {
     dir: Option<PathBuf>,
     /// Batches done but not yet covered by a checkpoint: acked after the next one.
     held: Vec<Message>,
+    /// The weights changed without a batch (a realignment): the next checkpoint must be written.
+    force_checkpoint: bool,
     metrics: TrainerMetrics,
     status: Arc<Mutex<Status>>,
     producer: String,
@@ -214,6 +185,7 @@ impl Trainer {
             let _ = message.ack().await;
             return Ok(());
         }
+        self.wait_for_serving(&message, shutdown).await?;
         match clawline_nats::decode_message::<BatchFormed>(&message.payload) {
             Err(e) => {
                 tracing::warn!(seq, error = %e, "a BATCHES message is not a BatchFormed; skipped");
@@ -303,11 +275,76 @@ impl Trainer {
         }
     }
 
-    /// Writes a checkpoint covering every held batch, then acks them.
-    async fn checkpoint(&mut self) -> anyhow::Result<()> {
-        if self.held.is_empty() && self.state.pending.is_none() {
+    /// Realigns after a rejection, then, with `--max-ahead`, waits until the engines serve a
+    /// version close enough to this trainer's newest that the steps arriving are near-on-policy.
+    async fn wait_for_serving(
+        &mut self,
+        current: &Message,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        let mut progress = tokio::time::Instant::now();
+        loop {
+            if let Some(rejected) = self.rejections.take() {
+                self.realign(rejected).await?;
+            }
+            if self.max_ahead == 0
+                || self.state.version <= serving_version(&self.kv).await? + self.max_ahead
+            {
+                return Ok(());
+            }
+            if progress.elapsed() > self.ack_wait / 3 {
+                for message in self.held.iter().chain([current]) {
+                    let _ = message.ack_with(AckKind::Progress).await;
+                }
+                progress = tokio::time::Instant::now();
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+        }
+    }
+
+    /// After `rejected` was refused: back to the serving version when it predates `rejected` and
+    /// `rejected` is on this trainer's current lineage.
+    async fn realign(&mut self, rejected: u64) -> anyhow::Result<()> {
+        let serving = serving_version(&self.kv).await?;
+        if !(serving < rejected && rejected <= self.state.version) {
             return Ok(());
         }
+        let file = if serving == 0 {
+            None
+        } else {
+            let object = format!("v{serving}/{}", published_file_name(self.state.format));
+            let path = self.checkpoint_dir.join(".serving.safetensors");
+            download(&self.js, &object, &path).await?;
+            Some(path)
+        };
+        let reset = file.clone();
+        self.blocking(None, move |learner| learner.reset(reset.as_deref()))
+            .await??;
+        if let Some(path) = file {
+            let _ = std::fs::remove_file(path);
+        }
+        tracing::warn!(
+            rejected,
+            serving,
+            dropped_updates = self.state.since.updates(),
+            "a version was rejected: training continues from the serving version"
+        );
+        self.metrics.realignments.inc();
+        self.state.version = serving;
+        self.state.since = Default::default();
+        self.force_checkpoint = true;
+        Ok(())
+    }
+
+    /// Writes a checkpoint covering every held batch, then acks them.
+    async fn checkpoint(&mut self) -> anyhow::Result<()> {
+        if self.held.is_empty() && self.state.pending.is_none() && !self.force_checkpoint {
+            return Ok(());
+        }
+        self.force_checkpoint = false;
         let checkpoints = self.checkpoints.clone();
         let mut state = self.state.clone();
         let (state, dir) = self

@@ -1,0 +1,74 @@
+//! `clawline demo`, bounded, on this machine's CPUs: the closed loop (gateway → reward → batcher →
+//! trainer → broadcaster → policy server swap) raises the reward of the answers users get, while
+//! no request fails. The canary gate is off here: on 2 cores its evaluations delay promotion
+//! enough that learning is inconsistent run to run (see the broadcaster's tests for the gate).
+//!
+//! Ignored in CI: even without the gate, on 2 cores in a debug build the reward rose clearly in
+//! some runs (+0.14, +0.16, +0.07) and not in others (+0.01, −0.01), so as a pass/fail test it
+//! would be flaky. What fails it is the learning dynamics, not the plumbing: every run had zero
+//! failed requests and dozens of versions swapped in.
+//!
+//! The margin: the last window's mean reward must beat the first's by more than 0.03 and by more
+//! than five standard errors of the difference (each window's standard error is its reward spread
+//! over √128), so sampling noise alone cannot pass it (a 5σ event). Measured on 2 cores: +0.06,
+//! about 12 standard errors.
+#![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
+use std::process::Command;
+
+use serde_json::Value;
+
+fn free_port() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    port.to_string()
+}
+
+fn addr() -> String {
+    format!("127.0.0.1:{}", free_port())
+}
+
+#[test]
+#[ignore = "learning on 2 CPU cores is inconsistent run to run (see the note on issue 7); run with --ignored"]
+fn the_demo_loop_raises_reward_with_no_failed_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_clawline"))
+        .args(["--log-level", "warn", "demo", "--data-dir"])
+        .arg(dir.path())
+        .args(["--nats-port", &free_port(), "--listen", &addr()])
+        .args(["--reward-listen", &addr(), "--batcher-listen", &addr()])
+        .args(["--sql-listen", &addr(), "--policy-listen", &addr()])
+        .args(["--trainer-listen", &addr(), "--broadcaster-listen", &addr()])
+        .args(["--device", "cpu", "--no-canary"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("demo.json")).unwrap()).unwrap();
+    assert_eq!(report["failed"], 0, "{stdout}");
+    assert_eq!(report["requests"], 1280);
+    let windows = report["windows"].as_array().unwrap();
+    let stat = |w: &Value| {
+        let n = w["scored"].as_f64().unwrap();
+        assert_eq!(n, 128.0, "every answer scored: {stdout}");
+        (
+            w["mean_reward"].as_f64().unwrap(),
+            w["std_reward"].as_f64().unwrap() / n.sqrt(),
+        )
+    };
+    let (first, se_first) = stat(&windows[0]);
+    let (last, se_last) = stat(windows.last().unwrap());
+    let margin = (5.0 * (se_first.powi(2) + se_last.powi(2)).sqrt()).max(0.03);
+    assert!(
+        last - first > margin,
+        "mean reward {first:.4} → {last:.4}, needed +{margin:.4}\n{stdout}"
+    );
+    let versions = report["timeline"].as_array().unwrap();
+    assert!(versions.len() >= 2, "versions were swapped in: {stdout}");
+    assert!(dir.path().join("demo.svg").is_file());
+}
