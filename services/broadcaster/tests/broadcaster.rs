@@ -39,7 +39,7 @@ async fn versions_go_live_on_every_engine_and_operators_roll_back() {
     let work = tempfile::tempdir().unwrap();
     let (_, task) = broadcaster(&nats, model.path(), work.path(), &engines, &[], &stop);
     let ckpt = tempfile::tempdir().unwrap();
-    trainer(&nats, model.path(), ckpt.path(), &stop);
+    trainer(&nats, model.path(), ckpt.path(), &[], &stop);
     publish_batches(&js, model.path(), 0..2).await;
 
     wait_for(
@@ -126,25 +126,7 @@ async fn lora_versions_load_on_vllm_under_their_own_name() {
     let work = tempfile::tempdir().unwrap();
     broadcaster(&nats, model.path(), work.path(), &engines, &[], &stop);
     let ckpt = tempfile::tempdir().unwrap();
-    let config = clap::Parser::try_parse_from([
-        "clawline-trainer",
-        "--nats-url",
-        &nats.url(),
-        "--model",
-        model.path().to_str().unwrap(),
-        "--checkpoint-dir",
-        ckpt.path().to_str().unwrap(),
-        "--listen",
-        &format!("127.0.0.1:{}", free_port()),
-        "--device",
-        "cpu",
-        "--publish-every",
-        "1",
-        "--lora-r",
-        "4",
-    ])
-    .unwrap();
-    tokio::spawn(clawline_trainer::run(config, stop.clone()));
+    trainer(&nats, model.path(), ckpt.path(), &["--lora-r", "4"], &stop);
     publish_batches(&js, model.path(), 0..1).await;
     wait_for(
         || async { kv(&js, buckets::POLICY_VERSION_KEY).await.as_deref() == Some("1") },
@@ -290,7 +272,7 @@ async fn after_a_rejection_the_trainer_continues_from_the_serving_version() {
     let work = tempfile::tempdir().unwrap();
     broadcaster(&nats, model.path(), work.path(), &engines, &[], &stop);
     let ckpt = tempfile::tempdir().unwrap();
-    trainer(&nats, model.path(), ckpt.path(), &stop);
+    trainer(&nats, model.path(), ckpt.path(), &[], &stop);
     publish_batches(&js, model.path(), 0..1).await;
     wait_for(
         || async {

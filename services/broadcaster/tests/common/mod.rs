@@ -88,25 +88,34 @@ pub async fn served_version(url: &str) -> String {
         .to_string()
 }
 
-pub fn trainer(nats: &NatsServer, model: &Path, ckpt: &Path, stop: &CancellationToken) {
-    let config = clawline_trainer::Config::try_parse_from([
+pub fn trainer(
+    nats: &NatsServer,
+    model: &Path,
+    ckpt: &Path,
+    extra: &[&str],
+    stop: &CancellationToken,
+) {
+    let url = nats.url();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut args = vec![
         "clawline-trainer",
         "--nats-url",
-        &nats.url(),
+        &url,
         "--model",
         model.to_str().unwrap(),
         "--checkpoint-dir",
         ckpt.to_str().unwrap(),
         "--listen",
-        &format!("127.0.0.1:{}", free_port()),
+        &listen,
         "--device",
         "cpu",
         "--lr",
         "0.001",
         "--publish-every",
         "1",
-    ])
-    .unwrap();
+    ];
+    args.extend_from_slice(extra);
+    let config = clawline_trainer::Config::try_parse_from(args).unwrap();
     tokio::spawn(clawline_trainer::run(config, stop.clone()));
 }
 
