@@ -123,34 +123,37 @@ impl Canary {
         let this = self.clone();
         let c = candidate.clone();
         let answers = tokio::task::spawn_blocking(move || this.answers(&c)).await??;
-        let mut total = 0.0;
         let per_prompt = self
             .prompts
             .iter()
             .flat_map(|p| std::iter::repeat_n(p, self.samples));
-        for (messages, answer) in per_prompt.zip(&answers) {
-            let prompt = messages
-                .iter()
-                .rev()
-                .find(|m| m["role"] == "user")
-                .and_then(|m| m["content"].as_str())
-                .unwrap_or_default();
-            let body = json!({"prompt_text": prompt, "response_text": answer});
-            let reply = tokio::time::timeout(
-                Duration::from_secs(30),
-                client.request(
-                    clawline_nats::subjects::REWARD_COMPUTE,
-                    body.to_string().into(),
-                ),
-            )
-            .await
-            .context("the reward scorer did not answer in 30 s")?
-            .context("no reward scorer answers clawline.reward.compute")?;
-            let v: Value = serde_json::from_slice(&reply.payload)?;
-            total += v["reward_score"]
-                .as_f64()
-                .with_context(|| format!("the reward scorer answered {v}"))?;
-        }
+        // All answers are rated at once: the scorer batches what arrives together.
+        let ratings = per_prompt
+            .zip(&answers)
+            .map(|(messages, answer)| async move {
+                let prompt = messages
+                    .iter()
+                    .rev()
+                    .find(|m| m["role"] == "user")
+                    .and_then(|m| m["content"].as_str())
+                    .unwrap_or_default();
+                let body = json!({"prompt_text": prompt, "response_text": answer});
+                let reply = tokio::time::timeout(
+                    Duration::from_secs(30),
+                    client.request(
+                        clawline_nats::subjects::REWARD_COMPUTE,
+                        body.to_string().into(),
+                    ),
+                )
+                .await
+                .context("the reward scorer did not answer in 30 s")?
+                .context("no reward scorer answers clawline.reward.compute")?;
+                let v: Value = serde_json::from_slice(&reply.payload)?;
+                v["reward_score"]
+                    .as_f64()
+                    .with_context(|| format!("the reward scorer answered {v}"))
+            });
+        let total: f64 = futures::future::try_join_all(ratings).await?.iter().sum();
         Ok(total / answers.len().max(1) as f64)
     }
 

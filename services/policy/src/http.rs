@@ -13,7 +13,6 @@ use clawline_model::{LlamaConfig, Loaded, Request, Sampling};
 use clawline_runtime::keys::ApiKeys;
 use clawline_runtime::tokenize::ChatTokenizer;
 use serde_json::{Value, json};
-use sha2::Digest as _;
 
 use crate::Config;
 use crate::engine::Engine;
@@ -414,8 +413,7 @@ fn load_version(
 /// With `want`, the file must hash to it.
 fn check_sha256(file: &std::path::Path, want: Option<&str>) -> anyhow::Result<()> {
     if let Some(want) = want {
-        let bytes = std::fs::read(file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-        let got = hex::encode(sha2::Sha256::digest(&bytes));
+        let (got, _) = clawline_model::weights::sha256_file(file)?;
         anyhow::ensure!(
             got == want,
             "{}: sha256 {got}, expected {want}",

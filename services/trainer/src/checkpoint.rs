@@ -5,13 +5,11 @@
 //! crash at any point leaves the previous checkpoint whole.
 
 use std::fs::File;
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use clawline_schemas::{LoraAdapter, TrainingSummary, WeightsFormat, WeightsPublished};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::Config;
 use clawline_model::AdamW;
@@ -153,7 +151,7 @@ impl Checkpoints {
         std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
         save(&tmp)?;
         if let Some(event) = state.pending.as_mut() {
-            let (sha256, size) = sha256_file(&tmp.join(WEIGHTS_FILE))?;
+            let (sha256, size) = clawline_model::weights::sha256_file(&tmp.join(WEIGHTS_FILE))?;
             event.event_id = WeightsPublished::id_for(event.version, &sha256);
             event.sha256 = sha256;
             event.size = size;
@@ -195,23 +193,6 @@ fn write_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
     File::open(&tmp)?.sync_all()?;
     std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))
-}
-
-/// Hex sha256 and size of a file.
-pub fn sha256_file(path: &Path) -> anyhow::Result<(String, u64)> {
-    let mut file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut size = 0u64;
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        size += n as u64;
-    }
-    Ok((hex::encode(hasher.finalize()), size))
 }
 
 /// Builds the learner and restores the newest checkpoint, refusing one made with other flags.
