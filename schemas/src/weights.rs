@@ -139,9 +139,11 @@ pub struct WeightsActivated {
     /// The engine's name in the broadcaster's configuration.
     pub engine: String,
     pub sha256: String,
-    /// Why it was activated: `published` (a new version), `activate` / `rollback` (an operator).
+    /// Why it was activated: `published` (a new version), `activate` / `rollback` (an operator),
+    /// `restore` (the engine restarted without it and got it back).
     pub reason: String,
-    /// Seconds from the version's `WeightsPublished` to this engine serving it.
+    /// Seconds from the version's `WeightsPublished` to this engine serving it (`restore`: the
+    /// re-activation's own duration).
     #[serde(default)]
     pub seconds: f64,
     #[serde(default)]

@@ -23,20 +23,24 @@ use serde_json::json;
 #[derive(Parser)]
 struct Args {
     /// Requests per second through the gateway.
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(long, default_value_t = 40.0)]
     rate: f64,
     /// Seconds of steady traffic before the first swap.
     #[arg(long, default_value_t = 15)]
     steady_secs: u64,
     /// Versions activated, one every `--every` seconds.
-    #[arg(long, default_value_t = 6)]
+    #[arg(long, default_value_t = 30)]
     versions: u64,
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 1)]
     every: u64,
     #[arg(long, default_value_t = 16)]
     max_tokens: u64,
     #[arg(long, default_value = "benches/results/loop.md")]
     report: PathBuf,
+    /// A `clawline demo` report (its JSON) to add: reward per window and interaction → served
+    /// update.
+    #[arg(long)]
+    demo: Option<PathBuf>,
 }
 
 fn port() -> anyhow::Result<u16> {
@@ -262,9 +266,55 @@ async fn main() -> anyhow::Result<()> {
         tt = target * 1e3,
         gbs = rate / 1e9,
     );
+    let report = match &args.demo {
+        Some(path) => report + &demo_section(path)?,
+        None => report,
+    };
     std::fs::create_dir_all(args.report.parent().unwrap_or(std::path::Path::new(".")))?;
     std::fs::write(&args.report, &report)?;
     println!("{report}");
     drop(server);
     Ok(())
+}
+
+/// The closed loop as `clawline demo` measured it (run by `scripts/bench-loop.sh` just before).
+fn demo_section(path: &std::path::Path) -> anyhow::Result<String> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("--demo {}", path.display()))?;
+    let demo: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("--demo {}", path.display()))?;
+    let f = |v: &serde_json::Value| v.as_f64().unwrap_or(f64::NAN);
+    let windows = demo["windows"].as_array().cloned().unwrap_or_default();
+    let served = &demo["interaction_to_served"];
+    let mut out = format!(
+        "\n## The closed loop: interaction → served update\n\n\
+         `clawline demo` (release build, canary on, defaults): {requests} requests from simulated users \
+         in {secs:.0} s, {failed} failed, {versions} version activations. For each step, the time from its \
+         capture to the first answer served by weights that trained on it:\n\n\
+         | steps served their update | median | p90 | max | not yet served at the end |\n\
+         | ---: | ---: | ---: | ---: | ---: |\n\
+         | {steps} | {median:.2} s | {p90:.2} s | {max:.2} s | {pending} |\n\n\
+         Mean reward per window of answers (the figure: [`demo.svg`](demo.svg)):\n\n\
+         | window | mean reward (std) | versions serving |\n| ---: | ---: | --- |\n",
+        requests = demo["requests"],
+        secs = f(&demo["seconds"]),
+        failed = demo["failed"],
+        versions = demo["timeline"].as_array().map_or(0, Vec::len),
+        steps = served["steps"],
+        median = f(&served["median_s"]),
+        p90 = f(&served["p90_s"]),
+        max = f(&served["max_s"]),
+        pending = served["pending"],
+    );
+    for w in &windows {
+        out += &format!(
+            "| {} | {:.3} ({:.3}) | v{}–v{} |\n",
+            w["index"],
+            f(&w["mean_reward"]),
+            f(&w["std_reward"]),
+            w["versions"][0],
+            w["versions"][1]
+        );
+    }
+    Ok(out)
 }

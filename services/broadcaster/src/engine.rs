@@ -150,6 +150,39 @@ pub async fn activate(
     }
 }
 
+/// Whether `engine` still serves `version` (materialised in `dir`): `Some(false)` after it
+/// restarted from its base weights, `None` where the engine cannot tell (vLLM full weights: its
+/// model dir holds the version, so a restart loads it anyway). `Err`: unreachable.
+pub async fn serves(
+    http: &reqwest::Client,
+    engine: &EngineSpec,
+    version: u64,
+    format: WeightsFormat,
+    dir: &Path,
+) -> anyhow::Result<Option<bool>> {
+    match (engine.kind, format) {
+        (Kind::Vllm, WeightsFormat::Full) => Ok(None),
+        (Kind::Sglang, WeightsFormat::Full) => {
+            let info = get(http, engine, "/get_model_info").await?;
+            Ok(Some(
+                info["model_path"].as_str() == Some(dir.display().to_string().as_str()),
+            ))
+        }
+        (kind, _) => {
+            let models = get(http, engine, "/v1/models").await?;
+            let listed = models["data"].as_array().cloned().unwrap_or_default();
+            Ok(Some(match served_name(kind, format, version) {
+                Some(name) => listed
+                    .iter()
+                    .any(|m| m["id"].as_str() == Some(name.as_str())),
+                None => listed
+                    .iter()
+                    .any(|m| m["version"].as_str() == Some(version.to_string().as_str())),
+            }))
+        }
+    }
+}
+
 /// Unloads an adapter version that is no longer served (best effort: vLLM keeps a bounded set).
 pub async fn retire(http: &reqwest::Client, engine: &EngineSpec, name: &str) {
     let path = match engine.kind {
@@ -168,10 +201,21 @@ async fn post(
     path: &str,
     body: Value,
 ) -> anyhow::Result<Value> {
-    let mut request = http
+    let request = http
         .post(format!("{}{path}", engine.url))
         .timeout(Duration::from_secs(600))
         .json(&body);
+    send(engine, request).await
+}
+
+async fn get(http: &reqwest::Client, engine: &EngineSpec, path: &str) -> anyhow::Result<Value> {
+    let request = http
+        .get(format!("{}{path}", engine.url))
+        .timeout(Duration::from_secs(10));
+    send(engine, request).await
+}
+
+async fn send(engine: &EngineSpec, mut request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
     if let Some(key) = &engine.api_key {
         request = request.bearer_auth(key);
     }

@@ -13,6 +13,7 @@
 mod canary;
 mod control;
 pub mod engine;
+mod restore;
 mod service;
 mod versions;
 
@@ -67,6 +68,10 @@ pub struct Config {
     /// Version directories kept on disk besides the serving one.
     #[arg(long = "keep-versions", default_value_t = 4)]
     pub keep_versions: usize,
+    /// Every this many seconds, check that each engine still serves the serving version and
+    /// activate it again where one restarted from its base weights (0: never).
+    #[arg(long = "check-engines-secs", default_value_t = 5)]
+    pub check_engines_secs: u64,
     /// Durable consumer name on WEIGHTS.
     #[arg(long, default_value = "broadcaster")]
     pub durable: String,

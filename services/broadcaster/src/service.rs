@@ -141,10 +141,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .subscribe(subjects::WEIGHTS_CONTROL)
         .await
         .map_err(|e| anyhow::anyhow!("subscribing to {}: {e}", subjects::WEIGHTS_CONTROL))?;
+    let mut check = tokio::time::interval(Duration::from_secs(config.check_engines_secs.max(1)));
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let main = async {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
+                _ = check.tick(), if config.check_engines_secs > 0 => b.restore_engines().await,
                 m = messages.next() => match m {
                     Some(Ok(m)) => b.on_published(m).await,
                     Some(Err(e)) => tracing::warn!(error = %e, "WEIGHTS delivery"),
@@ -442,7 +445,7 @@ impl Broadcaster {
         }
     }
 
-    fn count(&self, engine: &str, outcome: &'static str) {
+    pub(crate) fn count(&self, engine: &str, outcome: &'static str) {
         self.activations
             .get_or_create(&Labels {
                 engine: engine.to_string(),

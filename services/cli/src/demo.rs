@@ -19,6 +19,7 @@ use futures::StreamExt as _;
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use crate::served::{Latency, Lineage, Served};
 use crate::up::UpArgs;
 
 const BUNDLED_USERS: &str = include_str!("../../../data/prompts/users.jsonl");
@@ -58,6 +59,8 @@ struct Call {
     step_id: Option<String>,
     version: Option<u64>,
     failed: Option<String>,
+    /// When the answer arrived, seconds since the demo started.
+    at: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -79,6 +82,8 @@ pub struct Report {
     pub windows: Vec<Window>,
     /// (seconds since start, version) whenever a version started serving on an engine.
     pub timeline: Vec<(f64, u64)>,
+    /// From a step's capture to the first answer served by weights that trained on it.
+    pub interaction_to_served: Option<Latency>,
     pub seconds: f64,
 }
 
@@ -92,6 +97,7 @@ pub async fn run(args: DemoArgs, log: LogArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let rewards: Arc<Mutex<HashMap<String, f64>>> = Arc::default();
     let timeline: Arc<Mutex<Vec<(f64, u64)>>> = Arc::default();
+    let lineage = Lineage::follow(&client).await?;
     let mut reward_sub = client.subscribe("clawline.rewards.rm").await?;
     let mut weights_sub = client
         .subscribe(clawline_nats::subjects::WEIGHTS_ACTIVATED)
@@ -138,7 +144,8 @@ pub async fn run(args: DemoArgs, log: LogArgs) -> anyhow::Result<()> {
                     return;
                 }
                 let prompt = &prompts[(i * 7 + user) % prompts.len()];
-                let call = one_call(&http, &gateway, prompt, max_tokens, feedback).await;
+                let mut call = one_call(&http, &gateway, prompt, max_tokens, feedback).await;
+                call.at = started.elapsed().as_secs_f64();
                 if let Ok(mut c) = calls.lock() {
                     c.push(call);
                 }
@@ -159,11 +166,26 @@ pub async fn run(args: DemoArgs, log: LogArgs) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let rewards = rewards.lock().map(|r| r.clone()).unwrap_or_default();
+    let served: Vec<Served> = calls
+        .iter()
+        .filter_map(|c| {
+            Some(Served {
+                step_id: c.step_id.as_deref()?,
+                version: c.version?,
+                at: c.at,
+            })
+        })
+        .collect();
+    let interaction_to_served = lineage
+        .lock()
+        .ok()
+        .and_then(|l| crate::served::latency(&served, &l));
     let report = Report {
         requests: calls.len(),
         failed: calls.iter().filter(|c| c.failed.is_some()).count(),
         windows: windows(&calls, &rewards, args.window),
         timeline: timeline.lock().map(|t| t.clone()).unwrap_or_default(),
+        interaction_to_served,
         seconds: started.elapsed().as_secs_f64(),
     };
     print(&report);
@@ -226,6 +248,7 @@ async fn one_call(
         step_id: None,
         version: None,
         failed: None,
+        at: 0.0,
     };
     let result: anyhow::Result<()> = async {
         let init: Value = http
@@ -304,4 +327,12 @@ fn print(report: &Report) {
         "{} requests in {:.0} s, {} failed; versions served: {:?}",
         report.requests, report.seconds, report.failed, promoted
     );
+    match &report.interaction_to_served {
+        Some(l) => println!(
+            "interaction → served update: median {:.1} s, p90 {:.1} s, max {:.1} s \
+             ({} steps; {} not served by a version that learned them before the end)",
+            l.median_s, l.p90_s, l.max_s, l.steps, l.pending
+        ),
+        None => println!("interaction → served update: no step's update was served yet"),
+    }
 }

@@ -11,6 +11,7 @@ mod history;
 mod learn;
 mod model;
 mod plot;
+mod served;
 mod up;
 mod weights;
 

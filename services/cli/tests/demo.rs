@@ -1,17 +1,21 @@
 //! `clawline demo`, bounded, on this machine's CPUs: the closed loop (gateway → reward → batcher →
 //! trainer → broadcaster → policy server swap) raises the reward of the answers users get, while
-//! no request fails. The canary gate is off here: on 2 cores its evaluations delay promotion
-//! enough that learning is inconsistent run to run (see the broadcaster's tests for the gate).
+//! no request fails.
 //!
-//! Ignored in CI: even without the gate, on 2 cores in a debug build the reward rose clearly in
-//! some runs (+0.14, +0.16, +0.07) and not in others (+0.01, −0.01), so as a pass/fail test it
-//! would be flaky. What fails it is the learning dynamics, not the plumbing: every run had zero
-//! failed requests and dozens of versions swapped in.
+//! The policy is the built-in tiny model, warm-started on the bundled corpus, where half the
+//! assistant replies decline ("Sorry, I cannot help with that. Maybe ask someone else."): its
+//! answers start out helpful about half the time, and the reward model and the users' thumbs
+//! prefer the helpful ones. The loop has to shift that mixture from live traffic alone.
+//!
+//! The canary gate is off here so the test measures the learning loop, not the gate's CPU cost:
+//! on 2 cores the canary's evaluations delay promotions, and the trainer (bounded to one version
+//! ahead of the served one) waits for them, so the same 1280 requests teach less (+0.07 with the
+//! gate vs +0.13 without, debug build). The gate has its own tests in the broadcaster.
 //!
 //! The margin: the last window's mean reward must beat the first's by more than 0.03 and by more
 //! than five standard errors of the difference (each window's standard error is its reward spread
-//! over √128), so sampling noise alone cannot pass it (a 5σ event). Measured on 2 cores: +0.06,
-//! about 12 standard errors.
+//! over √128), so sampling noise alone cannot pass it (a 5σ event). Measured on 2 cores (debug
+//! build): 0.485 → 0.620 and 0.513 → 0.645, each about 19 standard errors.
 #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
 use std::process::Command;
@@ -32,7 +36,6 @@ fn addr() -> String {
 }
 
 #[test]
-#[ignore = "learning on 2 CPU cores is inconsistent run to run (see the note on issue 7); run with --ignored"]
 fn the_demo_loop_raises_reward_with_no_failed_request() {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_clawline"))
@@ -48,6 +51,7 @@ fn the_demo_loop_raises_reward_with_no_failed_request() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");
+    println!("{stdout}");
     let report: Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("demo.json")).unwrap()).unwrap();
     assert_eq!(report["failed"], 0, "{stdout}");
@@ -70,5 +74,10 @@ fn the_demo_loop_raises_reward_with_no_failed_request() {
     );
     let versions = report["timeline"].as_array().unwrap();
     assert!(versions.len() >= 2, "versions were swapped in: {stdout}");
+    let served = &report["interaction_to_served"];
+    assert!(
+        served["steps"].as_u64().unwrap() > 0 && served["median_s"].as_f64().unwrap() > 0.0,
+        "users were served updates trained on their own steps: {stdout}"
+    );
     assert!(dir.path().join("demo.svg").is_file());
 }

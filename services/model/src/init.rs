@@ -33,7 +33,8 @@ pub struct InitOptions {
     pub seed: i64,
     /// Replace a model already in the directory.
     pub force: bool,
-    /// Next-token training steps on the corpus (16 lines each), so the model's text is not noise.
+    /// Next-token training steps on the corpus conversations (16 each), so the model answers a
+    /// chat request in kind instead of with noise.
     pub warm_start_steps: usize,
 }
 
@@ -110,13 +111,34 @@ pub fn corpus_nll(model: &Loaded, lines: &[Vec<u32>]) -> f64 {
     if n == 0 { 0.0 } else { sum / n as f64 }
 }
 
-/// Trains `model` to predict the corpus, `steps` batches of 16 lines in corpus order.
+/// The corpus as conversations: each `User:`/`Question:` line and the `Assistant:`/`Answer:`
+/// line after it, rendered with the chat template the server applies (ChatML), so a warm-started
+/// model answers a chat request the way the corpus does.
+pub fn chat_examples() -> Vec<String> {
+    let lines: Vec<&str> = CORPUS.lines().collect();
+    lines
+        .windows(2)
+        .filter_map(|pair| {
+            let ask = pair[0]
+                .strip_prefix("User: ")
+                .or_else(|| pair[0].strip_prefix("Question: "))?;
+            let reply = pair[1]
+                .strip_prefix("Assistant: ")
+                .or_else(|| pair[1].strip_prefix("Answer: "))?;
+            Some(format!(
+                "{IM_START}user\n{ask}{IM_END}\n{IM_START}assistant\n{reply}{IM_END}\n"
+            ))
+        })
+        .collect()
+}
+
+/// Trains `model` to continue the corpus conversations, `steps` batches of 16 in corpus order.
 fn warm_start(model: &Loaded, tokenizer: &Tokenizer, steps: usize) -> anyhow::Result<()> {
     use crate::optim::Optimizer as _;
     let limit = model.model.config().max_position_embeddings;
-    let lines: Vec<Vec<i64>> = CORPUS
-        .lines()
-        .filter_map(|l| tokenizer.encode(l, false).ok())
+    let lines: Vec<Vec<i64>> = chat_examples()
+        .iter()
+        .filter_map(|l| tokenizer.encode(l.as_str(), false).ok())
         .map(|e| {
             e.get_ids()
                 .iter()
@@ -126,7 +148,7 @@ fn warm_start(model: &Loaded, tokenizer: &Tokenizer, steps: usize) -> anyhow::Re
         })
         .filter(|ids| ids.len() >= 2)
         .collect();
-    anyhow::ensure!(!lines.is_empty(), "the corpus tokenizes to nothing");
+    anyhow::ensure!(!lines.is_empty(), "the corpus has no conversations");
     let mut opt = crate::optim::AdamW::new(3e-3);
     for step in 0..steps {
         let batch: Vec<&Vec<i64>> = (0..16)

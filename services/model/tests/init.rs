@@ -104,15 +104,15 @@ fn init_is_reproducible_and_refuses_to_overwrite_without_force() {
 }
 
 #[test]
-fn a_warm_start_makes_the_corpus_likelier() {
+fn a_warm_start_makes_the_corpus_conversations_likelier() {
     let (cold, warm) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     init(cold.path(), &options(5)).unwrap();
     let mut o = options(5);
     o.warm_start_steps = 30;
     init(warm.path(), &o).unwrap();
     let tok = ChatTokenizer::load(cold.path()).unwrap();
-    let lines: Vec<Vec<u32>> = clawline_model::init::CORPUS
-        .lines()
+    let lines: Vec<Vec<u32>> = clawline_model::init::chat_examples()
+        .iter()
         .take(40)
         .map(|l| tok.encode(l).unwrap())
         .collect();

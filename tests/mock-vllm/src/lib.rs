@@ -150,6 +150,22 @@ impl MockVllm {
         })
     }
 
+    /// Stops and starts again on the same address with the same config, as an engine process
+    /// restarted: every loaded adapter and weight update is gone.
+    pub async fn restart(self) -> anyhow::Result<Self> {
+        let (addr, config) = (self.addr, self.shared.config());
+        self.task.abort();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let listener = loop {
+            match tokio::net::TcpListener::bind(addr).await {
+                Ok(l) => break l,
+                Err(e) if std::time::Instant::now() > deadline => return Err(e.into()),
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+            }
+        };
+        Self::serve(listener, config, &default_tokenizer_dir()).await
+    }
+
     /// Changes the behaviour for the following requests.
     pub fn configure(&self, change: impl FnOnce(&mut MockConfig)) {
         change(
@@ -199,6 +215,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/unload_lora_adapter", post(weights::unload_lora))
         .route("/collective_rpc", post(weights::collective_rpc))
         .route("/update_weights_from_disk", post(weights::update_from_disk))
+        .route("/get_model_info", get(weights::model_info))
         .with_state(shared)
 }
 

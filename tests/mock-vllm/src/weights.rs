@@ -6,7 +6,9 @@
 //!   `/v1/models` and served under their name.
 //! - vLLM dev mode (`VLLM_SERVER_DEV_MODE=1`): `POST /collective_rpc {"method": "reload_weights"}`
 //!   re-reads the weights from the model directory.
-//! - SGLang: `POST /update_weights_from_disk {"model_path"}` → `{"success", "message"}`.
+//! - SGLang: `POST /update_weights_from_disk {"model_path"}` → `{"success", "message"}`;
+//!   `GET /get_model_info` → `{"model_path", "tokenizer_path", "is_generation"}` names the weights
+//!   it serves.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -143,5 +145,17 @@ pub async fn update_from_disk(
         .unwrap_or_else(|p| p.into_inner())
         .model_path = Some(path.to_string());
     axum::Json(json!({"success": true, "message": "Succeeded to update model weights."}))
+        .into_response()
+}
+
+pub async fn model_info(State(shared): State<Arc<Shared>>) -> Response {
+    let path = shared
+        .weights
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .model_path
+        .clone()
+        .unwrap_or_else(|| shared.config().model);
+    axum::Json(json!({"model_path": path, "tokenizer_path": path, "is_generation": true}))
         .into_response()
 }

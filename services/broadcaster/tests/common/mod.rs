@@ -50,7 +50,11 @@ pub fn model_dir(warm_start_steps: usize) -> tempfile::TempDir {
 
 /// The built-in policy server on `model`; returns its base URL (no `/v1`).
 pub async fn policy(model: &Path, stop: &CancellationToken) -> String {
-    let port = free_port();
+    policy_on(model, free_port(), stop).await
+}
+
+/// The built-in policy server on `model` at `port`.
+pub async fn policy_on(model: &Path, port: u16, stop: &CancellationToken) -> String {
     let config = clawline_policy::Config::try_parse_from([
         "clawline-policy",
         "--model",
