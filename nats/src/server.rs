@@ -63,6 +63,23 @@ pub struct LocalServerConfig {
     pub max_payload: usize,
     /// fsync every write (`sync_interval: always`): an acked event survives power loss, at a cost.
     pub sync_always: bool,
+    /// Join a cluster (JetStream replicated by Raft across its servers).
+    pub cluster: Option<ClusterConfig>,
+    /// Config text appended as is (an `authorization` or `tls` block, say).
+    pub extra: String,
+}
+
+/// A server's place in a cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// The cluster's name, the same on every server.
+    pub name: String,
+    /// This server's name, unique in the cluster (JetStream's Raft groups know servers by it).
+    pub server_name: String,
+    /// Where this server listens for routes from the others.
+    pub listen: String,
+    /// The other servers' route addresses (`host:port`).
+    pub routes: Vec<String>,
 }
 
 impl LocalServerConfig {
@@ -74,6 +91,8 @@ impl LocalServerConfig {
             port: None,
             max_payload: 8 * 1024 * 1024,
             sync_always: false,
+            cluster: None,
+            extra: String::new(),
         }
     }
 }
@@ -121,6 +140,7 @@ impl LocalServer {
                 ""
             },
         );
+        let conf = conf + &cluster_conf(self.config.cluster.as_ref()) + &self.config.extra;
         let conf_path = dir.join("nats-server.conf");
         std::fs::write(&conf_path, conf)?;
         let ports_dir = dir.join("ports");
@@ -226,6 +246,24 @@ impl Drop for LocalServer {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+fn cluster_conf(cluster: Option<&ClusterConfig>) -> String {
+    let Some(c) = cluster else {
+        return String::new();
+    };
+    let routes: Vec<String> = c
+        .routes
+        .iter()
+        .map(|r| format!("\"nats-route://{r}\""))
+        .collect();
+    format!(
+        "server_name: \"{}\"\ncluster {{\n  name: \"{}\"\n  listen: \"{}\"\n  routes: [{}]\n}}\n",
+        c.server_name,
+        c.name,
+        c.listen,
+        routes.join(", ")
+    )
 }
 
 fn parse_client_port(text: &str) -> Option<u16> {

@@ -75,3 +75,118 @@ impl NatsServer {
             .unwrap_or_else(|e| panic!("restarting nats-server: {e}"));
     }
 }
+
+/// A cluster of real nats-servers on loopback (JetStream on, R3 topology applied): what several
+/// hosts run, on one machine.
+pub struct NatsCluster {
+    servers: Vec<LocalServer>,
+    _dir: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+impl NatsCluster {
+    /// Starts `n` servers routed to each other and applies `ensure_topology` with `n` replicas
+    /// once JetStream has elected its meta leader.
+    pub async fn start(n: usize) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("clawline-cluster-")
+            .tempdir()
+            .expect("creating a temp dir for the cluster");
+        let routes: Vec<String> = (0..n)
+            .map(|_| format!("127.0.0.1:{}", free_port()))
+            .collect();
+        let servers = (0..n)
+            .map(|i| {
+                let mut config = LocalServerConfig::new(dir.path().join(format!("n{i}")));
+                config.port = Some(free_port());
+                config.cluster = Some(crate::server::ClusterConfig {
+                    name: "clawline".into(),
+                    server_name: format!("n{i}"),
+                    listen: routes[i].clone(),
+                    routes: routes
+                        .iter()
+                        .enumerate()
+                        .filter(|(j, _)| *j != i)
+                        .map(|(_, r)| r.clone())
+                        .collect(),
+                });
+                LocalServer::start(config).unwrap_or_else(|e| panic!("node n{i}: {e}"))
+            })
+            .collect();
+        let this = Self { servers, _dir: dir };
+        let js = this.jetstream().await;
+        let options = TopologyOptions {
+            replicas: n,
+            ..Default::default()
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            match ensure_topology(&js, &options).await {
+                Ok(()) => break,
+                Err(e) if std::time::Instant::now() > deadline => {
+                    panic!("ensure_topology on the cluster: {e}\n{}", this.logs())
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+            }
+        }
+        this
+    }
+
+    /// Every node's client URL, comma-separated (what `--nats-url` takes).
+    pub fn url(&self) -> String {
+        self.servers
+            .iter()
+            .map(LocalServer::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// One node's client URL.
+    pub fn node_url(&self, i: usize) -> String {
+        self.servers[i].url()
+    }
+
+    pub fn logs(&self) -> String {
+        self.servers
+            .iter()
+            .enumerate()
+            .map(|(i, s)| format!("--- n{i} ---\n{}", s.log()))
+            .collect()
+    }
+
+    /// A client that knows every node.
+    pub async fn client(&self) -> async_nats::Client {
+        let addrs: Vec<async_nats::ServerAddr> = self
+            .servers
+            .iter()
+            .map(|s| s.url().parse().expect("a server URL"))
+            .collect();
+        async_nats::ConnectOptions::new()
+            .connection_timeout(Duration::from_secs(5))
+            .connect(addrs)
+            .await
+            .unwrap_or_else(|e| panic!("connecting to the cluster: {e}\n{}", self.logs()))
+    }
+
+    pub async fn jetstream(&self) -> jetstream::Context {
+        jetstream::new(self.client().await)
+    }
+
+    /// SIGKILL node `i`.
+    pub fn kill(&mut self, i: usize) {
+        self.servers[i].kill();
+    }
+
+    /// Start node `i` again on its ports and store.
+    pub fn restart(&mut self, i: usize) {
+        self.servers[i]
+            .restart()
+            .unwrap_or_else(|e| panic!("restarting n{i}: {e}"));
+    }
+}

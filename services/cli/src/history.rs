@@ -25,10 +25,12 @@ pub struct Where {
 
 impl Where {
     async fn open(&self) -> anyhow::Result<(SqlEngine, async_nats::jetstream::Context)> {
-        let client = async_nats::ConnectOptions::new()
-            .name("clawline-cli")
+        let client = self
+            .nats
+            .options("clawline-cli")
+            .await?
             .connection_timeout(std::time::Duration::from_secs(3))
-            .connect(&self.nats.url)
+            .connect(self.nats.servers()?)
             .await
             .map_err(|e| anyhow::anyhow!("--nats-url {}: {e}", self.nats.url))?;
         let js = async_nats::jetstream::new(client);

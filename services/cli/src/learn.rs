@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Parser as _};
 use clawline_broadcaster::EngineSpec;
 use clawline_model::init::{InitOptions, init};
-use clawline_runtime::{CancellationToken, LogArgs, TaskSet};
+use clawline_runtime::{CancellationToken, LogArgs, NatsArgs, TaskSet};
 
 #[derive(Debug, Clone, Args)]
 pub struct LearnArgs {
@@ -61,7 +61,7 @@ pub async fn spawn(
     args: &LearnArgs,
     data_dir: &Path,
     builtin: bool,
-    nats_url: &str,
+    nats: &NatsArgs,
     log: &LogArgs,
     tasks: &mut TaskSet,
     shutdown: CancellationToken,
@@ -112,9 +112,9 @@ pub async fn spawn(
         lines.push("learning:                 off (--upstream without --engine)".into());
         return Ok(Learning { policy_url, lines });
     }
-    let nats = ["--nats-url", nats_url];
+    let nats_url = ["--nats-url", nats.url.as_str()];
     let mut trainer = clawline_trainer::Config::try_parse_from(
-        ["clawline-trainer"].into_iter().chain(nats).chain([
+        ["clawline-trainer"].into_iter().chain(nats_url).chain([
             "--model",
             &model.display().to_string(),
             "--checkpoint-dir",
@@ -133,8 +133,9 @@ pub async fn spawn(
         ]),
     )?;
     trainer.log = log.clone();
+    trainer.nats = nats.clone();
     tasks.spawn("trainer", clawline_trainer::run(trainer, shutdown.clone()));
-    let mut flags: Vec<String> = ["clawline-broadcaster", "--nats-url", nats_url]
+    let mut flags: Vec<String> = ["clawline-broadcaster", "--nats-url", &nats.url]
         .map(String::from)
         .to_vec();
     flags.extend([
@@ -153,6 +154,7 @@ pub async fn spawn(
     }
     let mut broadcaster = clawline_broadcaster::Config::try_parse_from(flags)?;
     broadcaster.log = log.clone();
+    broadcaster.nats = nats.clone();
     tasks.spawn(
         "broadcaster",
         clawline_broadcaster::run(broadcaster, shutdown),

@@ -16,9 +16,15 @@ pub struct UpArgs {
     /// Where clawline keeps its state: JetStream store, spool, logs.
     #[arg(long, env = "CLAWLINE_DATA_DIR", default_value = "./data/run")]
     pub data_dir: PathBuf,
-    /// Use this NATS server instead of starting one.
+    /// Use this NATS server (or cluster: its nodes comma-separated) instead of starting one.
     #[arg(long, env = "CLAWLINE_NATS_URL")]
     nats_url: Option<String>,
+    /// Stream replicas when creating the topology: 3 on a 3-node cluster (`--nats-url`).
+    #[arg(long = "nats-replicas", default_value_t = 1)]
+    nats_replicas: usize,
+    /// Credentials and TLS for `--nats-url`.
+    #[command(flatten)]
+    nats_auth: clawline_runtime::NatsAuth,
     /// Client port of the local nats-server.
     #[arg(long, default_value_t = 4222)]
     nats_port: u16,
@@ -110,6 +116,11 @@ pub async fn start(args: UpArgs, log: LogArgs, shutdown: &Shutdown) -> anyhow::R
         }
     };
 
+    let nats = NatsArgs {
+        url: nats_url.clone(),
+        replicas: args.nats_replicas,
+        auth: args.nats_auth.clone(),
+    };
     let reward = {
         use clap::Parser;
         let mut flags = vec![
@@ -127,6 +138,7 @@ pub async fn start(args: UpArgs, log: LogArgs, shutdown: &Shutdown) -> anyhow::R
         }
         let mut config = clawline_reward::Config::try_parse_from(flags)?;
         config.log = log.clone();
+        config.nats = nats.clone();
         config
     };
     // Load the reward models before serving: a broken model stops `up` with its file named.
@@ -147,20 +159,14 @@ pub async fn start(args: UpArgs, log: LogArgs, shutdown: &Shutdown) -> anyhow::R
         }
     };
     let batcher = clawline_batcher::Config {
-        nats: NatsArgs {
-            url: nats_url.clone(),
-            replicas: 1,
-        },
+        nats: nats.clone(),
         log: log.clone(),
         config: Some(batcher_config),
         listen: args.batcher_listen,
     };
 
     let datapool = clawline_datapool::ServeConfig {
-        nats: NatsArgs {
-            url: nats_url.clone(),
-            replicas: 1,
-        },
+        nats: nats.clone(),
         archive: clawline_datapool::ArchiveArgs {
             root: clawline_datapool::ArchiveRoot::local(args.data_dir.join("archive")),
             roll_rows: 100_000,
@@ -179,7 +185,7 @@ pub async fn start(args: UpArgs, log: LogArgs, shutdown: &Shutdown) -> anyhow::R
         &args.learn,
         &args.data_dir,
         args.upstreams.is_empty(),
-        &nats_url,
+        &nats,
         &log,
         &mut tasks,
         shutdown.token(),
@@ -192,10 +198,7 @@ pub async fn start(args: UpArgs, log: LogArgs, shutdown: &Shutdown) -> anyhow::R
     let mut gateway = clawline_gateway::Config {
         listen: args.listen,
         upstreams,
-        nats: NatsArgs {
-            url: nats_url.clone(),
-            replicas: 1,
-        },
+        nats: nats.clone(),
         tokenizer: args.tokenizer,
         api_keys: args.api_keys,
         spool_dir: args.data_dir.join("spool"),

@@ -182,10 +182,12 @@ pub async fn run_sql_command(cmd: SqlCommand) -> anyhow::Result<()> {
     let js = if cmd.archive_only {
         None
     } else {
-        let options = async_nats::ConnectOptions::new()
-            .name("clawline-sql")
+        let options = cmd
+            .nats
+            .options("clawline-sql")
+            .await?
             .connection_timeout(Duration::from_secs(3));
-        let client = options.connect(&cmd.nats.url).await.map_err(|e| {
+        let client = options.connect(cmd.nats.servers()?).await.map_err(|e| {
             anyhow::anyhow!(
                 "--nats-url {}: {e} (use --archive-only to query only the archive)",
                 cmd.nats.url

@@ -4,7 +4,8 @@ use clap::{Args, ValueEnum};
 
 #[derive(Debug, Clone, Args)]
 pub struct NatsArgs {
-    /// NATS server URL (JetStream enabled).
+    /// NATS server URL (JetStream enabled); a cluster's nodes comma-separated
+    /// (`nats://a:4222,nats://b:4222`) so the service fails over between them.
     #[arg(
         long = "nats-url",
         env = "CLAWLINE_NATS_URL",
@@ -18,9 +19,147 @@ pub struct NatsArgs {
         default_value_t = 1
     )]
     pub replicas: usize,
+    #[command(flatten)]
+    pub auth: NatsAuth,
+}
+
+/// How a service proves itself to NATS and checks the server: user/password, a token, an nkey
+/// seed or a credentials file, and TLS. Secrets are best passed through the environment (flags
+/// show in `ps`); none is ever logged.
+#[derive(Clone, Args, Default)]
+pub struct NatsAuth {
+    /// A credentials file (user JWT + nkey seed, as `nsc` writes it).
+    #[arg(long = "nats-creds", env = "CLAWLINE_NATS_CREDS",
+          conflicts_with_all = ["nkey", "user", "token"])]
+    pub creds: Option<std::path::PathBuf>,
+    /// A file holding a user nkey seed (`SU…`).
+    #[arg(long = "nats-nkey", env = "CLAWLINE_NATS_NKEY", conflicts_with_all = ["user", "token"])]
+    pub nkey: Option<std::path::PathBuf>,
+    #[arg(
+        long = "nats-user",
+        env = "CLAWLINE_NATS_USER",
+        requires = "password",
+        conflicts_with = "token"
+    )]
+    pub user: Option<String>,
+    #[arg(
+        long = "nats-password",
+        env = "CLAWLINE_NATS_PASSWORD",
+        hide_env_values = true,
+        requires = "user"
+    )]
+    pub password: Option<String>,
+    #[arg(
+        long = "nats-token",
+        env = "CLAWLINE_NATS_TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+    /// CA certificate(s), PEM, the server's certificate must chain to; turns TLS on.
+    #[arg(long = "nats-tls-ca", env = "CLAWLINE_NATS_TLS_CA")]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// Client certificate, PEM, for servers that verify clients (with --nats-tls-key).
+    #[arg(
+        long = "nats-tls-cert",
+        env = "CLAWLINE_NATS_TLS_CERT",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<std::path::PathBuf>,
+    #[arg(
+        long = "nats-tls-key",
+        env = "CLAWLINE_NATS_TLS_KEY",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<std::path::PathBuf>,
+}
+
+impl std::fmt::Debug for NatsAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hidden = |s: &Option<String>| s.as_ref().map(|_| "<redacted>");
+        f.debug_struct("NatsAuth")
+            .field("creds", &self.creds)
+            .field("nkey", &self.nkey)
+            .field("user", &self.user)
+            .field("password", &hidden(&self.password))
+            .field("token", &hidden(&self.token))
+            .field("tls_ca", &self.tls_ca)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
+            .finish()
+    }
+}
+
+impl NatsAuth {
+    /// `options` with these credentials and TLS settings; a bad file is named by its flag.
+    pub async fn apply(
+        &self,
+        mut options: async_nats::ConnectOptions,
+    ) -> anyhow::Result<async_nats::ConnectOptions> {
+        if let Some(path) = &self.creds {
+            options = options
+                .credentials_file(path)
+                .await
+                .map_err(|e| anyhow::anyhow!("--nats-creds {}: {e}", path.display()))?;
+        }
+        if let Some(path) = &self.nkey {
+            let seed = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("--nats-nkey {}: {e}", path.display()))?;
+            let seed = seed.trim().to_string();
+            anyhow::ensure!(
+                seed.starts_with("SU"),
+                "--nats-nkey {}: not a user nkey seed (it starts with SU)",
+                path.display()
+            );
+            options = options.nkey(seed);
+        }
+        if let (Some(user), Some(password)) = (&self.user, &self.password) {
+            options = options.user_and_password(user.clone(), password.clone());
+        }
+        if let Some(token) = &self.token {
+            options = options.token(token.clone());
+        }
+        if let Some(ca) = &self.tls_ca {
+            anyhow::ensure!(ca.is_file(), "--nats-tls-ca {}: no such file", ca.display());
+            options = options.add_root_certificates(ca.clone()).require_tls(true);
+        }
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            for (flag, path) in [("--nats-tls-cert", cert), ("--nats-tls-key", key)] {
+                anyhow::ensure!(path.is_file(), "{flag} {}: no such file", path.display());
+            }
+            options = options
+                .add_client_certificate(cert.clone(), key.clone())
+                .require_tls(true);
+        }
+        Ok(options)
+    }
 }
 
 impl NatsArgs {
+    /// Connection options for a client called `name`: credentials, TLS, a 5 s connect timeout.
+    pub async fn options(&self, name: &str) -> anyhow::Result<async_nats::ConnectOptions> {
+        let options = async_nats::ConnectOptions::new()
+            .name(name)
+            .connection_timeout(std::time::Duration::from_secs(5));
+        self.auth.apply(options).await
+    }
+
+    /// The servers of `--nats-url`, each checked.
+    pub fn servers(&self) -> anyhow::Result<Vec<async_nats::ServerAddr>> {
+        self.url
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(|u| {
+                u.parse::<async_nats::ServerAddr>()
+                    .map_err(|e| anyhow::anyhow!("--nats-url {u}: {e}"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()
+            .and_then(|v| {
+                anyhow::ensure!(!v.is_empty(), "--nats-url: no server given");
+                Ok(v)
+            })
+    }
+
     pub fn topology(&self) -> clawline_nats::TopologyOptions {
         clawline_nats::TopologyOptions {
             replicas: self.replicas,

@@ -15,7 +15,7 @@ pub mod testing;
 pub mod tokenize;
 mod tracing_init;
 
-pub use args::{LogArgs, LogFormat, NatsArgs};
+pub use args::{LogArgs, LogFormat, NatsArgs, NatsAuth};
 pub use metrics::{Metrics, admin_routes, json_snapshot};
 pub use nats::{connect_nats, watch_policy_version, watch_state_key};
 pub use shutdown::{Shutdown, TaskSet};

@@ -11,9 +11,9 @@ pub async fn connect_nats(
     name: &str,
     wait: bool,
 ) -> anyhow::Result<async_nats::Client> {
-    let mut options = async_nats::ConnectOptions::new()
-        .name(name)
-        .connection_timeout(Duration::from_secs(5))
+    let mut options = args
+        .options(name)
+        .await?
         .event_callback(|event| async move {
             match event {
                 async_nats::Event::Disconnected => tracing::warn!("nats disconnected"),
@@ -25,7 +25,7 @@ pub async fn connect_nats(
         options = options.retry_on_initial_connect();
     }
     options
-        .connect(&args.url)
+        .connect(args.servers()?)
         .await
         .with_context(|| format!("connecting to NATS at {}", args.url))
 }
