@@ -65,6 +65,15 @@ pub struct Config {
     )]
     pub default_channel: String,
 
+    /// Requests per second each API key may send (a key's own `rate=N` in the key file wins);
+    /// beyond it: HTTP 429 with `Retry-After`. 0: unlimited.
+    #[arg(
+        long = "rate-limit",
+        env = "CLAWLINE_RATE_LIMIT",
+        default_value_t = 0.0
+    )]
+    pub rate_limit: f64,
+
     /// Largest request body accepted, in bytes.
     #[arg(long = "max-body-bytes", env = "CLAWLINE_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_body_bytes: usize,

@@ -36,6 +36,9 @@ pub enum ApiError {
     GatewayTimeout(std::time::Duration),
     #[error("{0}")]
     Unavailable(String),
+    /// The caller's key sent more than its rate; it may try again after this long.
+    #[error("rate limit exceeded for this API key; retry after {0:?}")]
+    RateLimited(std::time::Duration),
     /// A clawline service behind the gateway (e.g. the reward scorer) did not answer in time.
     #[error("{0}")]
     ServiceTimeout(String),
@@ -73,6 +76,7 @@ impl ApiError {
                 StatusCode::GATEWAY_TIMEOUT
             }
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -89,6 +93,7 @@ impl ApiError {
                 "upstream_error"
             }
             ApiError::Unavailable(_) => "unavailable_error",
+            ApiError::RateLimited(_) => "rate_limit_error",
             ApiError::ServiceTimeout(_) => "timeout_error",
             ApiError::Internal(_) => "internal_error",
         }
@@ -122,6 +127,21 @@ impl IntoResponse for ApiError {
                 (
                     status,
                     Json(error_body(&message, "upstream_error", None, None)),
+                )
+                    .into_response()
+            }
+            ApiError::RateLimited(wait) => {
+                let message = "rate limit exceeded for this API key";
+                let retry = wait.as_secs_f64().ceil().max(1.0).to_string();
+                (
+                    status,
+                    [("retry-after", retry)],
+                    Json(error_body(
+                        message,
+                        "rate_limit_error",
+                        None,
+                        Some("rate_limit_exceeded"),
+                    )),
                 )
                     .into_response()
             }

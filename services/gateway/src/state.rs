@@ -48,6 +48,7 @@ pub struct GatewayMetrics {
     pub capture_seconds: Histogram,
     pub steps: Family<Labels, Counter>,
     pub streams_abandoned: Counter,
+    pub rate_limited: Counter,
     pub sessions: Gauge,
     pub capture: CaptureMetrics,
 }
@@ -60,6 +61,7 @@ impl GatewayMetrics {
             capture_seconds: Histogram::new(exponential_buckets(0.00005, 2.0, 20)),
             steps: Family::default(),
             streams_abandoned: Counter::default(),
+            rate_limited: Counter::default(),
             sessions: Gauge::default(),
             capture: CaptureMetrics::default(),
         };
@@ -87,6 +89,11 @@ impl GatewayMetrics {
             "streams_abandoned",
             "Streams the client left before the end (not recorded)",
             this.streams_abandoned.clone(),
+        );
+        registry.register(
+            "rate_limited",
+            "Requests refused (429) because their key sent more than its rate",
+            this.rate_limited.clone(),
         );
         registry.register(
             "trajectories_in_memory",
@@ -119,6 +126,7 @@ impl GatewayMetrics {
 pub struct Inner {
     pub config: Config,
     pub keys: ApiKeys,
+    pub limiter: clawline_runtime::limits::RateLimiter,
     pub upstreams: Upstreams,
     pub capture: Capture,
     pub sessions: Sessions,
@@ -192,6 +200,7 @@ impl AppState {
             max_trajectories: config.max_trajectories,
         });
         Ok(Self(Arc::new(Inner {
+            limiter: clawline_runtime::limits::RateLimiter::new(Some(config.rate_limit)),
             config,
             keys,
             upstreams,

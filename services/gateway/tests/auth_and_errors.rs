@@ -247,3 +247,144 @@ async fn an_unreachable_engine_is_skipped_for_a_healthy_one() {
         .unwrap();
     assert!(!dead.is_healthy());
 }
+
+#[tokio::test]
+async fn every_endpoint_needs_a_key_and_admin_endpoints_an_admin_key() {
+    let h = Harness::with(Options {
+        api_keys: Some(KEYS),
+        ..Default::default()
+    })
+    .await;
+    let uid = "traj-x";
+    let posts = [
+        ("/v1/chat/completions", chat_body("x"), false),
+        ("/init_trajectory", json!({}), false),
+        (
+            &*format!("/{uid}/1/v1/chat/completions"),
+            chat_body("x"),
+            false,
+        ),
+        (
+            &*format!("/{uid}/1/v1/register_trajectory"),
+            json!({}),
+            false,
+        ),
+        (
+            &*format!("/{uid}/1/v1/complete_trajectory"),
+            json!({}),
+            false,
+        ),
+        (&*format!("/complete_trajectory/{uid}"), json!({}), false),
+        (
+            "/v1/feedback",
+            json!({"trajectory_uid": uid, "thumbs": "up"}),
+            false,
+        ),
+        ("/compute_reward", json!({"trajectory_uid": uid}), false),
+        ("/generate", json!({"prompt_ids": [1]}), false),
+        ("/submit_steps", json!({"steps": []}), true),
+    ];
+    for (path, body, _) in &posts {
+        let (status, error) = error_of(h.post(path, body.clone()).await).await;
+        assert_eq!(status, 401, "POST {path} without a key");
+        assert_eq!(
+            error["error"]["type"], "authentication_error",
+            "POST {path}"
+        );
+    }
+    // (`/compute_reward` with a key waits for a reward scorer this harness does not run.)
+    for (path, body, admin) in posts.iter().filter(|p| p.0 != "/compute_reward") {
+        let status = h.post_as("key-a", path, body.clone()).await.status();
+        assert_ne!(status, 401, "POST {path} with a tenant key");
+        assert_eq!(status == 403, *admin, "POST {path}: {status}");
+    }
+    let get = |path: &'static str, key: Option<&'static str>| {
+        let mut r = h.http.get(format!("{}{path}", h.url));
+        if let Some(k) = key {
+            r = r.bearer_auth(k);
+        }
+        r.send()
+    };
+    for path in ["/v1/models", "/v1/datapool/stats", "/metrics"] {
+        assert_eq!(get(path, None).await.unwrap().status(), 401, "GET {path}");
+    }
+    assert_eq!(
+        get("/v1/models", Some("key-a")).await.unwrap().status(),
+        200
+    );
+    for path in ["/v1/datapool/stats", "/metrics"] {
+        assert_eq!(
+            get(path, Some("key-a")).await.unwrap().status(),
+            403,
+            "GET {path}"
+        );
+        assert_ne!(
+            get(path, Some("key-admin")).await.unwrap().status(),
+            403,
+            "GET {path}"
+        );
+    }
+    // Probes stay open for load balancers.
+    for path in ["/healthz", "/ready"] {
+        assert_eq!(get(path, None).await.unwrap().status(), 200, "GET {path}");
+    }
+    assert!(
+        h.steps()
+            .await
+            .iter()
+            .all(|s| s.tenant == "alpha" || s.tenant == "ops")
+    );
+}
+
+#[tokio::test]
+async fn a_key_over_its_rate_gets_429_and_other_keys_do_not_notice() {
+    let h = Harness::with(Options {
+        api_keys: Some("key-a alpha rate=0.2\nkey-b beta\n"),
+        extra_args: vec!["--rate-limit".into(), "50".into()],
+        ..Default::default()
+    })
+    .await;
+    let mut statuses = Vec::new();
+    for i in 0..4 {
+        let r = h
+            .post_as("key-a", "/v1/chat/completions", chat_body(&format!("q{i}")))
+            .await;
+        if r.status() == 429 {
+            let retry: u64 = r.headers()["retry-after"]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!((1..=5).contains(&retry), "{retry}");
+            let (_, body) = error_of(r).await;
+            assert_eq!(body["error"]["type"], "rate_limit_error");
+            assert_eq!(body["error"]["code"], "rate_limit_exceeded");
+            statuses.push(429);
+        } else {
+            statuses.push(r.status().as_u16());
+        }
+    }
+    // rate=0.2: a burst of one request, then one every 5 s.
+    assert_eq!(statuses, [200, 429, 429, 429]);
+    for i in 0..4 {
+        let r = h
+            .post_as("key-b", "/v1/chat/completions", chat_body(&format!("b{i}")))
+            .await;
+        assert_eq!(r.status(), 200, "beta has its own bucket (default 50/s)");
+    }
+    let steps = h.steps().await;
+    let refused = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!(
+        steps.len(),
+        8 - refused,
+        "a refused request records nothing"
+    );
+    let metrics = h
+        .http
+        .get(format!("{}/metrics", h.url))
+        .bearer_auth("key-b")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(metrics.status(), 403, "beta is no admin");
+}

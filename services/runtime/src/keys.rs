@@ -1,14 +1,19 @@
-//! API keys shared by every HTTP surface (gateway, SQL): a file of `KEY TENANT [admin]` lines;
-//! `Authorization: Bearer KEY` (or `x-api-key: KEY`) → tenant and admin flag.
+//! API keys shared by every HTTP surface (gateway, SQL): a file of `KEY TENANT [admin] [rate=N]`
+//! lines; `Authorization: Bearer KEY` (or `x-api-key: KEY`) → tenant, admin flag and the key's
+//! own request rate limit. The keys themselves are never logged: a caller is named by its line.
 
 use std::collections::HashMap;
 use std::path::Path;
 
 /// Who is calling.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Caller {
     pub tenant: String,
     pub admin: bool,
+    /// Which key: `key#<line>` in the key file (`open` without one), safe to log.
+    pub key_id: String,
+    /// Requests per second this key may send (`rate=N`); `None`: the service's default.
+    pub rate: Option<f64>,
 }
 
 /// The key table, or open mode when no key file was given.
@@ -55,7 +60,7 @@ impl ApiKeys {
         self.keys.is_none()
     }
 
-    /// Loads `KEY TENANT [admin]` lines; blank lines and `#` comments are skipped.
+    /// Loads `KEY TENANT [admin] [rate=N]` lines; blank lines and `#` comments are skipped.
     pub fn load(path: &Path) -> Result<Self, KeyFileError> {
         let text = std::fs::read_to_string(path).map_err(|source| KeyFileError::Read {
             path: path.display().to_string(),
@@ -76,11 +81,25 @@ impl ApiKeys {
                 continue;
             }
             let fields: Vec<&str> = line.split_whitespace().collect();
-            let (key, tenant, admin) = match fields.as_slice() {
-                [key, tenant] => (*key, *tenant, false),
-                [key, tenant, "admin"] => (*key, *tenant, true),
-                _ => return Err((i + 1, "expected `KEY TENANT [admin]`".to_string())),
+            let expected = || (i + 1, "expected `KEY TENANT [admin] [rate=N]`".to_string());
+            let [key, tenant, options @ ..] = fields.as_slice() else {
+                return Err(expected());
             };
+            let (mut admin, mut rate) = (false, None);
+            for option in options {
+                match option.split_once('=') {
+                    None if *option == "admin" && !admin => admin = true,
+                    Some(("rate", n)) if rate.is_none() => {
+                        let n: f64 = n
+                            .parse()
+                            .ok()
+                            .filter(|n: &f64| n.is_finite() && *n > 0.0)
+                            .ok_or((i + 1, format!("rate={n}: requests per second, above 0")))?;
+                        rate = Some(n);
+                    }
+                    _ => return Err(expected()),
+                }
+            }
             if !clawline_nats::subjects::is_valid_token(tenant) {
                 return Err((
                     i + 1,
@@ -93,6 +112,8 @@ impl ApiKeys {
                     Caller {
                         tenant: tenant.to_string(),
                         admin,
+                        key_id: format!("key#{}", i + 1),
+                        rate,
                     },
                 )
                 .is_some()
@@ -112,6 +133,8 @@ impl ApiKeys {
             return Ok(Caller {
                 tenant: OPEN_TENANT.to_string(),
                 admin: true,
+                key_id: "open".into(),
+                rate: None,
             });
         };
         let presented = headers
@@ -149,6 +172,12 @@ mod tests {
         );
         assert!(!keys.authenticate(&headers("Bearer k1")).expect("k1").admin);
         assert!(keys.authenticate(&headers("Bearer k2")).expect("k2").admin);
+        let limited = ApiKeys::parse("k3 acme rate=2.5 admin\n").expect("parse");
+        let c = limited.authenticate(&headers("Bearer k3")).expect("k3");
+        assert_eq!(
+            (c.rate, c.admin, c.key_id.as_str()),
+            (Some(2.5), true, "key#1")
+        );
         assert!(matches!(
             keys.authenticate(&headers("Bearer nope")),
             Err(AuthError::Invalid | AuthError::Missing)
@@ -165,6 +194,12 @@ mod tests {
         assert_eq!(ApiKeys::parse("k1 a.b\n").err().map(|e| e.0), Some(1));
         assert_eq!(ApiKeys::parse("k1 a\nk1 b\n").err().map(|e| e.0), Some(2));
         assert!(ApiKeys::parse("").is_err());
+        assert_eq!(ApiKeys::parse("k1 a rate=0\n").err().map(|e| e.0), Some(1));
+        assert_eq!(ApiKeys::parse("k1 a rate=x\n").err().map(|e| e.0), Some(1));
+        assert_eq!(
+            ApiKeys::parse("k1 a admin admin\n").err().map(|e| e.0),
+            Some(1)
+        );
     }
 
     #[test]
@@ -176,7 +211,9 @@ mod tests {
             caller,
             Caller {
                 tenant: OPEN_TENANT.into(),
-                admin: true
+                admin: true,
+                key_id: "open".into(),
+                rate: None,
             }
         );
     }

@@ -6,6 +6,7 @@
 
 mod args;
 pub mod keys;
+pub mod limits;
 mod metrics;
 mod nats;
 mod shutdown;

@@ -100,8 +100,15 @@ pub fn parse_optional_json<T: DeserializeOwned + Default>(body: &[u8]) -> Result
     }
 }
 
+/// The caller behind the request's key (401 without a valid one), within its rate (429).
 pub fn caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
-    crate::auth::authenticate(&state.keys, headers)
+    let caller = crate::auth::authenticate(&state.keys, headers)?;
+    state.limiter.check(&caller).map_err(|wait| {
+        state.metrics.rate_limited.inc();
+        tracing::debug!(key = %caller.key_id, tenant = %caller.tenant, "rate limited");
+        ApiError::RateLimited(wait)
+    })?;
+    Ok(caller)
 }
 
 /// Every 10 s: forget idle trajectories, and complete implicit sessions that went idle.

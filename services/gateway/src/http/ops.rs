@@ -36,16 +36,19 @@ async fn ready(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
+/// Prometheus metrics: an admin key when API keys are on (scrape with a bearer token).
+async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    use crate::auth::RequireAdmin as _;
+    super::caller(&state, &headers)?.require_admin()?;
     state.metrics.sessions.set(state.sessions.len() as i64);
-    (
+    Ok((
         [(
             "content-type",
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
         state.registry.render(),
     )
-        .into_response()
+        .into_response())
 }
 
 /// The engines' model list (from the first healthy one).
