@@ -3,6 +3,9 @@
 //! fails, every step is stored exactly once, and every step gets exactly one reward-model reward.
 #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
+mod common;
+use common::*;
+
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,15 +19,6 @@ use clawline_schemas::{RewardAssigned, StepRecorded};
 use serde_json::json;
 
 const REQUESTS: usize = 400;
-
-fn addr() -> String {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    format!("127.0.0.1:{port}")
-}
 
 /// Every message of `stream` whose subject starts with `subject`, decoded (`Err` while the cluster elects leaders).
 async fn read_all<E: clawline_schemas::Event>(

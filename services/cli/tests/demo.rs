@@ -18,22 +18,12 @@
 //! build): 0.485 → 0.620 and 0.513 → 0.645, each about 19 standard errors.
 #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
+mod common;
+use common::*;
+
 use std::process::Command;
 
 use serde_json::Value;
-
-fn free_port() -> String {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    port.to_string()
-}
-
-fn addr() -> String {
-    format!("127.0.0.1:{}", free_port())
-}
 
 #[test]
 fn the_demo_loop_raises_reward_with_no_failed_request() {
@@ -41,7 +31,7 @@ fn the_demo_loop_raises_reward_with_no_failed_request() {
     let out = Command::new(env!("CARGO_BIN_EXE_clawline"))
         .args(["--log-level", "warn", "demo", "--data-dir"])
         .arg(dir.path())
-        .args(["--nats-port", &free_port(), "--listen", &addr()])
+        .args(["--nats-port", &free_port().to_string(), "--listen", &addr()])
         .args(["--reward-listen", &addr(), "--batcher-listen", &addr()])
         .args(["--sql-listen", &addr(), "--policy-listen", &addr()])
         .args(["--trainer-listen", &addr(), "--broadcaster-listen", &addr()])

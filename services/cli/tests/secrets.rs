@@ -3,6 +3,9 @@
 //! NATS password, nor any key — right or wrong — appears in anything it printed.
 #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
+mod common;
+use common::*;
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -13,15 +16,6 @@ use serde_json::json;
 const NATS_PASSWORD: &str = "pw-sekret-4711";
 const API_KEY: &str = "sk-sekret-0001";
 const WRONG_KEY: &str = "sk-wrong-0002";
-
-fn addr() -> String {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    format!("127.0.0.1:{port}")
-}
 
 #[tokio::test]
 async fn no_password_or_key_is_ever_logged() {

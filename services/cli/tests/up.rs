@@ -3,6 +3,9 @@
 //! cleanly on SIGTERM, and a second run resumes from the data dir.
 #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
+mod common;
+use common::*;
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -19,14 +22,6 @@ fn sql_port_for(http_port: u16) -> u16 {
     let p = free_port();
     ports.push((http_port, p));
     p
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A running `clawline up`; a test that fails before `stop` still stops it (SIGTERM, so it also
