@@ -9,6 +9,9 @@
 #   s3s-fs 0.14.1            ~/.cache/clawline/s3s/bin/s3s-fs   (crates.io; an S3-compatible server
 #                            on a directory, for the archive-on-S3 tests)
 #
+#   chromium (Debian)        /usr/bin/chromium     (apt; the dashboard's headless-browser test)
+#   playwright-core, uPlot   services/gateway/dashboard/node_modules  (npm ci)
+#
 # CLAWLINE_SETUP_SKIP_TORCH=1 skips libtorch (515 MiB) where no tch crate is built.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -63,6 +66,19 @@ if [ "${CLAWLINE_SETUP_SKIP_TORCH:-0}" != "1" ]; then
         pip_quiet --no-deps --target "$TORCH" torch==2.13.0 nvidia-cuda-runtime==13.0.96 nvidia-cuda-cupti==13.0.85
     fi
     ln -sfn "$TORCH" .libtorch
+fi
+
+# The dashboard's browser test: Debian's Chromium driven by playwright-core (no browser download).
+if ! command -v chromium >/dev/null 2>&1; then
+    log "installing Debian's chromium (once)"
+    SUDO=""
+    [ "$(id -u)" = 0 ] || SUDO="sudo"
+    apt_install() { DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+    apt_install || { $SUDO apt-get update -qq && apt_install; }
+fi
+if [ ! -f services/gateway/dashboard/node_modules/playwright-core/package.json ]; then
+    log "installing the dashboard's npm packages"
+    (cd services/gateway/dashboard && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
 log "ready: nats-server $("$NATS_BIN" --version | awk '{print $2}'), venv $VENV, onnxruntime $ORT_LIB"

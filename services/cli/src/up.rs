@@ -213,6 +213,10 @@ pub async fn start(args: UpArgs, log: LogArgs, shutdown: &Shutdown) -> anyhow::R
         "  Claw-R1 agents:           POST http://{}/init_trajectory",
         args.listen
     );
+    println!(
+        "  dashboard:                http://{}/dashboard",
+        args.listen
+    );
     println!("  metrics:                  http://{}/metrics", args.listen);
     println!(
         "  reward scorer metrics:    http://{}/metrics",

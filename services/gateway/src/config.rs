@@ -74,6 +74,10 @@ pub struct Config {
     )]
     pub rate_limit: f64,
 
+    /// Do not follow the streams for the dashboard (`/dashboard` then shows nothing).
+    #[arg(long = "no-dashboard", env = "CLAWLINE_NO_DASHBOARD")]
+    pub no_dashboard: bool,
+
     /// Largest request body accepted, in bytes.
     #[arg(long = "max-body-bytes", env = "CLAWLINE_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_body_bytes: usize,

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod capture;
 pub mod chat;
 pub mod config;
+pub mod dashboard;
 pub mod error;
 pub mod http;
 pub mod sessions;

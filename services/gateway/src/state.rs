@@ -140,6 +140,8 @@ pub struct Inner {
     pub metrics: GatewayMetrics,
     pub registry: Metrics,
     pub producer: String,
+    /// What `/v1/dashboard/data` shows (fed by `dashboard::follow` unless `--no-dashboard`).
+    pub board: Arc<std::sync::Mutex<crate::dashboard::Board>>,
     client: async_nats::Client,
 }
 
@@ -201,6 +203,7 @@ impl AppState {
         });
         Ok(Self(Arc::new(Inner {
             limiter: clawline_runtime::limits::RateLimiter::new(Some(config.rate_limit)),
+            board: Arc::default(),
             config,
             keys,
             upstreams,
@@ -232,6 +235,12 @@ pub fn spawn_background(state: &AppState, tasks: &mut TaskSet, shutdown: Cancell
     let capture = state.capture.clone();
     let token = shutdown.clone();
     tasks.spawn("spool-drain", async move { capture.drain(token).await });
+
+    if !state.config.no_dashboard {
+        let (client, board) = (state.client.clone(), state.board.clone());
+        let token = shutdown.clone();
+        tasks.spawn("dashboard", crate::dashboard::follow(client, board, token));
+    }
 
     let s = state.clone();
     let token = shutdown.clone();

@@ -2,6 +2,7 @@
 //! and request metrics.
 
 mod chat;
+mod dashboard;
 mod datapool;
 mod ops;
 mod reward;
@@ -32,6 +33,7 @@ pub fn app(state: AppState) -> Router {
         .merge(whitebox::router())
         .merge(reward::router())
         .merge(datapool::router())
+        .merge(dashboard::router())
         .merge(ops::router())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .layer(middleware::from_fn_with_state(
