@@ -23,7 +23,7 @@ use clap::Args;
 use clawline_runtime::{CancellationToken, NatsArgs, TaskSet};
 
 pub use archive::ArchiveConfig;
-pub use sql::{Format, Scope, SqlConfig, SqlEngine, SqlError};
+pub use sql::{Format, Scope, SqlConfig, SqlEngine, SqlError, render};
 pub use store::ArchiveRoot;
 
 /// Where the archive lives and how it rolls files.
