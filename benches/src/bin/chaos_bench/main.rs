@@ -6,6 +6,7 @@
 //! requests (apart from those in flight in a killed gateway, which are counted on their own).
 //! Writes `benches/results/chaos.md`. Run through `scripts/bench-chaos.sh`.
 
+mod count;
 mod procs;
 
 use std::collections::{HashMap, HashSet};
@@ -15,9 +16,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::Parser;
-use clawline_datapool::{Format, Scope, SqlConfig, SqlEngine, render};
+use clawline_datapool::{SqlConfig, SqlEngine};
 use clawline_model::init::{InitOptions, init};
 use clawline_nats::server::{LocalServer, LocalServerConfig};
+use count::{drain, report};
 use procs::{Proc, free_port};
 use serde_json::{Value, json};
 
@@ -389,176 +391,4 @@ fn in_flight(
     } else {
         Outcome::Failed(error)
     }
-}
-
-/// Rows of a query as JSON objects.
-async fn rows(engine: &SqlEngine, sql: &str) -> anyhow::Result<Vec<Value>> {
-    let answer = engine
-        .query(sql, &Scope::All)
-        .await
-        .map_err(|e| anyhow::anyhow!("{sql}: {e}"))?;
-    let bytes = render(&answer, Format::Json).map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok(serde_json::from_slice(&bytes).unwrap_or_default())
-}
-
-struct Counts {
-    stored: u64,
-    distinct_stored: u64,
-    batched: u64,
-    in_two_batches: u64,
-    batches: u64,
-}
-
-async fn counts(engine: &SqlEngine) -> anyhow::Result<Counts> {
-    let steps = rows(
-        engine,
-        "SELECT count(*) AS n, count(DISTINCT step_id) AS d FROM steps",
-    )
-    .await?;
-    let batched = rows(
-        engine,
-        "SELECT count(*) AS n, count(DISTINCT s) AS d FROM (SELECT unnest(step_ids) AS s FROM batches)",
-    )
-    .await?;
-    let in_two = rows(
-        engine,
-        "SELECT count(*) AS n FROM (SELECT s FROM (SELECT unnest(step_ids) AS s FROM batches) GROUP BY s HAVING count(*) > 1)",
-    )
-    .await?;
-    let batches = rows(engine, "SELECT count(DISTINCT batch_id) AS n FROM batches").await?;
-    let n = |v: &[Value], k: &str| v.first().and_then(|r| r[k].as_u64()).unwrap_or(0);
-    Ok(Counts {
-        stored: n(&steps, "n"),
-        distinct_stored: n(&steps, "d"),
-        batched: n(&batched, "d"),
-        in_two_batches: n(&in_two, "n"),
-        batches: n(&batches, "n"),
-    })
-}
-
-async fn drain(
-    engine: &SqlEngine,
-    js: &async_nats::jetstream::Context,
-    answered: usize,
-) -> anyhow::Result<Counts> {
-    let deadline = Instant::now() + Duration::from_secs(240);
-    let mut last = (0, 0);
-    let mut stable = 0;
-    loop {
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        let c = match counts(engine).await {
-            Ok(c) => c,
-            Err(e) if Instant::now() < deadline => {
-                println!("  (query: {e})");
-                continue;
-            }
-            Err(e) => return Err(e),
-        };
-        let mut batches_stream = js.get_stream("BATCHES").await?;
-        let in_stream = batches_stream.info().await?.state.messages;
-        println!(
-            "  stored {} · batched {} · batches {} ({in_stream} in BATCHES)",
-            c.distinct_stored, c.batched, c.batches
-        );
-        stable = if (c.distinct_stored, c.batched) == last {
-            stable + 1
-        } else {
-            0
-        };
-        last = (c.distinct_stored, c.batched);
-        if (c.batched as usize >= answered && stable >= 2)
-            || stable >= 10
-            || Instant::now() > deadline
-        {
-            return Ok(c);
-        }
-    }
-}
-
-async fn report(
-    args: &Args,
-    outcomes: &[Outcome],
-    answered: &HashSet<String>,
-    engine: &SqlEngine,
-    kills: &[(&str, f64)],
-    load_secs: f64,
-    c: &Counts,
-) -> anyhow::Result<String> {
-    let stored: HashSet<String> = rows(engine, "SELECT DISTINCT step_id FROM steps")
-        .await?
-        .iter()
-        .filter_map(|r| r["step_id"].as_str().map(str::to_string))
-        .collect();
-    let lost = answered.iter().filter(|id| !stored.contains(*id)).count();
-    // Batches trained twice: a batch in the `batch_ids` of more than one published version.
-    let published = rows(
-        engine,
-        "SELECT event_json FROM weights WHERE event = 'published'",
-    )
-    .await?;
-    let mut trained: HashMap<String, u32> = HashMap::new();
-    for r in &published {
-        let event: Value = r["event_json"]
-            .as_str()
-            .and_then(|s| serde_json::from_str(s).ok())
-            .unwrap_or_default();
-        for b in event["batch_ids"].as_array().into_iter().flatten() {
-            *trained
-                .entry(b.as_str().unwrap_or_default().to_string())
-                .or_default() += 1;
-        }
-    }
-    let trained_twice = trained.values().filter(|n| **n > 1).count();
-    let in_flight = outcomes
-        .iter()
-        .filter(|o| matches!(o, Outcome::InFlightInKilledGateway))
-        .count();
-    let failed: Vec<&String> = outcomes
-        .iter()
-        .filter_map(|o| match o {
-            Outcome::Failed(e) => Some(e),
-            _ => None,
-        })
-        .collect();
-    let kill_list = kills
-        .iter()
-        .map(|(v, at)| format!("{v} at {at:.0} s"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let mut out = format!(
-        "# Chaos\n\nGenerated by `scripts/bench-chaos.sh` (`benches/src/bin/chaos_bench/`) on this machine (2 CPU \
-         cores, release build). The pipeline as separate processes — two gateways (the load generator \
-         sends each request to one and, when its connection is refused, to the other, as a load balancer \
-         would), reward scorer, batcher, trainer, broadcaster (activating versions on the engine), \
-         archiver, nats-server with file storage — and a mock engine with the trained model's tokenizer. \
-         {total} chat requests at {rate} per second ({secs:.0} s), while each of these was SIGKILLed in \
-         turn and restarted 2 s later: {kill_list}. Then SQL over the archive and the streams \
-         (`clawline sql`'s engine) counts:\n\n\
-         | | count | target |\n| --- | ---: | ---: |\n\
-         | requests answered | {answered} of {total} | |\n\
-         | steps lost (answered, not in STEPS) | {lost} | 0 |\n\
-         | steps stored twice | {dups} | 0 |\n\
-         | steps in two batches | {two} | 0 |\n\
-         | batches trained twice (in two versions) | {tt} | 0 |\n\
-         | failed requests | {nf} | 0 |\n\
-         | requests in flight in a killed gateway | {inf} | counted |\n\n\
-         Also: {batched} of the stored steps are in {batches} batches; {versions} versions published, learned from {trained_batches} of those batches (the trainer was still working through the rest when the counts were taken).\n",
-        total = args.steps,
-        rate = args.rate,
-        secs = load_secs,
-        answered = answered.len(),
-        dups = c.stored - c.distinct_stored,
-        two = c.in_two_batches,
-        tt = trained_twice,
-        nf = failed.len(),
-        inf = in_flight,
-        batched = c.batched,
-        batches = c.batches,
-        versions = published.len(),
-        trained_batches = trained.len(),
-    );
-    if !failed.is_empty() {
-        out += &format!("\nFirst failures: {:?}\n", &failed[..failed.len().min(5)]);
-    }
-    Ok(out)
 }
