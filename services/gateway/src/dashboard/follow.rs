@@ -147,15 +147,20 @@ fn take(b: &mut Board, m: &async_nats::Message) {
     }
 }
 
+/// The batcher's statistics (the request `GET /v1/datapool/stats` makes); `None` when no batcher
+/// answers.
 async fn ask_datapool(client: &async_nats::Client) -> Option<serde_json::Value> {
-    let reply = tokio::time::timeout(
+    let who = ("batcher", "clawline-batcher");
+    let reply = crate::http::ask(
+        client,
+        subjects::DATAPOOL_STATS,
+        Vec::new(),
         Duration::from_secs(2),
-        client.request(subjects::DATAPOOL_STATS, bytes::Bytes::new()),
+        who,
     )
     .await
-    .ok()?
     .ok()?;
-    serde_json::from_slice(&reply.payload).ok()
+    serde_json::from_slice(&reply).ok()
 }
 
 /// Every durable consumer's pending (not yet delivered) and unacked messages.

@@ -177,16 +177,12 @@ impl Board {
         let per_second = |a: &Acc| a.sum / (BUCKET_MS as f64 / 1000.0);
         let mean = |a: &Acc| a.sum / a.n.max(1) as f64;
         let count = |a: &Acc| a.sum;
-        let recent: Vec<&Recent> = self
+        let visible: Vec<&Recent> = self
             .recent
             .iter()
             .filter(|r| caller.admin || r.tenant == caller.tenant)
-            .rev()
-            .take(20)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
             .collect();
+        let recent = &visible[visible.len().saturating_sub(20)..];
         let mut out = json!({
             "now": now,
             "admin": caller.admin,

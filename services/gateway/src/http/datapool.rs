@@ -23,7 +23,7 @@ pub fn router() -> Router<AppState> {
 async fn stats(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
     caller(&state, &headers)?.require_admin()?;
     let reply = ask(
-        &state,
+        state.nats(),
         subjects::DATAPOOL_STATS,
         Vec::new(),
         Duration::from_secs(5),
@@ -38,13 +38,13 @@ async fn stats(State(state): State<AppState>, headers: HeaderMap) -> Result<Json
 /// A NATS request to another clawline service: 503 when none runs, 504 when it does not answer
 /// within `timeout`.
 pub async fn ask(
-    state: &AppState,
+    client: &async_nats::Client,
     subject: &'static str,
     payload: Vec<u8>,
     timeout: Duration,
     (service, binary): (&str, &str),
 ) -> Result<bytes::Bytes, ApiError> {
-    let reply = tokio::time::timeout(timeout, state.nats().request(subject, payload.into()))
+    let reply = tokio::time::timeout(timeout, client.request(subject, payload.into()))
         .await
         .map_err(|_| {
             ApiError::ServiceTimeout(format!("the {service} did not answer within {timeout:?}"))

@@ -21,6 +21,8 @@ use axum::response::Response;
 use clawline_runtime::CancellationToken;
 use serde::de::DeserializeOwned;
 
+pub(crate) use datapool::ask;
+
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;

@@ -72,8 +72,8 @@ async fn compute_reward(
         ));
     }
     let payload = serde_json::to_vec(&req).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let reply = super::datapool::ask(
-        &state,
+    let reply = super::ask(
+        state.nats(),
         subjects::REWARD_COMPUTE,
         payload,
         state.config.reward_timeout,
