@@ -172,6 +172,34 @@ fn past_the_deadline_the_fallback_decides() {
 }
 
 #[test]
+fn sparse_feedback_is_compared_with_earlier_feedback_not_with_steps_without_it() {
+    // The reward model scores every answer alike; one user in two gives feedback, a thumbs-up
+    // every time. Nothing tells these answers apart, so none may be pushed up or down.
+    let mut pool = Pool::new(window(6), "test");
+    for i in 0..6 {
+        let s = add_rewarded(&mut pool, &format!("t{i}"), "p", 0.5, T0 + i);
+        if i % 2 == 0 {
+            pool.add_reward(&reward(&s, "feedback:explicit", 1.0));
+        }
+    }
+    let batches = drain(&mut pool, T0 + 10);
+    let rewards: Vec<f64> = batches[0].steps.iter().map(|s| s.reward).collect();
+    assert_eq!(
+        rewards,
+        [2.5, 0.5, 2.5, 0.5, 2.5, 0.5],
+        "weight 2 for feedback"
+    );
+    let advantages: Vec<f64> = batches[0].steps.iter().map(|s| s.advantage).collect();
+    assert_eq!(advantages, [0.0; 6]);
+    // A thumbs-down is news: 2 × (−1 − 1); the reward model's score is as usual.
+    let s = add_rewarded(&mut pool, "t6", "p", 0.5, T0 + 20);
+    pool.add_reward(&reward(&s, "feedback:explicit", -1.0));
+    assert!(drain(&mut pool, T0 + 30).is_empty(), "a batch of one waits");
+    let batches = drain(&mut pool, T0 + 100_000);
+    assert_eq!(batches[0].steps[0].advantage, -4.0);
+}
+
+#[test]
 fn sources_combine_by_weight_and_trajectory_rewards_reach_every_step() {
     let mut pool = Pool::new(window(2), "test");
     let s0 = step("a", "p", 0, T0);

@@ -36,6 +36,14 @@ pub struct LearnArgs {
     /// about 1e-6 to 1e-5).
     #[arg(long, default_value_t = 1e-3)]
     pub lr: f64,
+    /// Weight of the trainer's KL penalty to the starting model: keeps the policy's language
+    /// intact while it moves toward what is rewarded (without it, the tiny model learns to repeat
+    /// the bundled reward model's favourite words; 0 turns it off).
+    #[arg(long = "kl-coef", default_value_t = 0.1)]
+    pub kl_coef: f64,
+    /// Weight of the trainer's entropy bonus.
+    #[arg(long = "entropy-coef", default_value_t = 0.0)]
+    pub entropy_coef: f64,
     /// Promote versions without the canary evaluation.
     #[arg(long = "no-canary")]
     pub no_canary: bool,
@@ -127,6 +135,10 @@ pub async fn spawn(
             &args.publish_every.to_string(),
             "--lr",
             &args.lr.to_string(),
+            "--kl-coef",
+            &args.kl_coef.to_string(),
+            "--entropy-coef",
+            &args.entropy_coef.to_string(),
             // The broadcaster runs beside it: keep the served policy close to the trained one.
             "--max-ahead",
             "1",

@@ -1,6 +1,7 @@
 //! The pipeline on a 3-node NATS cluster (R3 streams): two gateways and two reward workers side
-//! by side on shared durable consumers, and the node leading STEPS killed under load. No request
-//! fails, every step is stored exactly once, and every step gets exactly one reward-model reward.
+//! by side on shared durable consumers, a batcher, and the node leading STEPS killed under load.
+//! No request fails, every step is stored exactly once, every step gets exactly one reward-model
+//! reward, and every step lands in exactly one training batch.
 #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
 mod common;
@@ -15,7 +16,7 @@ use clap::Parser as _;
 use clawline_mock_vllm::{MockConfig, MockVllm};
 use clawline_nats::testing::NatsCluster;
 use clawline_runtime::CancellationToken;
-use clawline_schemas::{RewardAssigned, StepRecorded};
+use clawline_schemas::{BatchFormed, RewardAssigned, StepRecorded};
 use serde_json::json;
 
 const REQUESTS: usize = 400;
@@ -62,28 +63,38 @@ async fn losing_a_node_under_load_loses_and_doubles_nothing() {
             &listen,
             "--spool-dir",
             spool_dir.to_str().unwrap(),
+            // Each request is its own conversation: it completes after 2 s idle, then batches.
+            "--session-idle",
+            "2s",
         ])
         .unwrap();
         tokio::spawn(clawline_gateway::run_from_config(config, stop.clone()));
         gateways.push(format!("http://{listen}"));
     }
+    // Every service of the cluster: its name, then the cluster's NATS flags and its own.
+    let flags = |name: &str, own: &[&str]| {
+        let mut flags = vec![name.to_string(), "--nats-url".into(), url.clone()];
+        flags.extend(["--nats-replicas", "3", "--listen", &addr()].map(String::from));
+        flags.extend(own.iter().map(|f| f.to_string()));
+        flags
+    };
     for _ in 0..2 {
-        let config = clawline_reward::Config::try_parse_from([
-            "clawline-reward",
-            "--nats-url",
-            &url,
-            "--nats-replicas",
-            "3",
-            "--listen",
-            &addr(),
-        ])
-        .unwrap();
+        let config =
+            clawline_reward::Config::try_parse_from(flags("clawline-reward", &[])).unwrap();
         let service = tokio::task::spawn_blocking(move || clawline_reward::Service::load(config))
             .await
             .unwrap()
             .unwrap();
         tokio::spawn(service.run(stop.clone()));
     }
+    let batcher_toml = spool.path().join("batcher.toml");
+    std::fs::write(&batcher_toml, "[defaults]\nflush_after_secs = 2\n").unwrap();
+    let config = clawline_batcher::Config::try_parse_from(flags(
+        "clawline-batcher",
+        &["--config", batcher_toml.to_str().unwrap()],
+    ))
+    .unwrap();
+    tokio::spawn(clawline_batcher::run(config, stop.clone()));
     let http = reqwest::Client::new();
     for g in &gateways {
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -175,9 +186,10 @@ async fn losing_a_node_under_load_loses_and_doubles_nothing() {
             let stored: Vec<StepRecorded> = read_all(&js, "STEPS", "clawline.steps.").await?;
             let rewards: Vec<RewardAssigned> =
                 read_all(&js, "REWARDS", "clawline.rewards.rm").await?;
-            anyhow::Ok((stored, rewards))
+            let batches: Vec<BatchFormed> = read_all(&js, "BATCHES", "clawline.batches.").await?;
+            anyhow::Ok((stored, rewards, batches))
         };
-        let (stored, rewards) = match read.await {
+        let (stored, rewards, batches) = match read.await {
             Ok(r) => r,
             Err(e) => {
                 assert!(Instant::now() < deadline, "reading the streams: {e}");
@@ -190,7 +202,13 @@ async fn losing_a_node_under_load_loses_and_doubles_nothing() {
             .iter()
             .filter_map(|r| r.step_id.as_deref())
             .collect();
-        if stored.len() >= REQUESTS && rewards.len() >= REQUESTS || Instant::now() > deadline {
+        let batched: Vec<&str> = batches
+            .iter()
+            .flat_map(|b| b.steps.iter().map(|s| s.step_id.as_str()))
+            .collect();
+        if stored.len() >= REQUESTS && rewards.len() >= REQUESTS && batched.len() >= REQUESTS
+            || Instant::now() > deadline
+        {
             assert_eq!(
                 stored.len(),
                 REQUESTS,
@@ -203,6 +221,13 @@ async fn losing_a_node_under_load_loses_and_doubles_nothing() {
             );
             assert_eq!(rewards.len(), REQUESTS, "one model reward per step");
             assert_eq!(rewarded.len(), REQUESTS);
+            let once: HashSet<&str> = batched.iter().copied().collect();
+            assert_eq!(
+                batched.len(),
+                REQUESTS,
+                "steps in batches (some twice, or missing)"
+            );
+            assert_eq!(once, stored_ids, "every stored step in exactly one batch");
             break;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;

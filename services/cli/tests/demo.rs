@@ -15,13 +15,15 @@
 //! The margin: the last window's mean reward must beat the first's by more than 0.03 and by more
 //! than five standard errors of the difference (each window's standard error is its reward spread
 //! over √128), so sampling noise alone cannot pass it (a 5σ event). Measured on 2 cores (debug
-//! build): 0.485 → 0.620 and 0.513 → 0.645, each about 19 standard errors.
+//! build, the defaults: KL 0.1 to the starting model): 0.538 → 0.698 and 0.535 → 0.738, about
+//! 17 and 24 standard errors.
 //!
-//! Ignored in CI: most runs pass by a wide margin, but not all — in a clean-clone CI run the
-//! reward rose to 0.61 by the sixth window and fell back to 0.57 by the last (+0.022, needed
-//! +0.048), and with `--lr 5e-4` one of two runs rose only +0.016. Late-run instability of the
-//! policy, not the plumbing (0 failed requests, 79 versions served in every run). Run it with
-//! `cargo test -p clawline-cli --test demo -- --ignored`.
+//! What made it stable: the batcher's window baseline is per reward source. With one baseline of
+//! the combined reward, the thumbs (weight 2, from one user in four) swamped everything once most
+//! answers were liked: whichever steps happened to come from the user who gives feedback got a
+//! large advantage unrelated to their text, and the policy drifted (runs peaked, then fell back).
+//! The KL penalty keeps the answers readable ("Hello Chloe! Sure, happy to help.") where without
+//! it the reward climbs higher by repeating the reward model's favourite words.
 #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
 mod common;
@@ -32,7 +34,6 @@ use std::process::Command;
 use serde_json::Value;
 
 #[test]
-#[ignore = "learning is not yet stable enough for pass/fail on 2 CPU cores (see the note above and on issue 7)"]
 fn the_demo_loop_raises_reward_with_no_failed_request() {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_clawline"))

@@ -1,13 +1,14 @@
-//! Forming batches from the head of a channel's queue: window batches with running per-tenant
-//! baselines, prompt batches of whole groups; split when the encoded batch is too big.
+//! Forming batches from the head of a channel's queue: window batches with running per-tenant,
+//! per-source baselines, prompt batches of whole groups; split when the encoded batch is too big.
 
 use std::collections::{BTreeMap, HashSet};
 
 use bytes::Bytes;
 use clawline_schemas::{BatchFormed, BatchGroup, BatchStep, GroupMode, SCHEMA_VERSION};
 
+use super::baseline::WindowBaseline;
 use super::ready::mean_std;
-use super::{Baseline, Channel, Pool, ReadyStep, ReadyTraj, secs_ms, update_baseline};
+use super::{Channel, Pool, ReadyStep, ReadyTraj, secs_ms};
 
 /// A batch formed but not yet committed, with its encoded form (what is published).
 pub struct Proposed {
@@ -83,7 +84,7 @@ impl Pool {
         normalize: bool,
     ) -> Proposed {
         let channel_name = self.channels.get_key_value(channel).map(|(k, _)| k.clone());
-        let mut baselines: BTreeMap<&str, Baseline> = BTreeMap::new();
+        let mut baselines: BTreeMap<&str, WindowBaseline> = BTreeMap::new();
         let mut steps = Vec::with_capacity(size);
         let mut groups: Vec<BatchGroup> = Vec::new();
         let mut group_of: BTreeMap<&str, u32> = BTreeMap::new();
@@ -99,25 +100,25 @@ impl Pool {
                         channel_name
                             .as_ref()
                             .and_then(|c| self.baselines.get(&(t.tenant.clone(), c.clone())))
-                            .copied()
+                            .cloned()
                             .unwrap_or_default()
                     });
-                    let base = if b.seen { b.mean } else { s.reward };
-                    let mut advantage = s.reward - base;
-                    if normalize && b.seen {
-                        advantage /= b.var.sqrt() + 1e-6;
-                    }
-                    update_baseline(b, s.reward, decay);
+                    let advantage = b.advantage(
+                        s.rewards.iter().map(|(source, v)| (&**source, *v)),
+                        &self.cfg.rewards,
+                        decay,
+                        normalize,
+                    );
                     let g = *group_of.entry(&t.tenant).or_insert_with(|| {
                         groups.push(BatchGroup {
                             key: "window".into(),
                             tenant: t.tenant.to_string(),
-                            baseline: base,
+                            baseline: advantage.baseline,
                             ..Default::default()
                         });
                         (groups.len() - 1) as u32
                     });
-                    steps.push(batch_step(t, s, g, advantage));
+                    steps.push(batch_step(t, s, g, advantage.value));
                 }
             }
             units += 1;

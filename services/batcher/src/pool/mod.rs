@@ -12,6 +12,7 @@
 //! reward-source names are interned; step ids are looked up by a 128-bit fingerprint; token
 //! vectors are stored at their exact length.
 
+mod baseline;
 mod form;
 mod input;
 mod ready;
@@ -117,13 +118,6 @@ struct Forming {
     first_ms: i64,
 }
 
-#[derive(Debug, Default, Clone, Copy)]
-struct Baseline {
-    mean: f64,
-    var: f64,
-    seen: bool,
-}
-
 /// Counters of one channel, reported by `get_statistics`.
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct ChannelStats {
@@ -160,7 +154,7 @@ pub struct Pool {
     /// Steps already batched or dropped: later events about them are ignored.
     done: FpSet,
     channels: BTreeMap<Name, Channel>,
-    baselines: HashMap<(Name, Name), Baseline>,
+    baselines: HashMap<(Name, Name), baseline::WindowBaseline>,
     policy_version: Option<u64>,
 }
 
@@ -364,13 +358,19 @@ impl Pool {
                 t.steps.retain(|e| *e.id != *s.step_id);
             }
             if batch.mode == GroupMode::Window {
-                let decay = self.cfg.channel(&batch.channel).baseline_decay;
+                let cfg = self.cfg.channel(&batch.channel);
+                let (decay, normalize) = (cfg.baseline_decay, cfg.normalize);
                 let tenant = self.intern(&s.tenant);
-                update_baseline(
-                    self.baselines.entry((tenant, channel.clone())).or_default(),
-                    s.reward,
-                    decay,
-                );
+                let weights = &self.cfg.rewards;
+                let baseline = self.baselines.entry((tenant, channel.clone())).or_default();
+                // Batches from before per-source rewards were recorded: the combined one.
+                let combined = [("", s.reward)];
+                let rewards: Vec<(&str, f64)> = if s.rewards.is_empty() {
+                    combined.to_vec()
+                } else {
+                    s.rewards.iter().map(|(k, v)| (k.as_str(), *v)).collect()
+                };
+                baseline.advantage(rewards, weights, decay, normalize);
             }
         }
         let stats = &mut self.channel(&channel).stats;
@@ -421,20 +421,6 @@ fn push_unique(list: &mut Vec<RewardRef>, reward: RewardRef) {
     if !list.iter().any(|r| r.id == reward.id) {
         list.push(reward);
     }
-}
-
-fn update_baseline(b: &mut Baseline, reward: f64, decay: f64) {
-    if !b.seen {
-        *b = Baseline {
-            mean: reward,
-            var: 0.0,
-            seen: true,
-        };
-        return;
-    }
-    let diff = reward - b.mean;
-    b.mean += (1.0 - decay) * diff;
-    b.var = decay * b.var + (1.0 - decay) * diff * diff;
 }
 
 fn secs_ms(secs: u64) -> i64 {
