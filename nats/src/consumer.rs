@@ -85,3 +85,29 @@ pub async fn durable_consumer_after(
     );
     Ok(stream.create_consumer(config).await?)
 }
+
+/// How long a reader of a stream may hear nothing before it asks whether the stream holds more
+/// than it read. An ephemeral (ordered) consumer lives on one server; when that server dies the
+/// client only notices after two missed heartbeats (about a minute), so readers that follow a
+/// stream with one check [`last_sequence`] after this long and re-create their consumer.
+pub const STALL_CHECK: Duration = Duration::from_secs(5);
+
+/// The sequence of the last message in `stream` (only those on `subject`, when given); 0 when
+/// there is none.
+pub async fn last_sequence(
+    js: &jetstream::Context,
+    stream: &str,
+    subject: Option<&str>,
+) -> Result<u64, async_nats::Error> {
+    let mut s = js.get_stream(stream).await?;
+    match subject {
+        None => Ok(s.info().await?.state.last_sequence),
+        Some(subject) => match s.get_last_raw_message_by_subject(subject).await {
+            Ok(m) => Ok(m.sequence),
+            Err(e) if e.kind() == jetstream::stream::LastRawMessageErrorKind::NoMessageFound => {
+                Ok(0)
+            }
+            Err(e) => Err(e.into()),
+        },
+    }
+}

@@ -29,7 +29,9 @@ mod topology;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use consumer::{DurableSpec, durable_consumer, durable_consumer_after};
+pub use consumer::{
+    DurableSpec, STALL_CHECK, durable_consumer, durable_consumer_after, last_sequence,
+};
 pub use event::{PublishError, decode_message, publish_event, publish_raw};
 pub use topology::{TopologyError, TopologyOptions, ensure_topology};
 

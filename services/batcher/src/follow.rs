@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::DeliverPolicy, consumer::pull::OrderedConfig};
-use clawline_nats::{streams, subjects};
+use clawline_nats::{STALL_CHECK, streams, subjects};
 use clawline_runtime::CancellationToken;
 use clawline_schemas::{BatchFormed, RewardAssigned, TrajectoryCompleted};
 use futures::StreamExt;
@@ -33,17 +33,9 @@ pub(crate) async fn head(
     js: &jetstream::Context,
     (stream, subject): (&str, Option<&str>),
 ) -> anyhow::Result<u64> {
-    let mut s = js.get_stream(stream).await?;
-    match subject {
-        None => Ok(s.info().await?.state.last_sequence),
-        Some(subject) => match s.get_last_raw_message_by_subject(subject).await {
-            Ok(m) => Ok(m.sequence),
-            Err(e) if e.kind() == jetstream::stream::LastRawMessageErrorKind::NoMessageFound => {
-                Ok(0)
-            }
-            Err(e) => Err(e.into()),
-        },
-    }
+    clawline_nats::last_sequence(js, stream, subject)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))
 }
 
 /// Reads BATCHES from its start to where it stands now.
@@ -90,15 +82,17 @@ pub(crate) async fn replay_batches(
 }
 
 /// Follows a stream from its start with an ordered consumer, re-creating it after errors from
-/// the last sequence seen.
+/// the last sequence seen, and when it goes quiet while the stream holds more (see
+/// [`STALL_CHECK`]).
 pub(crate) async fn follow(
     js: jetstream::Context,
-    stream: &'static str,
-    filters: Vec<String>,
+    followed: (&'static str, Option<&'static str>),
     tx: mpsc::Sender<Vec<Input>>,
     shutdown: CancellationToken,
     decode: impl Fn(u64, &[u8]) -> Result<Input, clawline_schemas::CodecError> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let (stream, filter) = followed;
+    let filters: Vec<String> = filter.into_iter().map(str::to_string).collect();
     let mut next = 1u64;
     while !shutdown.is_cancelled() {
         let attempt = async {
@@ -114,7 +108,18 @@ pub(crate) async fn follow(
                 .await?;
             // Whatever has arrived goes to the pool in one hand-over (fewer wake-ups when behind).
             let mut messages = consumer.messages().await?.ready_chunks(256);
-            while let Some(chunk) = messages.next().await {
+            loop {
+                let chunk = match tokio::time::timeout(STALL_CHECK, messages.next()).await {
+                    Ok(Some(chunk)) => chunk,
+                    Ok(None) => break,
+                    Err(_) => match head(&js, followed).await {
+                        Ok(last) if last >= next => anyhow::bail!(
+                            "nothing delivered for {STALL_CHECK:?} while the stream holds up to {last} (read to {})",
+                            next - 1
+                        ),
+                        _ => continue,
+                    },
+                };
                 let mut inputs = Vec::with_capacity(chunk.len());
                 let mut failed = None;
                 for message in chunk {

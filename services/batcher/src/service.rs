@@ -67,8 +67,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         "steps",
         follow(
             js.clone(),
-            streams::STEPS,
-            Vec::new(),
+            FOLLOWED[0],
             tx.clone(),
             shutdown.clone(),
             |seq, payload| {
@@ -81,8 +80,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         "rewards",
         follow(
             js.clone(),
-            streams::REWARDS,
-            Vec::new(),
+            FOLLOWED[1],
             tx.clone(),
             shutdown.clone(),
             |seq, payload| {
@@ -95,8 +93,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         "trajectories",
         follow(
             js.clone(),
-            streams::TRAJECTORIES,
-            vec![subjects::TRAJECTORY_COMPLETED.to_string()],
+            FOLLOWED[2],
             tx.clone(),
             shutdown.clone(),
             |seq, payload| {

@@ -180,7 +180,8 @@ async fn losing_a_node_under_load_loses_and_doubles_nothing() {
 
     // Every answered step is stored once, and scored once by the reward model.
     let js = cluster.jetstream().await;
-    let deadline = Instant::now() + Duration::from_secs(90);
+    // A reward whose ack was lost in the failover is redelivered after ack_wait (60 s).
+    let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let read = async {
             let stored: Vec<StepRecorded> = read_all(&js, "STEPS", "clawline.steps.").await?;

@@ -129,15 +129,29 @@ pub async fn archive_stream(
                 }
             }
         };
+        let mut heard = Instant::now();
         loop {
             let wait = if buffer.is_empty() {
                 Duration::from_secs(3600)
             } else {
                 config.roll_every.saturating_sub(first_buffered.elapsed())
             };
+            // Quiet for a while while the stream holds more: the consumer's server is gone.
+            let stall_check = clawline_nats::STALL_CHECK.saturating_sub(heard.elapsed());
             let message = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(wait) => None,
+                _ = tokio::time::sleep(stall_check) => {
+                    heard = Instant::now();
+                    let read = next + buffer.len() as u64;
+                    match clawline_nats::last_sequence(&js, stream, None).await {
+                        Ok(last) if last >= read => {
+                            tracing::warn!(stream, last, read, "nothing delivered while the stream holds more; re-reading");
+                            break;
+                        }
+                        _ => None,
+                    }
+                },
                 m = messages.next() => match m {
                     Some(Ok(m)) => Some(m),
                     Some(Err(err)) => {
@@ -148,6 +162,7 @@ pub async fn archive_stream(
                 },
             };
             if let Some(m) = message {
+                heard = Instant::now();
                 let seq = m
                     .info()
                     .map(|i| i.stream_sequence)

@@ -1,7 +1,8 @@
 //! `POST /sql` behind the API keys: the body is the query (plain text, or JSON `{"sql": …}`);
 //! the answer is JSON (`{"columns": [...], "rows": [...]}`) or, with
 //! `Accept: application/vnd.apache.arrow.stream`, an Arrow IPC stream. A tenant's key sees only
-//! that tenant's rows (and no `batches` / `weights` tables); an admin key sees everything.
+//! that tenant's rows (and no `batches` / `weights` tables); an admin key sees everything. A key's
+//! `rate=N` and `max_body=BYTES` hold here as on the gateway (429 with `Retry-After`, 413).
 
 use std::sync::Arc;
 
@@ -13,15 +14,21 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use clawline_runtime::CancellationToken;
 use clawline_runtime::keys::ApiKeys;
+use clawline_runtime::limits::RateLimiter;
 use serde_json::{Value, json};
 
 use crate::sql::{Answer, Format, Scope, SqlEngine, SqlError, render};
 
 pub const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
 
+/// The largest query body a key without its own `max_body` may send.
+pub const DEFAULT_MAX_BODY: usize = 1 << 20;
+
 struct Ctx {
     engine: SqlEngine,
     keys: ApiKeys,
+    /// Only keys with their own `rate=` are limited.
+    limiter: RateLimiter,
 }
 
 pub async fn serve(
@@ -41,10 +48,16 @@ pub async fn serve(
 }
 
 pub fn router(engine: SqlEngine, keys: ApiKeys) -> Router {
+    let readable = keys.largest_max_body().unwrap_or(0).max(DEFAULT_MAX_BODY);
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/sql", post(sql))
-        .with_state(Arc::new(Ctx { engine, keys }))
+        .layer(axum::extract::DefaultBodyLimit::max(readable))
+        .with_state(Arc::new(Ctx {
+            engine,
+            keys,
+            limiter: RateLimiter::new(None),
+        }))
 }
 
 fn error(status: StatusCode, kind: &str, message: String) -> Response {
@@ -68,6 +81,26 @@ async fn sql(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, body: Bytes) -> Re
             );
         }
     };
+    if let Err(wait) = ctx.limiter.check(&caller) {
+        let mut response = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_error",
+            format!("rate limit of {} exceeded", caller.key_id),
+        );
+        let secs = wait.as_secs_f64().ceil().max(1.0).to_string();
+        if let Ok(v) = header::HeaderValue::from_str(&secs) {
+            response.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return response;
+    }
+    let limit = caller.max_body.unwrap_or(DEFAULT_MAX_BODY);
+    if body.len() > limit {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request_error",
+            format!("request body larger than {limit} bytes"),
+        );
+    }
     let text = String::from_utf8_lossy(&body);
     let query = if text.trim_start().starts_with('{') {
         match serde_json::from_str::<Value>(&text) {

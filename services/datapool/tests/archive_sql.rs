@@ -291,8 +291,10 @@ async fn post_sql_scopes_tenants_and_speaks_json_and_arrow() {
     let root = dir.path().join("archive");
     publish_steps(&js, "acme", 0..3).await;
     publish_steps(&js, "evil", 10..12).await;
-    let keys =
-        clawline_runtime::keys::ApiKeys::parse("ka acme\nke evil\nkadm ops admin\n").unwrap();
+    let keys = clawline_runtime::keys::ApiKeys::parse(
+        "ka acme\nke evil\nkadm ops admin\nkr acme rate=0.2\nkb acme max_body=20\n",
+    )
+    .unwrap();
     let app = clawline_datapool::http::router(engine(&root, Some(js.clone())), keys);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/sql", listener.local_addr().unwrap());
@@ -350,6 +352,27 @@ async fn post_sql_scopes_tenants_and_speaks_json_and_arrow() {
             .unwrap();
     let n: usize = reader.map(|b| b.unwrap().num_rows()).sum();
     assert_eq!(n, 2);
+
+    // A key's own rate and body cap hold here too.
+    assert_eq!(ask("kr", "SELECT 1").await.unwrap().status(), 200);
+    let r = ask("kr", "SELECT 1").await.unwrap();
+    assert_eq!(r.status(), 429, "rate=0.2: one, then one every 5 s");
+    assert!(r.headers().contains_key("retry-after"));
+    assert_eq!(
+        ask("ka", "SELECT 1").await.unwrap().status(),
+        200,
+        "other keys unaffected"
+    );
+    assert_eq!(ask("kb", "SELECT 1").await.unwrap().status(), 200);
+    let r = ask("kb", "SELECT 1 AS one, 2 AS two").await.unwrap();
+    assert_eq!(r.status(), 413);
+    let err: Value = r.json().await.unwrap();
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("20 bytes")
+    );
 }
 
 async fn axum_serve(listener: tokio::net::TcpListener, app: axum::Router) {

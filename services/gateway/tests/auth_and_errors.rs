@@ -388,3 +388,38 @@ async fn a_key_over_its_rate_gets_429_and_other_keys_do_not_notice() {
         .unwrap();
     assert_eq!(metrics.status(), 403, "beta is no admin");
 }
+
+#[tokio::test]
+async fn a_key_s_own_body_cap_holds_and_other_keys_keep_the_default() {
+    let h = Harness::with(Options {
+        api_keys: Some("key-a alpha max_body=300\nkey-b beta max_body=100000\nkey-c gamma\n"),
+        extra_args: vec!["--max-body-bytes".into(), "2048".into()],
+        ..Default::default()
+    })
+    .await;
+    let send = |key: &'static str, size: usize| {
+        let body = chat_body(&"x".repeat(size));
+        let h = &h;
+        async move { h.post_as(key, "/v1/chat/completions", body).await }
+    };
+    let (status, body) = error_of(send("key-a", 1000).await).await;
+    assert_eq!(status, 413, "alpha's cap is 300 bytes: {body}");
+    assert_eq!(body["error"]["type"], "invalid_request_error");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("300"),
+        "{body}"
+    );
+    assert_eq!(send("key-a", 100).await.status(), 200);
+    assert_eq!(
+        send("key-b", 5000).await.status(),
+        200,
+        "beta may send more than the default"
+    );
+    assert_eq!(error_of(send("key-b", 150_000).await).await.0, 413);
+    assert_eq!(
+        error_of(send("key-c", 5000).await).await.0,
+        413,
+        "gamma has the default 2048"
+    );
+    assert_eq!(h.steps().await.len(), 2, "refused requests record nothing");
+}

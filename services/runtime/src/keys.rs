@@ -1,6 +1,6 @@
-//! API keys shared by every HTTP surface (gateway, SQL): a file of `KEY TENANT [admin] [rate=N]`
-//! lines; `Authorization: Bearer KEY` (or `x-api-key: KEY`) → tenant, admin flag and the key's
-//! own request rate limit. The keys themselves are never logged: a caller is named by its line.
+//! API keys shared by every HTTP surface (gateway, SQL): a file of
+//! `KEY TENANT [admin] [rate=N] [max_body=BYTES]` lines; `Authorization: Bearer KEY` (or
+//! `x-api-key: KEY`) → tenant, admin flag and the key's own request rate and size limits. The keys themselves are never logged: a caller is named by its line.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -14,6 +14,8 @@ pub struct Caller {
     pub key_id: String,
     /// Requests per second this key may send (`rate=N`); `None`: the service's default.
     pub rate: Option<f64>,
+    /// Largest request body this key may send (`max_body=BYTES`); `None`: the service's default.
+    pub max_body: Option<usize>,
 }
 
 /// The key table, or open mode when no key file was given.
@@ -60,7 +62,25 @@ impl ApiKeys {
         self.keys.is_none()
     }
 
-    /// Loads `KEY TENANT [admin] [rate=N]` lines; blank lines and `#` comments are skipped.
+    /// The largest `max_body` any key has (what the server must be willing to read at all).
+    pub fn largest_max_body(&self) -> Option<usize> {
+        self.keys
+            .as_ref()?
+            .values()
+            .filter_map(|c| c.max_body)
+            .max()
+    }
+
+    /// The body limit for a request with these headers: its key's own, else `default` (also for
+    /// a request without a valid key, which is refused after its body is read).
+    pub fn max_body(&self, headers: &http::HeaderMap, default: usize) -> usize {
+        self.authenticate(headers)
+            .ok()
+            .and_then(|c| c.max_body)
+            .unwrap_or(default)
+    }
+
+    /// Loads `KEY TENANT [admin] [rate=N] [max_body=BYTES]` lines; blank lines and `#` comments are skipped.
     pub fn load(path: &Path) -> Result<Self, KeyFileError> {
         let text = std::fs::read_to_string(path).map_err(|source| KeyFileError::Read {
             path: path.display().to_string(),
@@ -81,11 +101,16 @@ impl ApiKeys {
                 continue;
             }
             let fields: Vec<&str> = line.split_whitespace().collect();
-            let expected = || (i + 1, "expected `KEY TENANT [admin] [rate=N]`".to_string());
+            let expected = || {
+                (
+                    i + 1,
+                    "expected `KEY TENANT [admin] [rate=N] [max_body=BYTES]`".to_string(),
+                )
+            };
             let [key, tenant, options @ ..] = fields.as_slice() else {
                 return Err(expected());
             };
-            let (mut admin, mut rate) = (false, None);
+            let (mut admin, mut rate, mut max_body) = (false, None, None);
             for option in options {
                 match option.split_once('=') {
                     None if *option == "admin" && !admin => admin = true,
@@ -96,6 +121,14 @@ impl ApiKeys {
                             .filter(|n: &f64| n.is_finite() && *n > 0.0)
                             .ok_or((i + 1, format!("rate={n}: requests per second, above 0")))?;
                         rate = Some(n);
+                    }
+                    Some(("max_body", n)) if max_body.is_none() => {
+                        let n: usize = n
+                            .parse()
+                            .ok()
+                            .filter(|n| *n > 0)
+                            .ok_or((i + 1, format!("max_body={n}: bytes, above 0")))?;
+                        max_body = Some(n);
                     }
                     _ => return Err(expected()),
                 }
@@ -114,6 +147,7 @@ impl ApiKeys {
                         admin,
                         key_id: format!("key#{}", i + 1),
                         rate,
+                        max_body,
                     },
                 )
                 .is_some()
@@ -135,6 +169,7 @@ impl ApiKeys {
                 admin: true,
                 key_id: "open".into(),
                 rate: None,
+                max_body: None,
             });
         };
         let presented = headers
@@ -172,12 +207,21 @@ mod tests {
         );
         assert!(!keys.authenticate(&headers("Bearer k1")).expect("k1").admin);
         assert!(keys.authenticate(&headers("Bearer k2")).expect("k2").admin);
-        let limited = ApiKeys::parse("k3 acme rate=2.5 admin\n").expect("parse");
+        let limited =
+            ApiKeys::parse("k3 acme rate=2.5 admin max_body=1000\nk4 acme\n").expect("parse");
         let c = limited.authenticate(&headers("Bearer k3")).expect("k3");
         assert_eq!(
-            (c.rate, c.admin, c.key_id.as_str()),
-            (Some(2.5), true, "key#1")
+            (c.rate, c.admin, c.key_id.as_str(), c.max_body),
+            (Some(2.5), true, "key#1", Some(1000))
         );
+        assert_eq!(limited.max_body(&headers("Bearer k3"), 50), 1000);
+        assert_eq!(
+            limited.max_body(&headers("Bearer k4"), 50),
+            50,
+            "the default"
+        );
+        assert_eq!(limited.max_body(&headers("Bearer nope"), 50), 50);
+        assert_eq!(limited.largest_max_body(), Some(1000));
         assert!(matches!(
             keys.authenticate(&headers("Bearer nope")),
             Err(AuthError::Invalid | AuthError::Missing)
@@ -197,6 +241,14 @@ mod tests {
         assert_eq!(ApiKeys::parse("k1 a rate=0\n").err().map(|e| e.0), Some(1));
         assert_eq!(ApiKeys::parse("k1 a rate=x\n").err().map(|e| e.0), Some(1));
         assert_eq!(
+            ApiKeys::parse("k1 a max_body=0\n").err().map(|e| e.0),
+            Some(1)
+        );
+        assert_eq!(
+            ApiKeys::parse("k1 a max_body=1kb\n").err().map(|e| e.0),
+            Some(1)
+        );
+        assert_eq!(
             ApiKeys::parse("k1 a admin admin\n").err().map(|e| e.0),
             Some(1)
         );
@@ -214,6 +266,7 @@ mod tests {
                 admin: true,
                 key_id: "open".into(),
                 rate: None,
+                max_body: None,
             }
         );
     }

@@ -60,6 +60,7 @@ mod tests {
             admin: false,
             key_id: key.into(),
             rate,
+            max_body: None,
         }
     }
 

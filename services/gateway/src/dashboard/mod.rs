@@ -250,6 +250,7 @@ mod tests {
             admin,
             key_id: "k".into(),
             rate: None,
+            max_body: None,
         }
     }
 

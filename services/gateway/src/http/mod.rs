@@ -28,7 +28,12 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 
 pub fn app(state: AppState) -> Router {
-    let limit = state.config.max_body_bytes;
+    // What any caller may send; each key's own cap is checked in `Body`.
+    let limit = state
+        .keys
+        .largest_max_body()
+        .unwrap_or(0)
+        .max(state.config.max_body_bytes);
     Router::new()
         .merge(chat::router())
         .merge(trajectory::router())
@@ -64,28 +69,39 @@ async fn count_requests(State(state): State<AppState>, request: Request, next: N
     response
 }
 
-/// The raw request body, with the size cap turned into a 413 in our error shape.
+/// The raw request body, within the caller's size cap (its key's `max_body`, else
+/// `--max-body-bytes`), a larger one refused with a 413 in our error shape.
 pub struct Body(pub Bytes);
 
 impl FromRequest<AppState> for Body {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
-        Bytes::from_request(req, state)
-            .await
-            .map(Body)
-            .map_err(|rejection| {
-                if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::PayloadTooLarge {
-                        limit: state.config.max_body_bytes,
-                    }
-                } else {
-                    ApiError::bad_request(format!(
-                        "could not read the request body: {}",
-                        rejection.body_text()
-                    ))
-                }
-            })
+        let limit = state
+            .keys
+            .max_body(req.headers(), state.config.max_body_bytes);
+        let too_large = ApiError::PayloadTooLarge { limit };
+        let declared = req
+            .headers()
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+        if declared.is_some_and(|n| n > limit) {
+            return Err(too_large);
+        }
+        let body = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge { limit }
+            } else {
+                ApiError::bad_request(format!(
+                    "could not read the request body: {}",
+                    rejection.body_text()
+                ))
+            }
+        })?;
+        if body.len() > limit {
+            return Err(too_large);
+        }
+        Ok(Body(body))
     }
 }
 
