@@ -1,6 +1,7 @@
 //! clawline-benches — whole-system benchmarks (binaries in `src/bin/`) and their shared pieces.
 //! Reports land in `benches/results/`; timing never decides a test.
 
+pub mod floor;
 pub mod ingest;
 
 /// The median of some measurements (the upper one of the middle two for an even count).

@@ -218,7 +218,7 @@ async fn stream_messages(nats_url: &str, stream: &str) -> anyhow::Result<u64> {
     Ok(js.get_stream(stream).await?.info().await?.state.messages)
 }
 
-use clawline_benches::ingest;
+use clawline_benches::{floor, ingest};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -349,8 +349,13 @@ async fn main() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let steps = stream_messages(&nats_url, "STEPS").await? - steps_before;
 
+    // The floor: one ack of a step the gateway captured (the last one stored).
+    let mut stored = js.get_stream("STEPS").await?;
+    let last = stored.info().await?.state.last_sequence;
+    let captured = stored.get_raw_message(last).await?.payload;
+    let floor = floor::ack_floor(&nats_url, "clawline.steps.bench.floor", captured, 2000).await?;
     let ingest = ingest::compare(&nats_url, &gw_url).await?;
-    let report = render(
+    let mut report = render(
         &args,
         &rows,
         rss,
@@ -360,6 +365,8 @@ async fn main() -> anyhow::Result<()> {
         &ingest,
         litellm_url.is_some(),
     );
+    report.push('\n');
+    report.push_str(&floor.render());
     std::fs::write(&args.report, &report)?;
     println!("{report}");
     Ok(())

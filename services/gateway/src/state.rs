@@ -50,6 +50,8 @@ pub struct GatewayMetrics {
     pub streams_abandoned: Counter,
     pub rate_limited: Counter,
     pub sessions: Gauge,
+    /// Chat calls being answered; a stream counts until it ends.
+    pub in_flight: Gauge,
     pub capture: CaptureMetrics,
 }
 
@@ -63,6 +65,7 @@ impl GatewayMetrics {
             streams_abandoned: Counter::default(),
             rate_limited: Counter::default(),
             sessions: Gauge::default(),
+            in_flight: Gauge::default(),
             capture: CaptureMetrics::default(),
         };
         registry.register(
@@ -99,6 +102,11 @@ impl GatewayMetrics {
             "trajectories_in_memory",
             "Trajectories the gateway keeps in memory",
             this.sessions.clone(),
+        );
+        registry.register(
+            "in_flight_chats",
+            "Chat calls being answered (a stream counts until it ends)",
+            this.in_flight.clone(),
         );
         registry.register(
             "capture_events",

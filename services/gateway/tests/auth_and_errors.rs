@@ -222,6 +222,28 @@ async fn engine_errors_pass_through_and_a_hanging_engine_times_out() {
         0,
         "failed calls are not steps"
     );
+    // Nothing is left behind by the failed, timed-out and stalled calls (the stream's task ends
+    // just after its last event, so allow it a moment).
+    let mut in_flight = String::new();
+    for _ in 0..20 {
+        let metrics = h
+            .http
+            .get(format!("{}/metrics", h.url))
+            .send()
+            .await
+            .unwrap();
+        let metrics = metrics.text().await.unwrap();
+        in_flight = metrics
+            .lines()
+            .find(|l| l.starts_with("clawline_gateway_in_flight_chats "))
+            .unwrap_or_else(|| panic!("no in-flight gauge in {metrics}"))
+            .to_string();
+        if in_flight.ends_with(" 0") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(in_flight, "clawline_gateway_in_flight_chats 0");
 }
 
 #[tokio::test]

@@ -14,20 +14,20 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use clawline_schemas::{SCHEMA_VERSION, TrajectoryRegistered, derived_id, new_event_id, now_ms};
-use futures::StreamExt;
 use serde_json::{Map, Value};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 
 use super::steps::{CallContext, record_call};
 use super::{Body, caller, parse_json};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::chat::{
-    Answer, Wants, content_text, request_exact_tokens, strip_unrequested, validate_messages,
+    Answer, content_text, request_exact_tokens, strip_unrequested, validate_messages,
 };
 use crate::error::ApiError;
 use crate::sessions::Trajectory;
+
+mod stream;
+use stream::{InFlight, stream_response};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -205,6 +205,7 @@ async fn chat(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let caller = caller(&state, &headers)?;
+    let in_flight = InFlight::new(&state.metrics.in_flight);
     let mut request: Map<String, Value> = parse_json(&body)?;
     let messages = validate_messages(&request)
         .map_err(|(param, message)| ApiError::bad_param(&param, message))?
@@ -306,7 +307,7 @@ async fn chat(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/event-stream"));
     if stream && is_event_stream {
-        return Ok(stream_response(state, ctx, response, wants));
+        return Ok(stream_response(state, ctx, response, wants, in_flight));
     }
 
     let bytes = response.bytes().await.map_err(|e| {
@@ -351,144 +352,5 @@ fn add_call_headers(headers: &mut HeaderMap, ctx: &CallContext) {
     set("x-request-id", &ctx.request_id);
     if let Some(v) = ctx.policy_version {
         set(POLICY_VERSION_HEADER, &v.to_string());
-    }
-}
-
-fn stream_response(
-    state: AppState,
-    ctx: CallContext,
-    upstream: reqwest::Response,
-    wants: Wants,
-) -> Response {
-    let (tx, rx) = mpsc::channel::<Result<Bytes, std::convert::Infallible>>(64);
-    let mut headers = HeaderMap::new();
-    add_call_headers(&mut headers, &ctx);
-    tokio::spawn(pump(state, ctx, upstream, wants, tx));
-    let mut response = Response::new(axum::body::Body::from_stream(ReceiverStream::new(rx)));
-    let h = response.headers_mut();
-    h.extend(headers);
-    h.insert(
-        "content-type",
-        HeaderValue::from_static("text/event-stream"),
-    );
-    h.insert("cache-control", HeaderValue::from_static("no-cache"));
-    response
-}
-
-/// Position just past the first complete SSE event in `buf`.
-fn event_end(buf: &[u8]) -> Option<usize> {
-    let lf = buf.windows(2).position(|w| w == b"\n\n").map(|i| i + 2);
-    let crlf = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4);
-    match (lf, crlf) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
-}
-
-enum Event {
-    Done,
-    Forward(Bytes),
-}
-
-/// Reads one SSE event: `[DONE]`, or the bytes to forward (re-encoded only when extensions had to
-/// be removed).
-fn process_event(raw: Vec<u8>, answer: &mut Answer, wants: Wants) -> Event {
-    let text = String::from_utf8_lossy(&raw);
-    let data: Vec<&str> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("data:"))
-        .map(|d| d.strip_prefix(' ').unwrap_or(d))
-        .collect();
-    if data.is_empty() {
-        return Event::Forward(Bytes::from(raw));
-    }
-    let data = data.join("\n");
-    if data.trim() == "[DONE]" {
-        return Event::Done;
-    }
-    match serde_json::from_str::<Value>(&data) {
-        Ok(mut chunk) => {
-            answer.push_chunk(&chunk);
-            if strip_unrequested(&mut chunk, wants) {
-                Event::Forward(Bytes::from(format!("data: {chunk}\n\n")))
-            } else {
-                Event::Forward(Bytes::from(raw))
-            }
-        }
-        Err(_) => Event::Forward(Bytes::from(raw)),
-    }
-}
-
-fn error_event(message: &str) -> Bytes {
-    let body = crate::error::error_body(message, "upstream_error", None, None);
-    Bytes::from(format!("data: {body}\n\n"))
-}
-
-/// Forwards the engine's stream to the client as it arrives, collecting the answer; records the step
-/// and only then sends `[DONE]`.
-async fn pump(
-    state: AppState,
-    mut ctx: CallContext,
-    upstream: reqwest::Response,
-    wants: Wants,
-    tx: mpsc::Sender<Result<Bytes, std::convert::Infallible>>,
-) {
-    let mut chunks = upstream.bytes_stream();
-    let mut buf: Vec<u8> = Vec::new();
-    let mut answer = Answer::default();
-    let mut done = false;
-    'read: loop {
-        let next = tokio::time::timeout(state.config.upstream_timeout, chunks.next()).await;
-        let bytes = match next {
-            Ok(Some(Ok(bytes))) => bytes,
-            Ok(None) => break,
-            Ok(Some(Err(err))) => {
-                tracing::warn!(request_id = %ctx.request_id, error = %err, "upstream stream broke; step not recorded");
-                let _ = tx
-                    .send(Ok(error_event(&format!(
-                        "the upstream stream broke: {err}"
-                    ))))
-                    .await;
-                return;
-            }
-            Err(_) => {
-                tracing::warn!(request_id = %ctx.request_id, "upstream stream stalled; step not recorded");
-                let message = format!(
-                    "the upstream sent nothing for {:?}",
-                    state.config.upstream_timeout
-                );
-                let _ = tx.send(Ok(error_event(&message))).await;
-                return;
-            }
-        };
-        if ctx.ttft.is_none() {
-            ctx.ttft = Some(ctx.started.elapsed());
-        }
-        buf.extend_from_slice(&bytes);
-        while let Some(end) = event_end(&buf) {
-            let raw: Vec<u8> = buf.drain(..end).collect();
-            match process_event(raw, &mut answer, wants) {
-                Event::Done => {
-                    done = true;
-                    break 'read;
-                }
-                Event::Forward(out) => {
-                    if tx.send(Ok(out)).await.is_err() {
-                        state.metrics.streams_abandoned.inc();
-                        tracing::info!(request_id = %ctx.request_id, "client left the stream; step not recorded");
-                        return;
-                    }
-                }
-            }
-        }
-    }
-    state
-        .metrics
-        .upstream_seconds
-        .observe(ctx.started.elapsed().as_secs_f64());
-    answer.finish_stream();
-    record_call(&state, &mut ctx, &answer).await;
-    if done {
-        let _ = tx.send(Ok(Bytes::from_static(b"data: [DONE]\n\n"))).await;
     }
 }

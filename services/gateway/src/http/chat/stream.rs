@@ -1,0 +1,177 @@
+//! Streaming answers: the engine's SSE chunks are forwarded as they arrive (re-encoded only when
+//! extensions the client did not ask for must go), the answer is collected, and the step is acked
+//! before `[DONE]`.
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::Response;
+use clawline_runtime::prometheus_client::metrics::gauge::Gauge;
+use futures::StreamExt;
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::add_call_headers;
+use crate::AppState;
+use crate::chat::{Answer, Wants, strip_unrequested};
+use crate::http::steps::{CallContext, record_call};
+
+/// Counts a chat call in `in_flight` until dropped (a stream's lives in its pump task), so a hung
+/// or timed-out call that left anything behind would show.
+pub(super) struct InFlight(Gauge);
+
+impl InFlight {
+    pub(super) fn new(gauge: &Gauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+pub(super) fn stream_response(
+    state: AppState,
+    ctx: CallContext,
+    upstream: reqwest::Response,
+    wants: Wants,
+    in_flight: InFlight,
+) -> Response {
+    let (tx, rx) = mpsc::channel::<Result<Bytes, std::convert::Infallible>>(64);
+    let mut headers = HeaderMap::new();
+    add_call_headers(&mut headers, &ctx);
+    tokio::spawn(async move {
+        pump(state, ctx, upstream, wants, tx).await;
+        drop(in_flight);
+    });
+    let mut response = Response::new(axum::body::Body::from_stream(ReceiverStream::new(rx)));
+    let h = response.headers_mut();
+    h.extend(headers);
+    h.insert(
+        "content-type",
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert("cache-control", HeaderValue::from_static("no-cache"));
+    response
+}
+
+/// Position just past the first complete SSE event in `buf`.
+fn event_end(buf: &[u8]) -> Option<usize> {
+    let lf = buf.windows(2).position(|w| w == b"\n\n").map(|i| i + 2);
+    let crlf = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4);
+    match (lf, crlf) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+enum Event {
+    Done,
+    Forward(Bytes),
+}
+
+/// Reads one SSE event: `[DONE]`, or the bytes to forward (re-encoded only when extensions had to
+/// be removed).
+fn process_event(raw: Vec<u8>, answer: &mut Answer, wants: Wants) -> Event {
+    let text = String::from_utf8_lossy(&raw);
+    let data: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .map(|d| d.strip_prefix(' ').unwrap_or(d))
+        .collect();
+    if data.is_empty() {
+        return Event::Forward(Bytes::from(raw));
+    }
+    let data = data.join("\n");
+    if data.trim() == "[DONE]" {
+        return Event::Done;
+    }
+    match serde_json::from_str::<Value>(&data) {
+        Ok(mut chunk) => {
+            answer.push_chunk(&chunk);
+            if strip_unrequested(&mut chunk, wants) {
+                Event::Forward(Bytes::from(format!("data: {chunk}\n\n")))
+            } else {
+                Event::Forward(Bytes::from(raw))
+            }
+        }
+        Err(_) => Event::Forward(Bytes::from(raw)),
+    }
+}
+
+fn error_event(message: &str) -> Bytes {
+    let body = crate::error::error_body(message, "upstream_error", None, None);
+    Bytes::from(format!("data: {body}\n\n"))
+}
+
+/// Forwards the engine's stream to the client as it arrives, collecting the answer; records the step
+/// and only then sends `[DONE]`.
+async fn pump(
+    state: AppState,
+    mut ctx: CallContext,
+    upstream: reqwest::Response,
+    wants: Wants,
+    tx: mpsc::Sender<Result<Bytes, std::convert::Infallible>>,
+) {
+    let mut chunks = upstream.bytes_stream();
+    let mut buf: Vec<u8> = Vec::new();
+    let mut answer = Answer::default();
+    let mut done = false;
+    'read: loop {
+        let next = tokio::time::timeout(state.config.upstream_timeout, chunks.next()).await;
+        let bytes = match next {
+            Ok(Some(Ok(bytes))) => bytes,
+            Ok(None) => break,
+            Ok(Some(Err(err))) => {
+                tracing::warn!(request_id = %ctx.request_id, error = %err, "upstream stream broke; step not recorded");
+                let _ = tx
+                    .send(Ok(error_event(&format!(
+                        "the upstream stream broke: {err}"
+                    ))))
+                    .await;
+                return;
+            }
+            Err(_) => {
+                tracing::warn!(request_id = %ctx.request_id, "upstream stream stalled; step not recorded");
+                let message = format!(
+                    "the upstream sent nothing for {:?}",
+                    state.config.upstream_timeout
+                );
+                let _ = tx.send(Ok(error_event(&message))).await;
+                return;
+            }
+        };
+        if ctx.ttft.is_none() {
+            ctx.ttft = Some(ctx.started.elapsed());
+        }
+        buf.extend_from_slice(&bytes);
+        while let Some(end) = event_end(&buf) {
+            let raw: Vec<u8> = buf.drain(..end).collect();
+            match process_event(raw, &mut answer, wants) {
+                Event::Done => {
+                    done = true;
+                    break 'read;
+                }
+                Event::Forward(out) => {
+                    if tx.send(Ok(out)).await.is_err() {
+                        state.metrics.streams_abandoned.inc();
+                        tracing::info!(request_id = %ctx.request_id, "client left the stream; step not recorded");
+                        return;
+                    }
+                }
+            }
+        }
+    }
+    state
+        .metrics
+        .upstream_seconds
+        .observe(ctx.started.elapsed().as_secs_f64());
+    answer.finish_stream();
+    record_call(&state, &mut ctx, &answer).await;
+    if done {
+        let _ = tx.send(Ok(Bytes::from_static(b"data: [DONE]\n\n"))).await;
+    }
+}
