@@ -38,9 +38,10 @@ pub struct LearnArgs {
     pub lr: f64,
     /// Weight of the trainer's KL penalty to the starting model: keeps the policy's language
     /// intact while it moves toward what is rewarded (without it, the tiny model learns to repeat
-    /// the bundled reward model's favourite words; 0 turns it off).
-    #[arg(long = "kl-coef", default_value_t = 0.1)]
-    pub kl_coef: f64,
+    /// the bundled reward model's favourite words). Default 0.1 for the model `up` creates, 0 for
+    /// a `--model` of yours: the penalty keeps a second, frozen copy of the model in memory.
+    #[arg(long = "kl-coef")]
+    pub kl_coef: Option<f64>,
     /// Weight of the trainer's entropy bonus.
     #[arg(long = "entropy-coef", default_value_t = 0.0)]
     pub entropy_coef: f64,
@@ -120,6 +121,11 @@ pub async fn spawn(
         lines.push("learning:                 off (--upstream without --engine)".into());
         return Ok(Learning { policy_url, lines });
     }
+    let kl_coef = args.kl_coef.unwrap_or(if builtin && args.model.is_none() {
+        0.1
+    } else {
+        0.0
+    });
     let nats_url = ["--nats-url", nats.url.as_str()];
     let mut trainer = clawline_trainer::Config::try_parse_from(
         ["clawline-trainer"].into_iter().chain(nats_url).chain([
@@ -136,7 +142,7 @@ pub async fn spawn(
             "--lr",
             &args.lr.to_string(),
             "--kl-coef",
-            &args.kl_coef.to_string(),
+            &kl_coef.to_string(),
             "--entropy-coef",
             &args.entropy_coef.to_string(),
             // The broadcaster runs beside it: keep the served policy close to the trained one.
