@@ -136,7 +136,11 @@ impl SqlEngine {
             .with_memory_limit(self.config.memory_limit, 1.0)
             .with_cache_manager(self.caches.clone())
             .build_arc()?;
-        let config = SessionConfig::new().with_information_schema(true);
+        // DataFusion's own settings can be tuned with `DATAFUSION_*` variables, e.g.
+        // `DATAFUSION_EXECUTION_TARGET_PARTITIONS=8`.
+        let config = SessionConfig::from_env()
+            .map_err(|e| SqlError::Internal(format!("a DATAFUSION_* variable: {e}")))?
+            .with_information_schema(true);
         let ctx = SessionContext::new_with_config_rt(config, runtime);
         let mut tails = std::collections::HashMap::new();
         let mut checkpoints = std::collections::HashMap::new();
