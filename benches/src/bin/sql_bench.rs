@@ -105,13 +105,9 @@ const GENERATOR: &str = "v2";
 
 fn response_text(i: u64, r: u64) -> String {
     let (a, b) = (2 + (r >> 28) % 97, 2 + (r >> 36) % 89);
+    let (opener, days, total) = (OPENERS[((r >> 4) % 4) as usize], 1 + (r >> 44) % 30, a * b);
     format!(
-        "{} Order {} ships in {} days; the total is {} because {a} times {b} is {}.",
-        OPENERS[((r >> 4) % 4) as usize],
-        i,
-        1 + (r >> 44) % 30,
-        a * b,
-        a * b
+        "{opener} Order {i} ships in {days} days; the total is {total} because {a} times {b} is {total}."
     )
 }
 

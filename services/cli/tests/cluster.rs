@@ -98,12 +98,7 @@ async fn losing_a_node_under_load_loses_and_doubles_nothing() {
     let http = reqwest::Client::new();
     for g in &gateways {
         let deadline = Instant::now() + Duration::from_secs(60);
-        while !http
-            .get(format!("{g}/ready"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
+        while !is_ready(&http, g).await {
             assert!(Instant::now() < deadline, "gateway {g} not ready");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

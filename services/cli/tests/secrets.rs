@@ -46,12 +46,7 @@ async fn no_password_or_key_is_ever_logged() {
     let http = reqwest::Client::new();
     let url = format!("http://{listen}");
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !http
-        .get(format!("{url}/ready"))
-        .send()
-        .await
-        .is_ok_and(|r| r.status().is_success())
-    {
+    while !is_ready(&http, &url).await {
         assert!(
             up.try_wait().unwrap().is_none(),
             "clawline up exited: {}",

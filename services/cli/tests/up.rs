@@ -65,9 +65,7 @@ fn up(data_dir: &std::path::Path, nats_port: u16, http_port: u16, upstream: &str
 async fn wait_ready(http: &reqwest::Client, url: &str, up: &mut Up) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Ok(r) = http.get(format!("{url}/ready")).send().await
-            && r.status() == 200
-        {
+        if is_ready(http, url).await {
             return;
         }
         assert!(

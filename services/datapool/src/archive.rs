@@ -136,21 +136,23 @@ pub async fn archive_stream(
             } else {
                 config.roll_every.saturating_sub(first_buffered.elapsed())
             };
-            // Quiet for a while while the stream holds more: the consumer's server is gone.
+            // One timer: the roll deadline, or the stall check if that comes first.
             let stall_check = clawline_nats::STALL_CHECK.saturating_sub(heard.elapsed());
             let message = tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep(wait) => None,
-                _ = tokio::time::sleep(stall_check) => {
-                    heard = Instant::now();
-                    let read = next + buffer.len() as u64;
-                    match clawline_nats::last_sequence(&js, stream, None).await {
-                        Ok(last) if last >= read => {
+                _ = tokio::time::sleep(wait.min(stall_check)) => {
+                    // Quiet for a while while the stream holds more: the consumer's server is gone.
+                    if heard.elapsed() >= clawline_nats::STALL_CHECK {
+                        heard = Instant::now();
+                        let read = next + buffer.len() as u64;
+                        if let Ok(last) = clawline_nats::last_sequence(&js, stream, None).await
+                            && last >= read
+                        {
                             tracing::warn!(stream, last, read, "nothing delivered while the stream holds more; re-reading");
                             break;
                         }
-                        _ => None,
                     }
+                    None
                 },
                 m = messages.next() => match m {
                     Some(Ok(m)) => Some(m),

@@ -22,6 +22,8 @@ pub struct Caller {
 #[derive(Debug, Clone)]
 pub struct ApiKeys {
     keys: Option<HashMap<String, Caller>>,
+    /// The largest `max_body` any key has (found once when the file is read).
+    largest_max_body: Option<usize>,
 }
 
 /// The tenant every caller is in open mode.
@@ -55,7 +57,10 @@ pub enum AuthError {
 impl ApiKeys {
     /// Everyone is the `default` tenant and admin.
     pub fn open() -> Self {
-        Self { keys: None }
+        Self {
+            keys: None,
+            largest_max_body: None,
+        }
     }
 
     pub fn is_open(&self) -> bool {
@@ -64,16 +69,16 @@ impl ApiKeys {
 
     /// The largest `max_body` any key has (what the server must be willing to read at all).
     pub fn largest_max_body(&self) -> Option<usize> {
-        self.keys
-            .as_ref()?
-            .values()
-            .filter_map(|c| c.max_body)
-            .max()
+        self.largest_max_body
     }
 
     /// The body limit for a request with these headers: its key's own, else `default` (also for
     /// a request without a valid key, which is refused after its body is read).
     pub fn max_body(&self, headers: &http::HeaderMap, default: usize) -> usize {
+        if self.largest_max_body.is_none() {
+            // No key has its own cap: nothing to look up on this request's path.
+            return default;
+        }
         self.authenticate(headers)
             .ok()
             .and_then(|c| c.max_body)
@@ -158,7 +163,11 @@ impl ApiKeys {
         if keys.is_empty() {
             return Err((0, "no keys defined".to_string()));
         }
-        Ok(Self { keys: Some(keys) })
+        let largest_max_body = keys.values().filter_map(|c| c.max_body).max();
+        Ok(Self {
+            keys: Some(keys),
+            largest_max_body,
+        })
     }
 
     /// The caller behind the request's key; 401 when the key is missing or unknown.

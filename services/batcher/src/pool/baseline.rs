@@ -76,7 +76,11 @@ impl WindowBaseline {
         let (mut raw, mut baseline) = (0.0, 0.0);
         for (source, value) in rewards {
             let w = weight(source);
-            let b = self.sources.entry(source.to_string()).or_default();
+            // Looked up before inserting: no allocation per step for a source already seen.
+            let b = match self.sources.get_mut(source) {
+                Some(b) => b,
+                None => self.sources.entry(source.to_string()).or_default(),
+            };
             let base = if b.seen { b.mean } else { value };
             raw += w * (value - base);
             baseline += w * base;

@@ -13,3 +13,11 @@ pub fn free_port() -> u16 {
 pub fn addr() -> String {
     format!("127.0.0.1:{}", free_port())
 }
+
+/// Whether the service at `base` (`http://host:port`) answers `GET /ready` with success.
+pub async fn is_ready(http: &reqwest::Client, base: &str) -> bool {
+    http.get(format!("{base}/ready"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+}
