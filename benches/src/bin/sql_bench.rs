@@ -16,6 +16,9 @@ use clawline_datapool::{Scope, SqlConfig, SqlEngine};
 use clawline_nats::server::{LocalServer, LocalServerConfig};
 use serde_json::{Value, json};
 
+#[global_allocator]
+static ALLOC: clawline_runtime::alloc::MiMalloc = clawline_runtime::alloc::MiMalloc;
+
 #[derive(Parser)]
 struct Args {
     /// Steps in the generated archive (each with one reward; one in ten with feedback).
@@ -27,10 +30,16 @@ struct Args {
     /// Python with duckdb installed.
     #[arg(long)]
     python: PathBuf,
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     runs: usize,
     #[arg(long, default_value = "benches/results/sql.md")]
     report: PathBuf,
+    /// Run only the queries whose name contains this (for exploring; write the report elsewhere).
+    #[arg(long)]
+    only: Option<String>,
+    /// Print DataFusion's `EXPLAIN ANALYZE` of each query (to stderr) before timing it.
+    #[arg(long)]
+    explain: bool,
 }
 
 /// (name, DataFusion SQL, DuckDB SQL)
@@ -243,61 +252,82 @@ async fn main() -> anyhow::Result<()> {
         },
         None,
     );
-    // DuckDB over the same files, in one Python process, timings printed as JSON.
+    let queries: Vec<_> = QUERIES
+        .iter()
+        .filter(|(name, _, _)| args.only.as_ref().is_none_or(|o| name.contains(o.as_str())))
+        .collect();
+    // DuckDB over the same files, in one Python process: a query per line in, its time and row
+    // count per line out, so the two engines can take turns on each query.
     let duck_script = r#"
 import duckdb, json, sys, time
-root, runs, queries = sys.argv[1], int(sys.argv[2]), json.loads(sys.stdin.read())
 con = duckdb.connect()
 con.execute("SET threads TO 2")
 con.execute("SET enable_progress_bar = false")
 for t in ["steps", "rewards", "feedback"]:
-    con.execute(f"CREATE VIEW {t} AS SELECT * FROM read_parquet('{root}/{t}/**/*.parquet', hive_partitioning=true)")
-out = []
-for q in queries:
-    times = []
-    for _ in range(runs):
-        s = time.perf_counter(); rows = con.execute(q).fetchall(); times.append(time.perf_counter() - s)
-    out.append({"times": times, "rows": len(rows)})
-print(json.dumps(out))
+    con.execute(f"CREATE VIEW {t} AS SELECT * FROM read_parquet('{sys.argv[1]}/{t}/**/*.parquet', hive_partitioning=true)")
+for line in sys.stdin:
+    q = json.loads(line)
+    s = time.perf_counter(); rows = con.execute(q).fetchall(); t = time.perf_counter() - s
+    print(json.dumps({"time": t, "rows": len(rows)}), flush=True)
 "#;
-    let mut df_times = Vec::new();
-    let mut df_rows = Vec::new();
-    for (name, q, _) in QUERIES {
-        let mut times = Vec::new();
-        let mut n = 0;
-        for _ in 0..args.runs {
+    let mut duck = Command::new(&args.python)
+        .args(["-c", duck_script])
+        .arg(&args.archive)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("python with duckdb")?;
+    let mut duck_in = duck.stdin.take().context("stdin")?;
+    let mut duck_out = std::io::BufReader::new(duck.stdout.take().context("stdout")?);
+    let mut duck_run = |q: &str| -> anyhow::Result<(f64, usize)> {
+        use std::io::{BufRead as _, Write as _};
+        writeln!(duck_in, "{}", serde_json::to_string(q)?)?;
+        let mut line = String::new();
+        duck_out.read_line(&mut line)?;
+        let v: Value = serde_json::from_str(&line).context("duckdb failed on a query")?;
+        Ok((
+            v["time"].as_f64().context("time")?,
+            v["rows"].as_u64().context("rows")? as usize,
+        ))
+    };
+    // Each query: the engines take turns, which goes first alternating, so a slow spell of this
+    // shared machine or a warmer page cache does not favour either.
+    let mut results = Vec::new();
+    for (name, q, duck_q) in &queries {
+        if args.explain {
+            let plan = engine
+                .query(&format!("EXPLAIN ANALYZE {q}"), &Scope::All)
+                .await
+                .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+            let text = clawline_datapool::sql::render(&plan, clawline_datapool::sql::Format::Csv)?;
+            eprintln!("{}", String::from_utf8_lossy(&text));
+        }
+        let (mut df, mut dk) = (Vec::new(), Vec::new());
+        let (mut df_rows, mut dk_rows) = (0, 0);
+        for run in 0..args.runs {
+            if run % 2 == 1 {
+                let (t, n) = duck_run(duck_q)?;
+                dk.push(t);
+                dk_rows = n;
+            }
             let started = Instant::now();
             let answer = engine
                 .query(q, &Scope::All)
                 .await
                 .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
-            times.push(started.elapsed().as_secs_f64());
-            n = answer.batches.iter().map(|b| b.num_rows()).sum::<usize>();
+            df.push(started.elapsed().as_secs_f64());
+            df_rows = answer.batches.iter().map(|b| b.num_rows()).sum::<usize>();
+            if run % 2 == 0 {
+                let (t, n) = duck_run(duck_q)?;
+                dk.push(t);
+                dk_rows = n;
+            }
         }
-        eprintln!("datafusion {name}: {:.3} s", median(times.clone()));
-        df_times.push(median(times));
-        df_rows.push(n);
+        let (df, dk) = (median(df), median(dk));
+        eprintln!("{name}: DataFusion {df:.3} s, DuckDB {dk:.3} s");
+        results.push((df, dk, df_rows, dk_rows));
     }
-    let duck_queries: Vec<&str> = QUERIES.iter().map(|q| q.2).collect();
-    let mut child = Command::new(&args.python)
-        .args(["-c", duck_script])
-        .arg(&args.archive)
-        .arg(args.runs.to_string())
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .context("python with duckdb")?;
-    {
-        use std::io::Write as _;
-        child
-            .stdin
-            .take()
-            .context("stdin")?
-            .write_all(serde_json::to_string(&duck_queries)?.as_bytes())?;
-    }
-    let out = child.wait_with_output()?;
-    anyhow::ensure!(out.status.success(), "duckdb run failed");
-    let duck: Vec<Value> = serde_json::from_slice(&out.stdout)?;
+    let _ = duck.kill();
 
     // Capture to queryable: publish a step, query until it is there.
     let dir = tempfile::tempdir()?;
@@ -346,20 +376,14 @@ print(json.dumps(out))
         "| query | DataFusion (s) | DuckDB (s) | ratio | rows |\n| --- | ---: | ---: | ---: | ---: |\n",
     );
     let mut log_sum = 0.0;
-    for (i, (name, _, _)) in QUERIES.iter().enumerate() {
-        let d: Vec<f64> = duck[i]["times"]
-            .as_array()
-            .map(|a| a.iter().filter_map(Value::as_f64).collect())
-            .unwrap_or_default();
-        let duck_t = median(d);
-        let ratio = df_times[i] / duck_t;
+    for ((name, _, _), (df, dk, df_rows, dk_rows)) in queries.iter().zip(&results) {
+        let ratio = df / dk;
         log_sum += ratio.ln();
         table.push_str(&format!(
-            "| {name} | {:.3} | {duck_t:.3} | {ratio:.2} | {} / {} |\n",
-            df_times[i], df_rows[i], duck[i]["rows"]
+            "| {name} | {df:.3} | {dk:.3} | {ratio:.2} | {df_rows} / {dk_rows} |\n"
         ));
     }
-    let geo = (log_sum / QUERIES.len() as f64).exp();
+    let geo = (log_sum / queries.len() as f64).exp();
     let p50 = median(latencies.clone());
     let max = latencies.iter().copied().fold(0.0, f64::max);
     let report = format!(
@@ -370,7 +394,7 @@ print(json.dumps(out))
          (zstd Parquet, hive-partitioned by day and channel, 500 000 rows a file): {gib:.2} GiB.\n\n\
          **Engines:** DataFusion 55.2 through clawline's SQL engine (the tables `clawline sql` sees, archive \
          only, memory pool 8 GiB) and DuckDB (Python package, 2 threads) with views over the same files; \
-         medians of {runs} runs each, in the same run.\n\n{table}\n\
+         medians of {runs} runs each, in the same run, the engines taking turns on each query.\n\n{table}\n\
          **Geometric-mean ratio DataFusion / DuckDB: {geo:.2}** (target ≤ 1.2: {verdict}).\n\n\
          **Capture to queryable** (publish a step to JetStream, then query `steps` until it is there, \
          through the live tail): median {p50:.1} ms, worst of 20 {max:.1} ms (target ≤ 2 s: {lat}).\n",

@@ -50,6 +50,9 @@ enum Command {
     Weights(Box<weights::WeightsArgs>),
 }
 
+#[global_allocator]
+static ALLOC: clawline_runtime::alloc::MiMalloc = clawline_runtime::alloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();

@@ -6,6 +6,7 @@
 
 pub mod archive;
 pub mod export;
+mod functions;
 pub mod http;
 pub mod import;
 pub mod replay;

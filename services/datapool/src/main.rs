@@ -30,6 +30,9 @@ enum Command {
     Sql(SqlCommand),
 }
 
+#[global_allocator]
+static ALLOC: clawline_runtime::alloc::MiMalloc = clawline_runtime::alloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();

@@ -142,6 +142,7 @@ impl SqlEngine {
             .map_err(|e| SqlError::Internal(format!("a DATAFUSION_* variable: {e}")))?
             .with_information_schema(true);
         let ctx = SessionContext::new_with_config_rt(config, runtime);
+        crate::functions::register(&ctx);
         let mut tails = std::collections::HashMap::new();
         let mut checkpoints = std::collections::HashMap::new();
         for stream in tables::archived_streams() {

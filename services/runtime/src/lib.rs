@@ -4,6 +4,7 @@
 //! token wired to Ctrl-C / SIGTERM, the task spawner that takes the service down when any task dies,
 //! the Prometheus registry, and connecting to NATS. Must not know about any one service.
 
+pub mod alloc;
 mod args;
 pub mod keys;
 pub mod limits;
