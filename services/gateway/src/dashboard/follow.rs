@@ -8,8 +8,8 @@ use std::time::Duration;
 use clawline_nats::{decode_message, streams, subjects};
 use clawline_runtime::CancellationToken;
 use clawline_schemas::{
-    FeedbackKind, FeedbackReceived, RewardAssigned, StepRecorded, Thumbs, TrainingMetrics,
-    WeightsActivated, WeightsRejected, now_ms,
+    FeedbackKind, FeedbackReceived, RewardAssigned, Thumbs, TrainingMetrics, WeightsActivated,
+    WeightsRejected, now_ms,
 };
 use futures::StreamExt as _;
 
@@ -75,10 +75,32 @@ async fn poll(client: async_nats::Client, board: Arc<Mutex<Board>>, shutdown: Ca
     }
 }
 
+/// The fields of a [`StepRecorded`](clawline_schemas::StepRecorded) the board shows. Decoding only these skips the token ids and
+/// logprobs without building them: the gateway sees every step go by, so this is per-request work.
+#[derive(serde::Deserialize)]
+struct StepGlance {
+    event_time: i64,
+    tenant: String,
+    channel: String,
+    #[serde(default)]
+    policy_version: Option<u64>,
+    #[serde(default)]
+    messages: Vec<MessageGlance>,
+    #[serde(default)]
+    response_text: String,
+}
+
+#[derive(serde::Deserialize)]
+struct MessageGlance {
+    role: String,
+    #[serde(default)]
+    content: Option<String>,
+}
+
 fn take(b: &mut Board, m: &async_nats::Message) {
     let subject = m.subject.as_str();
     let ok: Result<(), String> = if subject.starts_with(subjects::STEPS_PREFIX) {
-        decode_message::<StepRecorded>(&m.payload)
+        clawline_schemas::decode::<StepGlance>(&m.payload)
             .map(|s| {
                 let prompt = s
                     .messages
