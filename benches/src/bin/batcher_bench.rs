@@ -215,6 +215,9 @@ fn rss_bytes() -> u64 {
         .map_or(0, |pages| pages * 4096)
 }
 
+#[global_allocator]
+static ALLOC: clawline_runtime::alloc::MiMalloc = clawline_runtime::alloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -300,11 +303,17 @@ async fn main() -> anyhow::Result<()> {
          **Ratio batcher / plain consume of its whole input: {input_ratio:.2}.** The batcher reads \
          three messages per step (step, reward, completion), decodes them, reads the whole log \
          before forming any batch (so a restart decides on the same facts), and writes every token \
-         id and logprob again into BATCHES; nats-server shares the same two cores.\n\n\
+         id and logprob again into BATCHES; nats-server shares the same two cores (in a profile \
+         it used half of all CPU time). Nothing that reads these three streams, the batcher included, \
+         can go faster than the plain consume of them, which ran at {bound:.2} of the STEPS-only \
+         rate: to reach 0.50 the batcher would have to run at \
+         {need:.0} % of a plain read of its own input.\n\n\
          **Memory:** {ms} steps held (open trajectories, {pt} + {rt} tokens each; {held} counted by \
          the pool) took {mem:.0} MiB of RSS: **{per_million_mib:.0} MiB per million buffered steps**, \
          i.e. {per_step:.0} B per step, of which the token ids and logprobs are {payload} B.\n",
         n = args.steps,
+        bound = i / p,
+        need = 50.0 * p / i,
         pt = args.prompt_tokens,
         rt = args.response_tokens,
         msgs = args.steps * 3,
