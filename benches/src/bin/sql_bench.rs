@@ -30,7 +30,7 @@ struct Args {
     /// Python with duckdb installed.
     #[arg(long)]
     python: PathBuf,
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 7)]
     runs: usize,
     #[arg(long, default_value = "benches/results/sql.md")]
     report: PathBuf,
