@@ -279,7 +279,8 @@ for line in sys.stdin:
         .context("python with duckdb")?;
     let mut duck_in = duck.stdin.take().context("stdin")?;
     let mut duck_out = std::io::BufReader::new(duck.stdout.take().context("stdout")?);
-    let mut duck_run = |q: &str| -> anyhow::Result<(f64, usize)> {
+    // Owns DuckDB's stdin: dropping it ends the Python process.
+    let mut duck_run = move |q: &str| -> anyhow::Result<(f64, usize)> {
         use std::io::{BufRead as _, Write as _};
         writeln!(duck_in, "{}", serde_json::to_string(q)?)?;
         let mut line = String::new();
@@ -303,12 +304,10 @@ for line in sys.stdin:
             eprintln!("{}", String::from_utf8_lossy(&text));
         }
         let (mut df, mut dk) = (Vec::new(), Vec::new());
-        let (mut df_rows, mut dk_rows) = (0, 0);
+        let mut df_rows = 0;
         for run in 0..args.runs {
             if run % 2 == 1 {
-                let (t, n) = duck_run(duck_q)?;
-                dk.push(t);
-                dk_rows = n;
+                dk.push(duck_run(duck_q)?);
             }
             let started = Instant::now();
             let answer = engine
@@ -318,16 +317,16 @@ for line in sys.stdin:
             df.push(started.elapsed().as_secs_f64());
             df_rows = answer.batches.iter().map(|b| b.num_rows()).sum::<usize>();
             if run % 2 == 0 {
-                let (t, n) = duck_run(duck_q)?;
-                dk.push(t);
-                dk_rows = n;
+                dk.push(duck_run(duck_q)?);
             }
         }
-        let (df, dk) = (median(df), median(dk));
+        let dk_rows = dk.last().map_or(0, |(_, n)| *n);
+        let (df, dk) = (median(df), median(dk.into_iter().map(|(t, _)| t).collect()));
         eprintln!("{name}: DataFusion {df:.3} s, DuckDB {dk:.3} s");
         results.push((df, dk, df_rows, dk_rows));
     }
-    let _ = duck.kill();
+    drop(duck_run);
+    anyhow::ensure!(duck.wait()?.success(), "duckdb exited with an error");
 
     // Capture to queryable: publish a step, query until it is there.
     let dir = tempfile::tempdir()?;

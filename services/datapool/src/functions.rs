@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, GenericListArray, OffsetSizeTrait, UInt64Array};
+use arrow::array::{Array, ArrayRef, AsArray, GenericListArray, OffsetSizeTrait, UInt64Array};
 use arrow::datatypes::DataType;
 use datafusion::common::Result;
 use datafusion::functions_nested::cardinality::Cardinality;
@@ -42,16 +42,16 @@ impl ScalarUDFImpl for FlatCardinality {
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         if let [ColumnarValue::Array(array)] = args.args.as_slice() {
-            let counted = match array.data_type() {
-                DataType::List(f) if !is_nested(f.data_type()) => Some(offset_lengths(
-                    array.as_any().downcast_ref::<GenericListArray<i32>>(),
-                )),
-                DataType::LargeList(f) if !is_nested(f.data_type()) => Some(offset_lengths(
-                    array.as_any().downcast_ref::<GenericListArray<i64>>(),
-                )),
+            let lengths = match array.data_type() {
+                DataType::List(f) if !is_nested(f.data_type()) => {
+                    array.as_list_opt::<i32>().map(offset_lengths)
+                }
+                DataType::LargeList(f) if !is_nested(f.data_type()) => {
+                    array.as_list_opt::<i64>().map(offset_lengths)
+                }
                 _ => None,
             };
-            if let Some(Some(lengths)) = counted {
+            if let Some(lengths) = lengths {
                 return Ok(ColumnarValue::Array(lengths));
             }
         }
@@ -76,15 +76,9 @@ fn is_nested(t: &DataType) -> bool {
 }
 
 /// Each row's element count (null for a null row), from the offsets alone.
-fn offset_lengths<O: OffsetSizeTrait>(list: Option<&GenericListArray<O>>) -> Option<ArrayRef> {
-    let list = list?;
-    let lengths = list
-        .offsets()
-        .windows(2)
-        .map(|w| (w[1] - w[0]).as_usize() as u64);
-    let values = UInt64Array::from_iter_values(lengths);
-    let with_nulls = UInt64Array::new(values.values().clone(), list.nulls().cloned());
-    Some(Arc::new(with_nulls))
+fn offset_lengths<O: OffsetSizeTrait>(list: &GenericListArray<O>) -> ArrayRef {
+    let lengths = list.offsets().lengths().map(|n| n as u64).collect();
+    Arc::new(UInt64Array::new(lengths, list.nulls().cloned()))
 }
 
 #[cfg(test)]

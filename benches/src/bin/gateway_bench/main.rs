@@ -161,26 +161,21 @@ fn run_oha(oha: &Path, url: &str, body: &str, mode: &Mode) -> anyhow::Result<Loa
         .as_object()
         .cloned()
         .unwrap_or_default();
-    let ok: u64 = codes
-        .iter()
-        .filter(|(c, _)| c.starts_with('2'))
-        .filter_map(|(_, n)| n.as_u64())
-        .sum();
-    let bad_status: u64 = codes
-        .iter()
-        .filter(|(c, _)| !c.starts_with('2'))
-        .filter_map(|(_, n)| n.as_u64())
-        .sum();
+    // oha's distributions map a status code or error text to a count.
+    let sum_where = |m: &serde_json::Map<String, Value>, keep: &dyn Fn(&str) -> bool| -> u64 {
+        m.iter()
+            .filter(|(k, _)| keep(k))
+            .filter_map(|(_, n)| n.as_u64())
+            .sum()
+    };
+    let ok = sum_where(&codes, &|c| c.starts_with('2'));
+    let bad_status = sum_where(&codes, &|c| !c.starts_with('2'));
     // Requests still in flight when a timed run ends are cut by oha, not failed by the target.
     let error_map = v["errorDistribution"]
         .as_object()
         .cloned()
         .unwrap_or_default();
-    let errors: u64 = error_map
-        .iter()
-        .filter(|(e, _)| !e.contains("deadline"))
-        .filter_map(|(_, n)| n.as_u64())
-        .sum();
+    let errors = sum_where(&error_map, &|e| !e.contains("deadline"));
     if errors + bad_status > 0 {
         eprintln!("failures from {url}: status {codes:?}, errors {error_map:?}");
     }
