@@ -60,29 +60,34 @@ fn event_name(subject: &str) -> &str {
     subject.rsplit('.').next().unwrap_or(subject)
 }
 
-/// The rows as an Arrow batch with the table's file schema (no partition columns); with
-/// `partition` the two partition columns are appended (the live tail, which has no paths).
+/// The rows as an Arrow batch for an archive file (the table's stored schema, no partition
+/// columns); with `partition`, for the live tail: typed as a query sees the table, the partition
+/// columns appended (the tail has no paths).
 pub fn to_batch(table: &Table, rows: &[Row], partition: bool) -> arrow::error::Result<RecordBatch> {
     let mut arrays: Vec<ArrayRef> = Vec::with_capacity(table.columns.len() + 2);
     for c in table.columns {
         arrays.push(column(c, rows));
     }
-    let schema = if partition {
-        let parts: Vec<(String, String)> = rows.iter().map(|r| r.partition(table)).collect();
-        let mut date = StringBuilder::new();
-        let mut channel = StringBuilder::new();
-        for (d, ch) in &parts {
-            date.append_value(d);
-            channel.append_value(ch);
+    if !partition {
+        return RecordBatch::try_new(table.stored_schema(), arrays);
+    }
+    let schema = table.schema();
+    for (array, field) in arrays.iter_mut().zip(schema.fields()) {
+        if array.data_type() != field.data_type() {
+            *array = arrow::compute::cast(array, field.data_type())?;
         }
-        arrays.push(Arc::new(date.finish()));
-        if table.by_channel {
-            arrays.push(Arc::new(channel.finish()));
-        }
-        table.schema()
-    } else {
-        table.file_schema()
-    };
+    }
+    let parts: Vec<(String, String)> = rows.iter().map(|r| r.partition(table)).collect();
+    let mut date = StringBuilder::new();
+    let mut channel = StringBuilder::new();
+    for (d, ch) in &parts {
+        date.append_value(d);
+        channel.append_value(ch);
+    }
+    arrays.push(Arc::new(date.finish()));
+    if table.by_channel {
+        arrays.push(Arc::new(channel.finish()));
+    }
     RecordBatch::try_new(schema, arrays)
 }
 

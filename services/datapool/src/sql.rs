@@ -127,7 +127,7 @@ impl SqlEngine {
         let df = ctx.sql_with_options(sql, options).await?;
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
         let batches = df.collect().await?;
-        Ok(Answer { schema, batches })
+        plain_strings(schema, batches)
     }
 
     /// A fresh session with every table (archive ∪ live tail), scoped to `scope`.
@@ -222,6 +222,43 @@ impl SqlEngine {
         let listing = ListingTable::try_new(config)?;
         Ok(ctx.read_table(Arc::new(listing))?)
     }
+}
+
+/// The answer with string views cast to plain strings: the engine reads the archive's strings as
+/// views because it joins and groups them faster, but what leaves it (column types in JSON, Arrow
+/// and Parquet answers, export manifests) keeps the `Utf8` type every client reads.
+fn plain_strings(schema: SchemaRef, batches: Vec<RecordBatch>) -> Result<Answer, SqlError> {
+    use arrow::datatypes::{DataType, Field, Schema};
+    if !schema
+        .fields()
+        .iter()
+        .any(|f| f.data_type() == &DataType::Utf8View)
+    {
+        return Ok(Answer { schema, batches });
+    }
+    let plain = |f: &Field| match f.data_type() {
+        DataType::Utf8View => f.clone().with_data_type(DataType::Utf8),
+        _ => f.clone(),
+    };
+    let schema: SchemaRef = Arc::new(Schema::new_with_metadata(
+        schema.fields().iter().map(|f| plain(f)).collect::<Vec<_>>(),
+        schema.metadata().clone(),
+    ));
+    let internal = |e: arrow::error::ArrowError| SqlError::Internal(e.to_string());
+    let batches = batches
+        .into_iter()
+        .map(|b| {
+            let columns = b
+                .columns()
+                .iter()
+                .zip(schema.fields())
+                .map(|(c, f)| arrow::compute::cast(c, f.data_type()))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(internal)?;
+            RecordBatch::try_new(schema.clone(), columns).map_err(internal)
+        })
+        .collect::<Result<Vec<_>, SqlError>>()?;
+    Ok(Answer { schema, batches })
 }
 
 /// The messages of `stream` after `after`, up to the stream's last one now.

@@ -197,6 +197,14 @@ async fn every_table_has_its_schema_with_token_lists_and_text() {
         answer.schema.field(1).data_type().to_string(),
         "List(Float32)"
     );
+    // The engine reads strings as views; answers still carry plain strings.
+    assert_eq!(answer.schema.field(2).data_type().to_string(), "Utf8");
+    assert!(
+        answer
+            .batches
+            .iter()
+            .all(|b| b.column(2).data_type().to_string() == "Utf8")
+    );
     let rows = query_json(
         &sql,
         "SELECT step_id, reward, reward_source, response_text, channel FROM step_rewards",
