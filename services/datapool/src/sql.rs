@@ -248,14 +248,20 @@ fn plain_strings(schema: SchemaRef, batches: Vec<RecordBatch>) -> Result<Answer,
     let batches = batches
         .into_iter()
         .map(|b| {
+            // Each batch keeps its own fields' nullability, which its columns already satisfy.
+            let fields: Vec<Field> = b.schema().fields().iter().map(|f| plain(f)).collect();
             let columns = b
                 .columns()
                 .iter()
-                .zip(schema.fields())
+                .zip(&fields)
                 .map(|(c, f)| arrow::compute::cast(c, f.data_type()))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(internal)?;
-            RecordBatch::try_new(schema.clone(), columns).map_err(internal)
+            let own = Arc::new(Schema::new_with_metadata(
+                fields,
+                b.schema().metadata().clone(),
+            ));
+            RecordBatch::try_new(own, columns).map_err(internal)
         })
         .collect::<Result<Vec<_>, SqlError>>()?;
     Ok(Answer { schema, batches })
