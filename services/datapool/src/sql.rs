@@ -228,7 +228,7 @@ impl SqlEngine {
 /// views because it joins and groups them faster, but what leaves it (column types in JSON, Arrow
 /// and Parquet answers, export manifests) keeps the `Utf8` type every client reads.
 fn plain_strings(schema: SchemaRef, batches: Vec<RecordBatch>) -> Result<Answer, SqlError> {
-    use arrow::datatypes::{DataType, Field, Schema};
+    use arrow::datatypes::{DataType, Schema};
     if !schema
         .fields()
         .iter()
@@ -236,35 +236,36 @@ fn plain_strings(schema: SchemaRef, batches: Vec<RecordBatch>) -> Result<Answer,
     {
         return Ok(Answer { schema, batches });
     }
-    let plain = |f: &Field| match f.data_type() {
-        DataType::Utf8View => f.clone().with_data_type(DataType::Utf8),
-        _ => f.clone(),
+    let plain = |s: &Schema| -> SchemaRef {
+        let fields = s.fields().iter().map(|f| match f.data_type() {
+            DataType::Utf8View => f.as_ref().clone().with_data_type(DataType::Utf8),
+            _ => f.as_ref().clone(),
+        });
+        Arc::new(Schema::new_with_metadata(
+            fields.collect::<Vec<_>>(),
+            s.metadata().clone(),
+        ))
     };
-    let schema: SchemaRef = Arc::new(Schema::new_with_metadata(
-        schema.fields().iter().map(|f| plain(f)).collect::<Vec<_>>(),
-        schema.metadata().clone(),
-    ));
     let internal = |e: arrow::error::ArrowError| SqlError::Internal(e.to_string());
     let batches = batches
         .into_iter()
         .map(|b| {
             // Each batch keeps its own fields' nullability, which its columns already satisfy.
-            let fields: Vec<Field> = b.schema().fields().iter().map(|f| plain(f)).collect();
+            let own = plain(&b.schema());
             let columns = b
                 .columns()
                 .iter()
-                .zip(&fields)
+                .zip(own.fields())
                 .map(|(c, f)| arrow::compute::cast(c, f.data_type()))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(internal)?;
-            let own = Arc::new(Schema::new_with_metadata(
-                fields,
-                b.schema().metadata().clone(),
-            ));
             RecordBatch::try_new(own, columns).map_err(internal)
         })
         .collect::<Result<Vec<_>, SqlError>>()?;
-    Ok(Answer { schema, batches })
+    Ok(Answer {
+        schema: plain(&schema),
+        batches,
+    })
 }
 
 /// The messages of `stream` after `after`, up to the stream's last one now.
