@@ -18,5 +18,5 @@ fi
 LITELLM_ARGS=()
 [ -x "$LITELLM_VENV/bin/litellm" ] && [ "${CLAWLINE_BENCH_SKIP_LITELLM:-0}" != "1" ] && LITELLM_ARGS=(--litellm "$LITELLM_VENV/bin/litellm")
 
-cargo build --release --locked --bin clawline-gateway --bin clawline-mock-vllm --bin gateway-bench
+cargo build --release --locked --bin clawline-gateway --bin clawline-mock-vllm --bin bare-proxy --bin gateway-bench
 "$CARGO_TARGET_DIR/release/gateway-bench" --bin-dir "$CARGO_TARGET_DIR/release" --oha "$OHA" "${LITELLM_ARGS[@]}" "$@"

@@ -1,5 +1,5 @@
 //! Gateway benchmark: added latency over calling the engine directly, with capture on and acked,
-//! side by side with LiteLLM's proxy in one run; and `/submit_steps` ingestion against raw async-nats
+//! side by side with LiteLLM's proxy and a do-nothing proxy on the gateway's HTTP stack in one run; and `/submit_steps` ingestion against raw async-nats
 //! publishes of the same events. Writes `benches/results/gateway.md`.
 //!
 //! Run through `scripts/bench-gateway.sh`, which installs oha and LiteLLM and builds the binaries.
@@ -238,6 +238,19 @@ async fn main() -> anyhow::Result<()> {
     let mock_url = format!("http://127.0.0.1:{mock_port}/v1");
     wait_http(&format!("{mock_url}/models"), Duration::from_secs(10)).await?;
 
+    // The yardstick for one extra HTTP hop: the same server and client stack, nothing else.
+    let proxy_port = free_port()?;
+    let mut proxy_cmd = Command::new(args.bin_dir.join("bare-proxy"));
+    proxy_cmd.args([
+        "--listen",
+        &format!("127.0.0.1:{proxy_port}"),
+        "--upstream",
+        &mock_url,
+    ]);
+    let _proxy = spawn(proxy_cmd, &dir.path().join("proxy.log"))?;
+    let proxy_url = format!("http://127.0.0.1:{proxy_port}");
+    wait_http(&format!("{proxy_url}/healthz"), Duration::from_secs(10)).await?;
+
     let gw_port = free_port()?;
     let mut gw_cmd = Command::new(args.bin_dir.join("clawline-gateway"));
     gw_cmd.args([
@@ -314,6 +327,11 @@ async fn main() -> anyhow::Result<()> {
             extended.as_str(),
         )),
         Some((
+            "bare proxy",
+            format!("{proxy_url}/v1/chat/completions"),
+            body.as_str(),
+        )),
+        Some((
             "clawline",
             format!("{gw_url}/v1/chat/completions"),
             body.as_str(),
@@ -349,7 +367,7 @@ async fn main() -> anyhow::Result<()> {
     let mut rows: Vec<(String, Vec<(&str, Load)>)> =
         modes.iter().map(|(l, _)| (l.clone(), Vec::new())).collect();
     for phase in [
-        &["direct", "direct + ids", "clawline"][..],
+        &["direct", "direct + ids", "bare proxy", "clawline"][..],
         &["litellm"][..],
     ] {
         for (i, (label, mode)) in modes.iter().enumerate() {
@@ -386,6 +404,7 @@ async fn main() -> anyhow::Result<()> {
         steps,
         &ingest,
         litellm_url.is_some(),
+        &floor,
     );
     report.push('\n');
     report.push_str(&floor.render());

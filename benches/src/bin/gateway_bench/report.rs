@@ -1,6 +1,6 @@
 //! The gateway benchmark's report: the latency table, the targets, capture and ingestion.
 
-use clawline_benches::ingest;
+use clawline_benches::{floor::Floor, ingest};
 
 use super::{Args, Load};
 
@@ -14,6 +14,7 @@ pub fn render(
     steps: u64,
     ingest: &ingest::Result,
     with_litellm: bool,
+    floor: &Floor,
 ) -> String {
     let mut out = String::new();
     let cpus = std::thread::available_parallelism()
@@ -30,7 +31,10 @@ pub fn render(
     ));
     out.push_str("**Added latency** is the target's percentile minus the direct call's percentile at the same load. \
         *direct + ids* is the mock asked for token ids and logprobs, as the gateway asks it for every call: its added \
-        latency is the engine's share of clawline's (producing and sending 64 logprobs), not the gateway's.\n\n");
+        latency is the engine's share of clawline's (producing and sending 64 logprobs), not the gateway's. \
+        *bare proxy* (`benches/src/bin/bare_proxy.rs`) forwards the call on the gateway's own HTTP stack (axum server, \
+        pooled reqwest client, TCP_NODELAY) and returns the answer untouched — no parsing, no capture, no JetStream: its \
+        added latency is what one extra HTTP hop costs on this machine, before a proxy does anything useful.\n\n");
     out.push_str("| load | target | p50 ms | p99 ms | added p50 ms | added p99 ms | req/s | ok | failed | unanswered |\n|---|---|---|---|---|---|---|---|---|---|\n");
     for (label, results) in rows {
         let direct = results
@@ -79,17 +83,38 @@ pub fn render(
             .map(|e| format!(" (the engine returning ids and logprobs: {e:.3} ms of it)"))
             .unwrap_or_default()
     };
+    // The two parts no capturing proxy can skip: one more HTTP hop, and the ack it waits for.
+    let hop_and_ack = |label: &str| {
+        let Some(hop) = added(label, "bare proxy", false) else {
+            return String::new();
+        };
+        let sum = hop + floor.p50_ms;
+        format!(
+            "; the bare hop ({hop:.3}) and one JetStream ack ({:.3}, below) alone come to {sum:.3} ms{}",
+            floor.p50_ms,
+            if sum > 0.2 {
+                ", over the target before any capture work"
+            } else {
+                ""
+            }
+        )
+    };
     if let Some(a) = added("1 in flight", "clawline", false) {
         out.push_str(&format!(
-            "| one in flight: p50 added ≤ 0.2 ms | {a:.3} ms{} | {} |\n",
+            "| one in flight: p50 added ≤ 0.2 ms | {a:.3} ms{}{} | {} |\n",
             engine_share("1 in flight", false),
+            hop_and_ack("1 in flight"),
             verdict(a <= 0.2)
         ));
     }
     if let Some(a) = added("1000 RPS", "clawline", true) {
+        let hop = added("1000 RPS", "bare proxy", true)
+            .map(|h| format!("; the bare hop's: {h:.3} ms"))
+            .unwrap_or_default();
         out.push_str(&format!(
-            "| 1000 RPS: p99 added ≤ 1 ms | {a:.3} ms{} | {} |\n",
+            "| 1000 RPS: p99 added ≤ 1 ms | {a:.3} ms{}{hop}; one ack on its own: p99 {:.3} ms | {} |\n",
             engine_share("1000 RPS", true),
+            floor.p99_ms,
             verdict(a <= 1.0)
         ));
     }
