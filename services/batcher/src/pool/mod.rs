@@ -8,9 +8,10 @@
 //! `next_batch` forms a batch (and its encoded bytes) from the queue's head without removing it;
 //! `commit` removes it.
 //!
-//! Memory: a held step costs its token ids and logprobs plus about 200 bytes. Tenant, channel and
-//! reward-source names are interned; step ids are looked up by a 128-bit fingerprint; token
-//! vectors are stored at their exact length.
+//! Memory: a held step costs its token ids and logprobs plus about 1.1 KB (its record, its
+//! trajectory's, their table entries and ids; `benches/results/batcher.md` measures it). Tenant,
+//! channel and reward-source names are interned; step ids are looked up by a 128-bit
+//! fingerprint; token vectors are stored at their exact length.
 
 mod baseline;
 mod form;
@@ -147,7 +148,8 @@ pub struct Pool {
     cfg: FileConfig,
     producer: String,
     names: HashSet<Name>,
-    trajs: HashMap<TrajKey, Traj>,
+    /// Boxed: the table stays small (its growth copies 40-byte entries, not whole trajectories).
+    trajs: HashMap<TrajKey, Box<Traj>>,
     step_home: FpMap<TrajKey>,
     orphan_step_rewards: FpMap<Vec<RewardRef>>,
     orphan_traj_rewards: HashMap<TrajKey, Vec<RewardRef>>,
@@ -229,7 +231,7 @@ impl Pool {
             let rewards = self.orphan_traj_rewards.remove(&key).unwrap_or_default();
             self.trajs.insert(
                 key.clone(),
-                Traj {
+                Box::new(Traj {
                     channel,
                     prompt_uid: Arc::from(prompt_uid),
                     steps: Vec::new(),
@@ -237,7 +239,7 @@ impl Pool {
                     completed: None,
                     expected_last: None,
                     last_event_ms: at,
-                },
+                }),
             );
         }
         let t = self.trajs.get_mut(&key).expect("inserted above");

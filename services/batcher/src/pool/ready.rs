@@ -65,7 +65,7 @@ impl Pool {
             return;
         }
         let t = self.trajs.remove(&key).expect("present");
-        self.make_ready(key, t, truncated, now_ms);
+        self.make_ready(key, *t, truncated, now_ms);
     }
 
     fn make_ready(&mut self, key: TrajKey, t: Traj, truncated: bool, now_ms: i64) {
