@@ -131,6 +131,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     tasks.join().await
 }
 
+/// How long `get_statistics` waits for a stream's head before it leaves that stream's lag out.
+const STATS_WAIT: Duration = Duration::from_secs(1);
+
 /// A batch sent to BATCHES, kept until its ack.
 struct Sent {
     subject: String,
@@ -185,13 +188,21 @@ impl Main {
                         tracing::info!(held_steps = self.pool.held_steps(), "caught up with the log; forming batches");
                     }
                     was_caught_up = caught_up;
-                    if caught_up {
-                        self.form_batches(&shutdown).await;
-                    }
-                    // The HTTP snapshot once a second (it asks NATS for the stream heads).
                     ticks += 1;
-                    if ticks % 10 == 1 {
-                        self.publish_stats().await;
+                    // Both may wait on NATS; a stop does not wait for them (a batch sent but not
+                    // acked is formed again by the next start, from the same events).
+                    let work = async {
+                        if caught_up {
+                            self.form_batches(&shutdown).await;
+                        }
+                        // The HTTP snapshot once a second (it asks NATS for the stream heads).
+                        if ticks % 10 == 1 {
+                            self.publish_stats().await;
+                        }
+                    };
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return Ok(()),
+                        () = work => {}
                     }
                 }
                 Some(request) = stats_requests.next() => {
@@ -316,7 +327,8 @@ impl Main {
         let mut lag = BTreeMap::new();
         for followed in FOLLOWED {
             let stream = followed.0;
-            if let Ok(last) = head(&self.js, followed).await {
+            // Unknown while NATS does not answer (the lag is left out rather than the pool stalled).
+            if let Ok(Ok(last)) = tokio::time::timeout(STATS_WAIT, head(&self.js, followed)).await {
                 lag.insert(
                     stream.to_string(),
                     last.saturating_sub(self.read.get(stream).copied().unwrap_or(0)),

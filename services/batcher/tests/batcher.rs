@@ -210,3 +210,42 @@ async fn a_bad_config_is_a_clear_startup_error() {
         "{stderr}"
     );
 }
+
+/// SIGTERM with NATS gone: the batcher stops at once and cleanly (its statistics no longer wait
+/// on stream heads NATS cannot give, nor does a stop wait for them).
+#[tokio::test]
+async fn stops_promptly_on_sigterm_while_nats_is_down() {
+    let mut nats = NatsServer::start().await;
+    let mut child = batcher(&nats, None);
+    // Running: it answers get_statistics over NATS.
+    let client = nats.client().await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while client
+        .request(subjects::DATAPOOL_STATS, "".into())
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "batcher never answered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    nats.kill();
+    // Long enough for a statistics refresh to start against the dead server.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let stopped = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            kill(child);
+            panic!("batcher still running 5 s after SIGTERM with NATS down");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "batcher exited with {status}");
+}

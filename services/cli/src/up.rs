@@ -1,13 +1,16 @@
 //! `clawline up`: nats-server (JetStream on disk under the data dir) plus every service, in one
-//! process; Ctrl-C stops it cleanly and running it again resumes from the data dir.
+//! process; Ctrl-C stops it cleanly and running it again resumes from the data dir. A nats-server
+//! that exits on its own is started again on the same port and store.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
 use clawline_nats::server::{LocalServer, LocalServerConfig};
-use clawline_runtime::{LogArgs, NatsArgs, Shutdown, TaskSet};
+use clawline_runtime::{CancellationToken, LogArgs, NatsArgs, Shutdown, TaskSet};
 
 use crate::learn::LearnArgs;
 
@@ -76,7 +79,7 @@ pub async fn run(args: UpArgs, log: LogArgs) -> anyhow::Result<()> {
 pub struct Running {
     pub nats_url: String,
     tasks: TaskSet,
-    server: Option<LocalServer>,
+    server: Option<Arc<Mutex<LocalServer>>>,
 }
 
 impl Running {
@@ -84,8 +87,13 @@ impl Running {
     /// then stops nats-server.
     pub async fn wait(self) -> anyhow::Result<()> {
         let result = self.tasks.join().await;
-        if let Some(mut server) = self.server {
-            tokio::task::spawn_blocking(move || server.stop()).await?;
+        if let Some(server) = self.server {
+            tokio::task::spawn_blocking(move || {
+                if let Ok(mut server) = server.lock() {
+                    server.stop();
+                }
+            })
+            .await?;
             tracing::info!("nats-server stopped");
         }
         result
@@ -111,7 +119,7 @@ pub async fn start(args: UpArgs, log: LogArgs, shutdown: &Shutdown) -> anyhow::R
                 )?;
             let url = local.url();
             tracing::info!(url = %url, store = %args.data_dir.join("nats/js").display(), "nats-server started");
-            server = Some(local);
+            server = Some(Arc::new(Mutex::new(local)));
             url
         }
     };
@@ -181,6 +189,9 @@ pub async fn start(args: UpArgs, log: LogArgs, shutdown: &Shutdown) -> anyhow::R
     };
 
     let mut tasks = TaskSet::new(shutdown.token());
+    if let Some(server) = &server {
+        tasks.spawn("nats-server", supervise(server.clone(), shutdown.token()));
+    }
     let learning = crate::learn::spawn(
         &args.learn,
         &args.data_dir,
@@ -253,6 +264,46 @@ pub async fn start(args: UpArgs, log: LogArgs, shutdown: &Shutdown) -> anyhow::R
         tasks,
         server,
     })
+}
+
+/// Keeps the local nats-server alive: looked at every second, and started again on the same port
+/// and store when it has exited (killed, crashed). The services reconnect by themselves and the
+/// gateway drains what it spooled meanwhile, so nothing acked is lost and nothing is counted twice.
+async fn supervise(
+    server: Arc<Mutex<LocalServer>>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        let (running, log) = {
+            let mut s = server
+                .lock()
+                .map_err(|_| anyhow::anyhow!("nats-server lock poisoned"))?;
+            (s.is_running(), s.log_path())
+        };
+        if running {
+            backoff = Duration::from_secs(1);
+            continue;
+        }
+        tracing::error!(log = %log.display(), "nats-server exited; starting it again");
+        let s = server.clone();
+        let restarted = tokio::task::spawn_blocking(move || match s.lock() {
+            Ok(mut s) => s.restart().map_err(anyhow::Error::from),
+            Err(_) => Err(anyhow::anyhow!("nats-server lock poisoned")),
+        })
+        .await?;
+        match restarted {
+            Ok(()) => tracing::info!("nats-server running again"),
+            Err(err) => {
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+                tracing::error!(error = %err, retry_in = ?backoff, "starting nats-server again failed");
+            }
+        }
+    }
 }
 
 /// The batcher settings `up` starts with (see the batcher's README section for every key).

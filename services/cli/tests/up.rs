@@ -1,6 +1,7 @@
 //! `clawline up` starts nats-server, the gateway, the reward scorer, the batcher, the archive and —
 //! without `--upstream` — the built-in policy server, trainer and broadcaster; serves, stops
-//! cleanly on SIGTERM, and a second run resumes from the data dir.
+//! cleanly on SIGTERM, starts a killed nats-server again, and a second run resumes from the data
+//! dir.
 #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
 mod common;
@@ -138,16 +139,49 @@ async fn async_nats_client(port: u16) -> clawline_nats::async_nats::Client {
         .unwrap()
 }
 
+/// `clawline up` serving calls from the mock engine, ready.
+struct Running {
+    mock: MockVllm,
+    data: tempfile::TempDir,
+    nats_port: u16,
+    http_port: u16,
+    url: String,
+    http: reqwest::Client,
+    child: Up,
+}
+
+impl Running {
+    async fn start() -> Self {
+        let mock = MockVllm::start(MockConfig::default()).await.unwrap();
+        let data = tempfile::tempdir().unwrap();
+        let (nats_port, http_port) = (free_port(), free_port());
+        let url = format!("http://127.0.0.1:{http_port}");
+        let http = reqwest::Client::new();
+        let mut child = up(data.path(), nats_port, http_port, &mock.url);
+        wait_ready(&http, &url, &mut child).await;
+        Self {
+            mock,
+            data,
+            nats_port,
+            http_port,
+            url,
+            http,
+            child,
+        }
+    }
+}
+
 #[tokio::test]
 async fn clawline_up_serves_stops_cleanly_and_resumes_from_its_data_dir() {
-    let mock = MockVllm::start(MockConfig::default()).await.unwrap();
-    let data = tempfile::tempdir().unwrap();
-    let (nats_port, http_port) = (free_port(), free_port());
-    let url = format!("http://127.0.0.1:{http_port}");
-    let http = reqwest::Client::new();
-
-    let mut child = up(data.path(), nats_port, http_port, &mock.url);
-    wait_ready(&http, &url, &mut child).await;
+    let Running {
+        mock,
+        data,
+        nats_port,
+        http_port,
+        url,
+        http,
+        child,
+    } = Running::start().await;
     let r = http
         .post(format!("{url}/v1/chat/completions"))
         .json(&json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}))
@@ -238,6 +272,80 @@ async fn clawline_up_serves_stops_cleanly_and_resumes_from_its_data_dir() {
     wait_rewards(nats_port, 2).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(stream_messages(nats_port, "REWARDS").await, 2);
+    stop(child).await;
+}
+
+/// The pid of the nats-server `up` (pid `parent`) runs, from `/proc`.
+fn nats_server_child(parent: u32) -> Option<u32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            // `pid (comm) state ppid …`; comm may hold spaces, so read after the last ')'.
+            let (head, tail) = stat.rsplit_once(')')?;
+            let ppid: u32 = tail.split_whitespace().nth(1)?.parse().ok()?;
+            (ppid == parent && head.ends_with("(nats-server")).then_some(pid)
+        })
+}
+
+/// nats-server killed under `clawline up`: every call is still answered, `up` starts nats-server
+/// again by itself, and the steps captured meanwhile (spooled by the gateway) arrive exactly once.
+#[tokio::test]
+async fn clawline_up_restarts_a_killed_nats_server_and_loses_no_step() {
+    // The engine and the data dir live as long as the test.
+    let Running {
+        mock: _mock,
+        data: _data,
+        nats_port,
+        url,
+        http,
+        child,
+        ..
+    } = Running::start().await;
+    let chat = |text: String| {
+        http.post(format!("{url}/v1/chat/completions"))
+            .json(&json!({"model": "m", "messages": [{"role": "user", "content": text}]}))
+            .send()
+    };
+    assert_eq!(chat("before".into()).await.unwrap().status(), 200);
+    assert_eq!(stored_steps(nats_port).await, 1);
+
+    let nats = nats_server_child(child.0.id()).expect("up runs a nats-server");
+    let killed = Command::new("kill")
+        .args(["-KILL", &nats.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    for i in 0..10 {
+        let r = chat(format!("during {i}")).await.unwrap();
+        assert_eq!(
+            r.status(),
+            200,
+            "call {i} failed while nats-server was down"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let restarted = nats_server_child(child.0.id()).is_some_and(|pid| pid != nats);
+        if restarted
+            && tokio::time::timeout(Duration::from_secs(2), stored_steps(nats_port))
+                .await
+                .is_ok_and(|n| n == 11)
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nats-server not back with every step within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Exactly once: the spool is drained and nothing arrives a second time.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(stored_steps(nats_port).await, 11);
     stop(child).await;
 }
 

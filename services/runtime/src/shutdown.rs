@@ -1,6 +1,7 @@
 //! Shutdown: one token cancelled by Ctrl-C / SIGTERM or by any task that dies, so a service is never
 //! half alive.
 
+use std::collections::HashMap;
 use std::future::Future;
 
 use tokio::task::JoinSet;
@@ -60,11 +61,17 @@ async fn wait_for_signal() {
     }
 }
 
+/// How long the tasks of a service get to finish once shutdown began. A task still running after
+/// it is named in the log and aborted, so a stop never hangs (on an unreachable NATS, say). Nothing
+/// is lost by that: consumers ack only what their output stored, and the gateway's spool is on disk.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Background tasks of one service. A task that returns an error or panics cancels the token, so
 /// the rest shut down instead of running on without it.
 pub struct TaskSet {
     token: CancellationToken,
     set: JoinSet<anyhow::Result<()>>,
+    names: HashMap<tokio::task::Id, &'static str>,
 }
 
 impl TaskSet {
@@ -72,6 +79,7 @@ impl TaskSet {
         Self {
             token,
             set: JoinSet::new(),
+            names: HashMap::new(),
         }
     }
 
@@ -80,7 +88,7 @@ impl TaskSet {
         F: Future<Output = anyhow::Result<()>> + Send + 'static,
     {
         let token = self.token.clone();
-        self.set.spawn(async move {
+        let handle = self.set.spawn(async move {
             let result = task.await;
             if let Err(err) = &result {
                 tracing::error!(
@@ -92,6 +100,7 @@ impl TaskSet {
             }
             result
         });
+        self.names.insert(handle.id(), name);
     }
 
     /// Serves `app` on `listener` until the token is cancelled.
@@ -105,13 +114,49 @@ impl TaskSet {
         });
     }
 
-    /// Waits for every task; the first error (or panic) is returned.
-    pub async fn join(mut self) -> anyhow::Result<()> {
+    /// Waits for every task; the first error (or panic) is returned. Once the token is cancelled
+    /// the tasks get [`SHUTDOWN_GRACE`]; those still running then are logged by name and aborted.
+    pub async fn join(self) -> anyhow::Result<()> {
+        self.join_within(SHUTDOWN_GRACE).await
+    }
+
+    async fn join_within(mut self, grace: std::time::Duration) -> anyhow::Result<()> {
         let mut first: Option<anyhow::Error> = None;
-        while let Some(joined) = self.set.join_next().await {
+        let token = self.token.clone();
+        let overdue = async move {
+            token.cancelled().await;
+            tokio::time::sleep(grace).await;
+        };
+        tokio::pin!(overdue);
+        let mut aborted = false;
+        loop {
+            let joined = tokio::select! {
+                joined = self.set.join_next_with_id() => match joined {
+                    Some(joined) => joined,
+                    None => break,
+                },
+                () = &mut overdue, if !aborted => {
+                    let mut running: Vec<&str> = self.names.values().copied().collect();
+                    running.sort_unstable();
+                    tracing::error!(tasks = ?running, grace = ?grace, "tasks still running after shutdown began; aborting them");
+                    self.set.abort_all();
+                    aborted = true;
+                    first.get_or_insert_with(|| {
+                        anyhow::anyhow!("stopped without finishing: {}", running.join(", "))
+                    });
+                    continue;
+                }
+            };
             let result = match joined {
-                Ok(result) => result,
+                Ok((id, result)) => {
+                    self.names.remove(&id);
+                    result
+                }
                 Err(join_err) => {
+                    self.names.remove(&join_err.id());
+                    if join_err.is_cancelled() {
+                        continue;
+                    }
                     self.token.cancel();
                     Err(anyhow::anyhow!("task panicked: {join_err}"))
                 }
@@ -123,5 +168,54 @@ impl TaskSet {
             }
         }
         first.map_or(Ok(()), Err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_task_that_ignores_shutdown_is_named_and_aborted_after_the_grace() {
+        let token = CancellationToken::new();
+        let mut tasks = TaskSet::new(token.clone());
+        let stop = token.clone();
+        tasks.spawn("polite", async move {
+            stop.cancelled().await;
+            Ok(())
+        });
+        tasks.spawn("stuck", async {
+            std::future::pending::<()>().await;
+            Ok(())
+        });
+        token.cancel();
+        let started = std::time::Instant::now();
+        let err = tasks
+            .join_within(Duration::from_millis(200))
+            .await
+            .expect_err("a task was aborted");
+        assert!(started.elapsed() < Duration::from_secs(5), "join hung");
+        assert_eq!(err.to_string(), "stopped without finishing: stuck");
+    }
+
+    #[tokio::test]
+    async fn tasks_that_stop_in_time_join_cleanly() {
+        let token = CancellationToken::new();
+        let mut tasks = TaskSet::new(token.clone());
+        for name in ["a", "b"] {
+            let stop = token.clone();
+            tasks.spawn(name, async move {
+                stop.cancelled().await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                Ok(())
+            });
+        }
+        token.cancel();
+        tasks
+            .join_within(Duration::from_secs(5))
+            .await
+            .expect("both stopped in time");
     }
 }
