@@ -299,10 +299,10 @@ async fn clawline_up_restarts_a_killed_nats_server_and_loses_no_step() {
         mock: _mock,
         data: _data,
         nats_port,
+        http_port,
         url,
         http,
         child,
-        ..
     } = Running::start().await;
     let chat = |text: String| {
         http.post(format!("{url}/v1/chat/completions"))
@@ -346,6 +346,26 @@ async fn clawline_up_restarts_a_killed_nats_server_and_loses_no_step() {
     // Exactly once: the spool is drained and nothing arrives a second time.
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(stored_steps(nats_port).await, 11);
+    // The rest of the pipeline came back too: every step scored once, every step queryable once.
+    wait_rewards(nats_port, 11).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let rows: Value = http
+            .post(format!("http://127.0.0.1:{}/sql", sql_port_for(http_port)))
+            .body("SELECT count(*) AS n, count(DISTINCT step_id) AS ids FROM steps")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if rows["rows"][0]["n"] == 11 {
+            assert_eq!(rows["rows"][0]["ids"], 11, "{rows}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "SQL sees {rows}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     stop(child).await;
 }
 
