@@ -80,6 +80,7 @@ pub struct Running {
     pub nats_url: String,
     tasks: TaskSet,
     server: Option<Arc<Mutex<LocalServer>>>,
+    _lock: clawline_runtime::DirLock,
 }
 
 impl Running {
@@ -104,6 +105,9 @@ impl Running {
 pub async fn start(args: UpArgs, log: LogArgs, shutdown: &Shutdown) -> anyhow::Result<Running> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating --data-dir {}", args.data_dir.display()))?;
+    // One `up` per data dir: a second would run its own nats-server on the same JetStream store.
+    let lock = clawline_runtime::lock_dir(&args.data_dir)
+        .with_context(|| format!("--data-dir {}", args.data_dir.display()))?;
 
     let mut server = None;
     let nats_url = match &args.nats_url {
@@ -263,6 +267,7 @@ pub async fn start(args: UpArgs, log: LogArgs, shutdown: &Shutdown) -> anyhow::R
         nats_url,
         tasks,
         server,
+        _lock: lock,
     })
 }
 

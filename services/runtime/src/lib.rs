@@ -6,6 +6,7 @@
 
 pub mod alloc;
 mod args;
+mod dir_lock;
 pub mod keys;
 pub mod limits;
 mod metrics;
@@ -18,6 +19,7 @@ pub mod tokenize;
 mod tracing_init;
 
 pub use args::{LogArgs, LogFormat, NatsArgs, NatsAuth};
+pub use dir_lock::{DirLock, lock_dir};
 pub use metrics::{Metrics, admin_routes, json_snapshot};
 pub use nats::{connect_nats, watch_policy_version, watch_state_key};
 pub use shutdown::{Shutdown, TaskSet};

@@ -27,6 +27,8 @@ pub struct Spool {
     depth: AtomicU64,
     fsync: bool,
     dir: PathBuf,
+    /// One gateway per spool: two appending to one file would interleave and drain twice.
+    _lock: clawline_runtime::DirLock,
 }
 
 struct Inner {
@@ -44,7 +46,7 @@ const MAX_FRAME: u32 = 64 * 1024 * 1024;
 impl Spool {
     /// Opens (or creates) the spool in `dir`, counting the frames still to drain.
     pub fn open(dir: &Path, fsync: bool) -> io::Result<Self> {
-        std::fs::create_dir_all(dir)?;
+        let lock = clawline_runtime::lock_dir(dir)?;
         let path = dir.join("spool.log");
         let offset_path = dir.join("spool.offset");
         let file = OpenOptions::new()
@@ -79,6 +81,7 @@ impl Spool {
             depth: AtomicU64::new(frames),
             fsync,
             dir: dir.to_path_buf(),
+            _lock: lock,
         })
     }
 
@@ -277,6 +280,23 @@ mod tests {
         let spool = Spool::open(dir.path(), true).expect("reopen");
         assert_eq!(spool.depth(), 3);
         assert_eq!(drain(&spool), (1..4).map(entry).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_spool_has_one_gateway_at_a_time() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let first = Spool::open(dir.path(), false).expect("open");
+        first.append(&entry(0)).expect("append");
+        let err = Spool::open(dir.path(), false)
+            .err()
+            .expect("a second gateway on the same spool is refused");
+        assert!(
+            err.to_string().contains("in use by another process"),
+            "{err}"
+        );
+        drop(first);
+        let spool = Spool::open(dir.path(), false).expect("free again");
+        assert_eq!(drain(&spool), vec![entry(0)], "the refusal changed nothing");
     }
 
     #[test]

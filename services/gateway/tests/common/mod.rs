@@ -188,9 +188,21 @@ impl Harness {
     /// Stops the gateway and starts a new one with the same config (same spool dir), as after a
     /// deploy or a crash-restart.
     pub async fn restart_gateway(self) -> Self {
-        self.shutdown.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
-        Self::launch(self.nats, self.mock, self.dir, self.config).await
+        let Self {
+            nats,
+            mock,
+            state,
+            shutdown,
+            task,
+            dir,
+            config,
+            ..
+        } = self;
+        shutdown.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        // The old gateway lets go of its spool before the new one opens it.
+        drop(state);
+        Self::launch(nats, mock, dir, config).await
     }
 
     /// Starts a gateway whose NATS is not there (yet).
