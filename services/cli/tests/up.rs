@@ -184,7 +184,7 @@ async fn clawline_up_serves_stops_cleanly_and_resumes_from_its_data_dir() {
     } = Running::start().await;
     // A second `up` on the same data dir is refused (it would run a second nats-server on the
     // same JetStream store); the first goes on serving.
-    let mut second = Command::new(env!("CARGO_BIN_EXE_clawline"))
+    let second = Command::new(env!("CARGO_BIN_EXE_clawline"))
         .args(["up", "--data-dir"])
         .arg(data.path())
         .args(["--nats-port", &free_port().to_string()])
@@ -194,15 +194,12 @@ async fn clawline_up_serves_stops_cleanly_and_resumes_from_its_data_dir() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while second.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = second.kill();
-            panic!("a second clawline up on the same data dir kept running");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let refused = second.wait_with_output().unwrap();
+    let refused = clawline_runtime::testing::exits_within(
+        second,
+        Duration::from_secs(10),
+        "a second clawline up on the same data dir",
+    )
+    .await;
     assert!(!refused.status.success());
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(

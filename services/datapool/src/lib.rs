@@ -114,6 +114,15 @@ pub async fn run_archiver(
         .create()
         .await
         .map_err(|e| anyhow::anyhow!("--archive-dir {}: {e}", config.root))?;
+    // One archiver per local archive: a second would take the first one's flush in progress for
+    // leftovers of a crash, and write every row again.
+    let _lock = match &config.root {
+        ArchiveRoot::Local(dir) => Some(
+            clawline_runtime::lock_dir(dir)
+                .map_err(|e| anyhow::anyhow!("--archive-dir {}: {e}", dir.display()))?,
+        ),
+        ArchiveRoot::Remote { .. } => None,
+    };
     let mut tasks = TaskSet::new(shutdown.clone());
     for stream in tables::archived_streams() {
         tasks.spawn(

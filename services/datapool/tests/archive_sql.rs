@@ -39,6 +39,27 @@ async fn the_archive_resumes_after_kill_9_with_no_row_twice_and_none_skipped() {
     publish_steps(&js, "acme", 3000..3500).await;
     let mut second = archiver(&nats, &root, 200);
     wait_checkpoint(&root, "STEPS", 3500).await;
+    // A second archiver on the same directory is refused while another runs (it would take the
+    // running one's flushes for crash leftovers and write every row again).
+    let third = Command::new(env!("CARGO_BIN_EXE_clawline-datapool"))
+        .args(["archive", "--nats-url", &nats.url(), "--archive-dir"])
+        .arg(&root)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let refused = clawline_runtime::testing::exits_within(
+        third,
+        Duration::from_secs(10),
+        "a second archiver on the same directory",
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        stderr.contains("--archive-dir") && stderr.contains("in use by another process"),
+        "{stderr}"
+    );
     second.kill().unwrap();
     second.wait().unwrap();
     assert!(!part.join("junk.tmp").exists());

@@ -101,14 +101,17 @@ impl Since {
 
 pub struct Checkpoints {
     dir: PathBuf,
+    /// One trainer per checkpoint dir: two would overwrite each other's `CURRENT`.
+    _lock: clawline_runtime::DirLock,
 }
 
 impl Checkpoints {
     pub fn open(dir: &Path) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(dir)
+        let lock = clawline_runtime::lock_dir(dir)
             .with_context(|| format!("--checkpoint-dir {}", dir.display()))?;
         Ok(Self {
             dir: dir.to_path_buf(),
+            _lock: lock,
         })
     }
 

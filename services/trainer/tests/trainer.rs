@@ -292,3 +292,29 @@ fn flags_that_cannot_work_are_named() {
         assert!(err.contains(flag), "{flag}: {err}");
     }
 }
+
+/// A second trainer on the same checkpoint dir is refused before it touches anything (it would
+/// overwrite the first one's checkpoints).
+#[tokio::test]
+async fn a_checkpoint_dir_in_use_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = clawline_runtime::lock_dir(dir.path()).unwrap();
+    let config = clawline_trainer::Config::try_parse_from([
+        "clawline-trainer",
+        "--model",
+        "m",
+        "--checkpoint-dir",
+        dir.path().to_str().unwrap(),
+        "--nats-url",
+        "nats://127.0.0.1:1",
+    ])
+    .unwrap();
+    let err = clawline_trainer::run(config, clawline_runtime::CancellationToken::new())
+        .await
+        .unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("--checkpoint-dir") && msg.contains("in use by another process"),
+        "{msg}"
+    );
+}
