@@ -261,15 +261,7 @@ async fn clawline_up_serves_stops_cleanly_and_resumes_from_its_data_dir() {
     let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(printed["channels"]["train"]["steps"], 1);
     // The history answers SQL at once (live tail) over HTTP.
-    let rows: Value = http
-        .post(format!("http://127.0.0.1:{}/sql", sql_port_for(http_port)))
-        .body("SELECT count(*) AS n FROM steps")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let rows = sql(&http, http_port, "SELECT count(*) AS n FROM steps").await;
     assert_eq!(rows["rows"][0]["n"], 1, "{rows}");
     stop(child).await;
     assert!(
@@ -301,6 +293,18 @@ async fn clawline_up_serves_stops_cleanly_and_resumes_from_its_data_dir() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(stream_messages(nats_port, "REWARDS").await, 2);
     stop(child).await;
+}
+
+/// The answer of `POST /sql` on the `clawline up` serving on `http_port`.
+async fn sql(http: &reqwest::Client, http_port: u16, query: &'static str) -> Value {
+    http.post(format!("http://127.0.0.1:{}/sql", sql_port_for(http_port)))
+        .body(query)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
 
 async fn async_nats_client_fails(port: u16) -> bool {

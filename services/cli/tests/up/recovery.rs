@@ -3,7 +3,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::*;
 
@@ -82,15 +82,12 @@ async fn clawline_up_restarts_a_killed_nats_server_and_loses_no_step() {
     wait_rewards(nats_port, 11).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let rows: Value = http
-            .post(format!("http://127.0.0.1:{}/sql", sql_port_for(http_port)))
-            .body("SELECT count(*) AS n, count(DISTINCT step_id) AS ids FROM steps")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let rows = sql(
+            &http,
+            http_port,
+            "SELECT count(*) AS n, count(DISTINCT step_id) AS ids FROM steps",
+        )
+        .await;
         if rows["rows"][0]["n"] == 11 {
             assert_eq!(rows["rows"][0]["ids"], 11, "{rows}");
             break;
