@@ -177,15 +177,9 @@ impl Running {
 
 #[tokio::test]
 async fn clawline_up_serves_stops_cleanly_and_resumes_from_its_data_dir() {
-    let Running {
-        mock,
-        data,
-        nats_port,
-        http_port,
-        url,
-        http,
-        child,
-    } = Running::start().await;
+    let run = Running::start().await;
+    let (data, mock, http, url) = (&run.data, &run.mock, &run.http, &run.url);
+    let (nats_port, http_port, child) = (run.nats_port, run.http_port, run.child);
     // A second `up` on the same data dir is refused (it would run a second nats-server on the
     // same JetStream store); the first goes on serving.
     let second = Command::new(env!("CARGO_BIN_EXE_clawline"))
@@ -261,7 +255,7 @@ async fn clawline_up_serves_stops_cleanly_and_resumes_from_its_data_dir() {
     let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(printed["channels"]["train"]["steps"], 1);
     // The history answers SQL at once (live tail) over HTTP.
-    let rows = sql(&http, http_port, "SELECT count(*) AS n FROM steps").await;
+    let rows = sql(http, http_port, "SELECT count(*) AS n FROM steps").await;
     assert_eq!(rows["rows"][0]["n"], 1, "{rows}");
     stop(child).await;
     assert!(
@@ -274,7 +268,7 @@ async fn clawline_up_serves_stops_cleanly_and_resumes_from_its_data_dir() {
     );
 
     let mut child = up(data.path(), nats_port, http_port, &mock.url);
-    wait_ready(&http, &url, &mut child).await;
+    wait_ready(http, url, &mut child).await;
     assert_eq!(
         stored_steps(nats_port).await,
         1,

@@ -84,26 +84,25 @@ pub fn render(
             .unwrap_or_default()
     };
     // The two parts no capturing proxy can skip: one more HTTP hop, and the ack it waits for.
-    let hop_and_ack = |label: &str| {
-        let Some(hop) = added(label, "bare proxy", false) else {
-            return String::new();
-        };
-        let sum = hop + floor.p50_ms;
-        format!(
-            "; the bare hop ({hop:.3}) and one JetStream ack ({:.3}, below) alone come to {sum:.3} ms{}",
-            floor.p50_ms,
-            if sum > 0.2 {
-                ", over the target before any capture work"
-            } else {
-                ""
-            }
-        )
-    };
+    let hop_and_ack = added("1 in flight", "bare proxy", false)
+        .map(|hop| {
+            let sum = hop + floor.p50_ms;
+            format!(
+                "; the bare hop ({hop:.3}) and one JetStream ack ({:.3}, below) alone come to {sum:.3} ms{}",
+                floor.p50_ms,
+                if sum > 0.2 {
+                    ", over the target before any capture work"
+                } else {
+                    ""
+                }
+            )
+        })
+        .unwrap_or_default();
     if let Some(a) = added("1 in flight", "clawline", false) {
         out.push_str(&format!(
             "| one in flight: p50 added ≤ 0.2 ms | {a:.3} ms{}{} | {} |\n",
             engine_share("1 in flight", false),
-            hop_and_ack("1 in flight"),
+            hop_and_ack,
             verdict(a <= 0.2)
         ));
     }

@@ -26,16 +26,9 @@ fn nats_server_child(parent: u32) -> Option<u32> {
 /// again by itself, and the steps captured meanwhile (spooled by the gateway) arrive exactly once.
 #[tokio::test]
 async fn clawline_up_restarts_a_killed_nats_server_and_loses_no_step() {
-    // The engine and the data dir live as long as the test.
-    let Running {
-        mock: _mock,
-        data: _data,
-        nats_port,
-        http_port,
-        url,
-        http,
-        child,
-    } = Running::start().await;
+    let run = Running::start().await;
+    let (http, url) = (&run.http, &run.url);
+    let (nats_port, http_port, child) = (run.nats_port, run.http_port, run.child);
     let chat = |text: String| {
         http.post(format!("{url}/v1/chat/completions"))
             .json(&json!({"model": "m", "messages": [{"role": "user", "content": text}]}))
@@ -83,7 +76,7 @@ async fn clawline_up_restarts_a_killed_nats_server_and_loses_no_step() {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let rows = sql(
-            &http,
+            http,
             http_port,
             "SELECT count(*) AS n, count(DISTINCT step_id) AS ids FROM steps",
         )
