@@ -29,6 +29,19 @@ pub const TRAINING_METRICS: &str = "clawline.metrics.training";
 pub const REWARD_COMPUTE: &str = "clawline.reward.compute";
 /// Request subject answered by the batcher with DataPool statistics.
 pub const DATAPOOL_STATS: &str = "clawline.datapool.stats";
+/// Request subject (core NATS request/reply, JSON) answered by the batcher: where one step not yet
+/// batched stands. Request `{"step_id": "stp_…"}`; reply `{"step_id", "state": "waiting" |
+/// "queued" | "done" | "unknown", "channel", "trajectory_uid", "waits_for": [sentences],
+/// "rewards": [{"source", "value"}]}` ("done": batched or dropped; "unknown": never seen).
+/// Asked by the explainer (`clawline explain`, the SQL service's `/explain`).
+pub const DATAPOOL_EXPLAIN: &str = "clawline.datapool.explain";
+/// Request subject (core NATS request/reply, JSON, queue group `explain`) answered by the SQL
+/// service (`clawline-datapool serve`): "why isn't it learning?". Request `{"step_id": "stp_…" |
+/// null, "tenant": "acme" | null}` — a step id asks for that step's timeline, none for the system
+/// diagnosis; a tenant sees only its own steps (null: every tenant, for admin keys). Reply
+/// `{"status": <HTTP status>, "body": <explanation | diagnosis | {"error": {…}}>}`. Asked by the
+/// gateway for `GET /v1/explain/{step_id}` and `GET /v1/diagnosis`, which has no SQL engine.
+pub const EXPLAIN: &str = "clawline.explain";
 
 /// The step subject of a channel.
 pub fn steps(channel: &str) -> String {

@@ -69,6 +69,22 @@ pub struct BatchStep {
     /// The step's trajectory ended by timeout rather than by completion.
     #[serde(default)]
     pub truncated: bool,
+    /// A second sample of an already trained step, carrying only feedback that arrived after the
+    /// step's first batch (`reward_ids` name that feedback).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub late: bool,
+}
+
+impl BatchStep {
+    /// What identifies this sample in a batch: the step id, and for a late sample also the
+    /// feedback it carries (a step trains once, and once more per late reaction).
+    pub fn sample_key(&self) -> String {
+        if self.late {
+            format!("{}+{}", self.step_id, self.reward_ids.join("+"))
+        } else {
+            self.step_id.clone()
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]

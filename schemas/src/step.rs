@@ -115,6 +115,11 @@ pub struct StepRecorded {
     /// feedback on that step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_step_id: Option<String>,
+    /// The gateway grouped this call into a conversation by its messages: the client sent no
+    /// trajectory id and will not complete one (a plain OpenAI client). The batcher lets such
+    /// steps train one by one, as soon as their rewards and the user's reaction are in.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub implicit_trajectory: bool,
 
     #[serde(default)]
     pub messages: Vec<Message>,

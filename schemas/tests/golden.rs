@@ -203,6 +203,7 @@ fn batch_encoding_is_pinned() {
         staleness: 1,
         importance_cap: None,
         truncated: false,
+        late: false,
     };
     check_golden(
         "batch_formed.msgpack",

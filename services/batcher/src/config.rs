@@ -18,6 +18,7 @@ pub struct FileConfig {
     pub rewards: RewardConfig,
     pub completion: CompletionConfig,
     pub staleness: StalenessConfig,
+    pub late_feedback: LateFeedbackConfig,
     /// Ready groups (window mode: ready steps) a channel may hold unpublished; beyond it the
     /// oldest are dropped (counted as `queue_full`).
     pub max_queue_size: usize,
@@ -33,6 +34,7 @@ impl Default for FileConfig {
             rewards: RewardConfig::default(),
             completion: CompletionConfig::default(),
             staleness: StalenessConfig::default(),
+            late_feedback: LateFeedbackConfig::default(),
             max_queue_size: 10_000,
             max_batch_bytes: 4 << 20,
         }
@@ -102,6 +104,24 @@ pub struct ChannelConfig {
     pub baseline_decay: f64,
     /// Divide advantages by the group's (prompt) or running (window) standard deviation.
     pub normalize: bool,
+    /// Window mode: when a step may train (prompt mode always waits for whole trajectories).
+    pub readiness: Readiness,
+    /// A step that trains on its own waits this long after its answer for the user's reaction
+    /// (explicit feedback, or their next turn read as implicit feedback), then trains without.
+    pub reaction_wait_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Readiness {
+    /// Per step for conversations the gateway grouped itself (clients that send no trajectory
+    /// ids and never complete one); per trajectory for trajectories a client names and completes.
+    Auto,
+    /// Every step on its own: ready once its required rewards and the user's reaction (or the
+    /// reaction wait) are in. Later turns never hold earlier ones back.
+    Step,
+    /// Whole trajectories, ready once complete (Claw-R1's semantics).
+    Trajectory,
 }
 
 impl Default for ChannelConfig {
@@ -115,6 +135,8 @@ impl Default for ChannelConfig {
             flush_after_secs: 60,
             baseline_decay: 0.9,
             normalize: false,
+            readiness: Readiness::Auto,
+            reaction_wait_secs: 30,
         }
     }
 }
@@ -233,6 +255,36 @@ impl Default for StalenessConfig {
             max_lag: 4,
             policy: StalePolicy::Drop,
             importance_cap: 2.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LateMode {
+    /// Feedback on a step that already trained trains once more, as a sample of its own that
+    /// carries only that feedback (window-mode channels, within `window_secs` and `max_steps`).
+    Train,
+    /// Counted and reported as too late; nothing trains.
+    Report,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LateFeedbackConfig {
+    pub mode: LateMode,
+    /// How long after its batch a step's tokens are kept for late feedback.
+    pub window_secs: u64,
+    /// At most this many batched steps are kept for late feedback (the oldest go first).
+    pub max_steps: usize,
+}
+
+impl Default for LateFeedbackConfig {
+    fn default() -> Self {
+        Self {
+            mode: LateMode::Train,
+            window_secs: 3600,
+            max_steps: 10_000,
         }
     }
 }

@@ -115,6 +115,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .subscribe(subjects::DATAPOOL_STATS)
         .await
         .map_err(|e| anyhow::anyhow!("subscribing to {}: {e}", subjects::DATAPOOL_STATS))?;
+    let explain_requests = client
+        .subscribe(subjects::DATAPOOL_EXPLAIN)
+        .await
+        .map_err(|e| anyhow::anyhow!("subscribing to {}: {e}", subjects::DATAPOOL_EXPLAIN))?;
     let main = Main {
         pool,
         js,
@@ -126,7 +130,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     };
     tasks.spawn(
         "pool",
-        main.run(rx, policy_rx, stats_requests, shutdown.clone()),
+        main.run(
+            rx,
+            policy_rx,
+            (stats_requests, explain_requests),
+            shutdown.clone(),
+        ),
     );
     tasks.join().await
 }
@@ -163,7 +172,10 @@ impl Main {
         mut self,
         mut rx: mpsc::Receiver<Vec<Input>>,
         mut policy: watch::Receiver<Option<u64>>,
-        mut stats_requests: async_nats::Subscriber,
+        (mut stats_requests, mut explain_requests): (
+            async_nats::Subscriber,
+            async_nats::Subscriber,
+        ),
         shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
         let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -214,8 +226,33 @@ impl Main {
                         }
                     }
                 }
+                Some(request) = explain_requests.next() => {
+                    if let Some(reply) = request.reply {
+                        let body = self.explain(&request.payload);
+                        if let Err(e) = self.client.publish(reply, body.into()).await {
+                            tracing::warn!(error = %e, "explain reply failed");
+                        }
+                    }
+                }
             }
         }
+    }
+
+    /// `{"step_id": "…"}` → the pool's explanation as JSON (`{"error": …}` for a bad request).
+    fn explain(&self, request: &[u8]) -> Vec<u8> {
+        #[derive(serde::Deserialize)]
+        struct Ask {
+            step_id: String,
+        }
+        let answer = match serde_json::from_slice::<Ask>(request) {
+            Ok(ask) => serde_json::to_value(self.pool.explain(&ask.step_id, now_ms())),
+            Err(e) => {
+                Ok(serde_json::json!({ "error": format!("expected {{\"step_id\": \"…\"}}: {e}") }))
+            }
+        };
+        answer
+            .and_then(|v| serde_json::to_vec(&v))
+            .unwrap_or_default()
     }
 
     fn apply(&mut self, input: Input) {
@@ -336,7 +373,7 @@ impl Main {
             }
         }
         let stats = Stats {
-            channels: self.pool.stats(),
+            channels: self.pool.stats(now_ms()),
             policy_version: self.pool.policy_version(),
             lag,
             held_steps: self.pool.held_steps(),

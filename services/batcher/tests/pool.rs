@@ -72,7 +72,7 @@ fn drain(pool: &mut Pool, now: i64) -> Vec<BatchFormed> {
 }
 
 fn dropped(pool: &Pool, reason: &str) -> u64 {
-    pool.stats()["train"]
+    pool.stats(i64::MAX / 2)["train"]
         .dropped
         .get(reason)
         .copied()
@@ -120,7 +120,7 @@ fn window_batches_carry_what_the_trainer_needs() {
     // The running baseline starts at the first reward, then moves toward each new one.
     assert_eq!(batch.steps[0].advantage, 0.0);
     assert_eq!(batch.steps[1].advantage, -1.0);
-    assert_eq!(pool.stats()["train"].consumed_steps, 2);
+    assert_eq!(pool.stats(i64::MAX / 2)["train"].consumed_steps, 2);
     assert!(
         drain(&mut pool, T0 + 20).is_empty(),
         "nothing is batched twice"
@@ -161,7 +161,7 @@ fn past_the_deadline_the_fallback_decides() {
         match fallback {
             Fallback::UseAvailable => {
                 assert_eq!(batches[0].steps[0].reward, -0.5);
-                assert_eq!(pool.stats()["train"].deadline_fallbacks, 1);
+                assert_eq!(pool.stats(i64::MAX / 2)["train"].deadline_fallbacks, 1);
             }
             Fallback::Drop => {
                 assert!(batches.is_empty());
@@ -252,7 +252,7 @@ fn prompt_groups_normalise_advantages_and_do_not_block_each_other() {
         (adv[0] - 1.2247).abs() < 1e-3,
         "normalised by the group std: {adv:?}"
     );
-    assert_eq!(pool.stats()["train"].forming_groups, 1);
+    assert_eq!(pool.stats(i64::MAX / 2)["train"].forming_groups, 1);
 }
 
 #[test]
@@ -344,7 +344,7 @@ fn a_full_queue_drops_its_oldest_groups_and_counts_them() {
     }
     assert!(drain(&mut pool, T0 + 10).is_empty());
     assert_eq!(dropped(&pool, "queue_full"), 2);
-    let stats = &pool.stats()["train"];
+    let stats = &pool.stats(i64::MAX / 2)["train"];
     assert_eq!(stats.ready_groups, 3);
     // The partial batch is flushed after `flush_after_secs`, with the newest three.
     let b = drain(&mut pool, T0 + 3_600_100);

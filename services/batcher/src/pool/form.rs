@@ -175,8 +175,9 @@ impl Pool {
         groups: Vec<BatchGroup>,
         steps: Vec<BatchStep>,
     ) -> BatchFormed {
+        let keys: Vec<String> = steps.iter().map(BatchStep::sample_key).collect();
         BatchFormed {
-            event_id: BatchFormed::id_for(steps.iter().map(|s| s.step_id.as_str())),
+            event_id: BatchFormed::id_for(keys.iter().map(String::as_str)),
             event_time: clawline_schemas::now_ms(),
             producer: self.producer.clone(),
             schema_version: SCHEMA_VERSION,
@@ -230,5 +231,6 @@ fn batch_step(t: &ReadyTraj, s: &ReadyStep, group: u32, advantage: f64) -> Batch
         staleness: s.staleness,
         importance_cap: s.importance_cap,
         truncated: t.truncated,
+        late: s.late,
     }
 }

@@ -59,6 +59,8 @@ pub struct StepIn {
     #[serde(default)]
     pub is_last: bool,
     #[serde(default)]
+    pub implicit_trajectory: bool,
+    #[serde(default)]
     pub policy_version: Option<u64>,
     #[serde(default)]
     pub token_source: TokenSource,
@@ -82,6 +84,7 @@ impl From<StepRecorded> for StepIn {
             step_index: s.step_index,
             choice_index: s.choice_index,
             is_last: s.is_last,
+            implicit_trajectory: s.implicit_trajectory,
             policy_version: s.policy_version,
             token_source: s.token_source,
             prompt_ids: s.prompt_ids,

@@ -14,8 +14,10 @@
 //! fingerprint; token vectors are stored at their exact length.
 
 mod baseline;
+mod explain;
 mod form;
 mod input;
+mod late;
 mod ready;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -28,9 +30,11 @@ use serde::Serialize;
 
 use crate::config::FileConfig;
 
+pub use explain::{Explanation, Waiting};
 pub use form::Proposed;
 pub use input::StepIn;
 use input::{Fp, FpMap, FpSet};
+pub use late::LateStats;
 
 /// An interned or shared name (tenant, channel, trajectory uid, reward source).
 type Name = Arc<str>;
@@ -57,6 +61,8 @@ struct StepEntry {
     response_ids: Box<[u32]>,
     logprobs: Option<Box<[f32]>>,
     policy_version: Option<u64>,
+    /// When the step was recorded (event time, ms): the reaction wait counts from here.
+    at: i64,
     rewards: Vec<RewardRef>,
 }
 
@@ -72,6 +78,9 @@ struct Traj {
     /// The last step index the completion named; readiness waits for it (up to the deadline).
     expected_last: Option<u32>,
     last_event_ms: i64,
+    /// A conversation the gateway grouped by its messages (a plain client's): under
+    /// `readiness = "auto"` its steps train one by one.
+    implicit: bool,
 }
 
 /// A trajectory whose steps are ready, with their combined rewards.
@@ -92,6 +101,8 @@ struct ReadyStep {
     rewards: Vec<(Name, f64)>,
     staleness: u64,
     importance_cap: Option<f64>,
+    /// A late-feedback sample of a step that already trained.
+    late: bool,
 }
 
 /// What a channel queues: one trajectory (window mode) or one prompt group.
@@ -135,6 +146,10 @@ pub struct ChannelStats {
     /// Steps dropped, by reason.
     pub dropped: BTreeMap<String, u64>,
     pub deadline_fallbacks: u64,
+    /// Steps held, by what they wait for.
+    pub waiting: Waiting,
+    /// Feedback that arrived after its step had trained.
+    pub late_feedback: LateStats,
 }
 
 #[derive(Default)]
@@ -158,6 +173,13 @@ pub struct Pool {
     channels: BTreeMap<Name, Channel>,
     baselines: HashMap<(Name, Name), baseline::WindowBaseline>,
     policy_version: Option<u64>,
+    /// Batched steps kept for feedback that comes after their batch.
+    recent: late::Recent,
+    /// Steps ready and queued, not yet in a committed batch.
+    queued: FpSet,
+    /// Reactions (and when they came) to queued steps: they train as late samples once the
+    /// step's batch is committed.
+    queued_feedback: FpMap<Vec<(RewardRef, i64)>>,
 }
 
 impl Pool {
@@ -174,6 +196,9 @@ impl Pool {
             channels: BTreeMap::new(),
             baselines: HashMap::new(),
             policy_version: None,
+            recent: late::Recent::default(),
+            queued: FpSet::default(),
+            queued_feedback: FpMap::default(),
         }
     }
 
@@ -208,6 +233,8 @@ impl Pool {
     }
 
     fn drop_step(&mut self, channel: &str, step: Fp, reason: &str) {
+        self.queued.remove(&step);
+        self.queued_feedback.remove(&step);
         if self.done.insert(step) {
             let dropped = &mut self.channel(channel).stats.dropped;
             match dropped.get_mut(reason) {
@@ -239,6 +266,7 @@ impl Pool {
                     completed: None,
                     expected_last: None,
                     last_event_ms: at,
+                    implicit: false,
                 }),
             );
         }
@@ -250,7 +278,8 @@ impl Pool {
     pub fn add_step(&mut self, step: impl Into<StepIn>) {
         let step: StepIn = step.into();
         let fp = Fp::of(&step.event_id);
-        if self.done.contains(&fp) || self.step_home.contains_key(&fp) {
+        if self.done.contains(&fp) || self.step_home.contains_key(&fp) || self.queued.contains(&fp)
+        {
             return;
         }
         self.channel(&step.channel).stats.steps += 1;
@@ -273,9 +302,11 @@ impl Pool {
             response_ids: step.response_ids.into_boxed_slice(),
             logprobs: step.response_logprobs.map(Vec::into_boxed_slice),
             policy_version: step.policy_version,
+            at: step.event_time,
             rewards,
         };
         let t = self.traj_entry(key, &step.channel, &step.prompt_uid, step.event_time);
+        t.implicit |= step.implicit_trajectory;
         let order = (entry.step_index, entry.choice_index);
         let at = t
             .steps
@@ -323,6 +354,7 @@ impl Pool {
             (RewardScope::Step, Some(step_id)) => {
                 let fp = Fp::of(step_id);
                 if self.done.contains(&fp) {
+                    self.late_reward(fp, r, reward);
                     return;
                 }
                 let entry = self.step_home.get(&fp).and_then(|key| {
@@ -334,6 +366,11 @@ impl Pool {
                 });
                 match entry {
                     Some(e) => push_unique(&mut e.rewards, reward),
+                    None if self.queued.contains(&fp) => self
+                        .queued_feedback
+                        .entry(fp)
+                        .or_default()
+                        .push((reward, r.event_time)),
                     None => push_unique(self.orphan_step_rewards.entry(fp).or_default(), reward),
                 }
             }
@@ -354,6 +391,8 @@ impl Pool {
         for s in &batch.steps {
             let fp = Fp::of(&s.step_id);
             self.done.insert(fp);
+            self.queued.remove(&fp);
+            self.remember_batched(&channel, s, batch.event_time);
             if let Some(key) = self.step_home.remove(&fp)
                 && let Some(t) = self.trajs.get_mut(&key)
             {
@@ -375,13 +414,24 @@ impl Pool {
                 baseline.advantage(rewards, weights, decay, normalize);
             }
         }
+        let late = batch.steps.iter().filter(|s| s.late).count() as u64;
         let stats = &mut self.channel(&channel).stats;
-        stats.consumed_steps += batch.steps.len() as u64;
+        stats.consumed_steps += batch.steps.len() as u64 - late;
+        stats.late_feedback.trained += late;
         stats.batches += 1;
+        // Feedback that came while these steps waited in the queue trains as late samples.
+        for s in batch.steps.iter().filter(|s| !s.late) {
+            if let Some(rewards) = self.queued_feedback.remove(&Fp::of(&s.step_id)) {
+                for (reward, at) in rewards {
+                    self.late_sample(Fp::of(&s.step_id), reward, at);
+                }
+            }
+        }
     }
 
-    /// Counters per channel, with the queue and open-trajectory gauges filled in.
-    pub fn stats(&self) -> BTreeMap<String, ChannelStats> {
+    /// Counters per channel, with the queue, open-trajectory and waiting gauges filled in at
+    /// `now_ms`.
+    pub fn stats(&self, now_ms: i64) -> BTreeMap<String, ChannelStats> {
         let mut out: BTreeMap<String, ChannelStats> = self
             .channels
             .iter()
@@ -397,6 +447,9 @@ impl Pool {
             out.entry(t.channel.to_string())
                 .or_default()
                 .open_trajectories += 1;
+        }
+        for (channel, waiting) in self.waiting(now_ms) {
+            out.entry(channel).or_default().waiting = waiting;
         }
         out
     }

@@ -6,17 +6,124 @@ use std::collections::BTreeMap;
 use clawline_schemas::GroupMode;
 
 use super::{Name, Pool, ReadyStep, ReadyTraj, RewardRef, StepEntry, Traj, TrajKey, Unit, secs_ms};
-use crate::config::{ChannelConfig, Fallback, OnIdle, StalePolicy, ZeroVariance, matches};
+use crate::config::{
+    ChannelConfig, Fallback, OnIdle, Readiness, StalePolicy, ZeroVariance, matches,
+};
+
+/// The reward sources that are a user's reaction to an answer.
+pub(super) const REACTION: &str = "feedback:*";
+
+/// Whether a step stands on its own once its inputs are in: what a step of this trajectory needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum StepNeed {
+    Ready,
+    /// Its required rewards (`rewards.required`).
+    Rewards,
+    /// The user's reaction, until the given time (ms).
+    Reaction(i64),
+}
 
 impl Pool {
+    /// Whether `t`'s steps train one by one rather than with their whole trajectory.
+    pub(super) fn per_step(&self, t: &Traj) -> bool {
+        let cfg = self.cfg.channel(&t.channel);
+        cfg.mode == GroupMode::Window
+            && match cfg.readiness {
+                Readiness::Step => true,
+                Readiness::Trajectory => false,
+                Readiness::Auto => t.implicit,
+            }
+    }
+
+    /// What a step that trains on its own still needs at `now_ms`. Past the reaction wait plus
+    /// the reward deadline it is ready with whatever arrived (the fallback decides).
+    pub(super) fn step_need(&self, t: &Traj, s: &StepEntry, now_ms: i64) -> StepNeed {
+        let cfg = self.cfg.channel(&t.channel);
+        let react_until = s.at.saturating_add(secs_ms(cfg.reaction_wait_secs));
+        let reacted = has_source(s, &t.rewards, REACTION);
+        let required = &self.cfg.rewards.required;
+        let rewarded = required.iter().all(|p| has_source(s, &t.rewards, p));
+        let waited = now_ms >= react_until;
+        if rewarded && (reacted || waited) {
+            return StepNeed::Ready;
+        }
+        let since = if reacted { s.at } else { react_until };
+        if now_ms - since >= secs_ms(self.cfg.rewards.deadline_secs) {
+            return StepNeed::Ready;
+        }
+        if rewarded {
+            StepNeed::Reaction(react_until)
+        } else {
+            StepNeed::Rewards
+        }
+    }
+
+    /// Steps that train on their own and are ready go to their channel queue, in the order they
+    /// were recorded (then trajectory, step), whatever later or earlier turns still wait for.
+    fn advance_steps(&mut self, now_ms: i64) {
+        let mut due: Vec<(i64, TrajKey, u32, u32)> = Vec::new();
+        for (key, t) in &self.trajs {
+            if t.steps.is_empty() || !self.per_step(t) {
+                continue;
+            }
+            for s in &t.steps {
+                if self.step_need(t, s, now_ms) == StepNeed::Ready {
+                    due.push((s.at, key.clone(), s.step_index, s.choice_index));
+                }
+            }
+        }
+        due.sort_unstable_by(|a, b| (a.0, &a.1.1, a.2, a.3).cmp(&(b.0, &b.1.1, b.2, b.3)));
+        for (at, key, index, choice) in due {
+            let Some(t) = self.trajs.get_mut(&key) else {
+                continue;
+            };
+            let Some(pos) = t
+                .steps
+                .iter()
+                .position(|s| (s.step_index, s.choice_index) == (index, choice))
+            else {
+                continue;
+            };
+            let entry = t.steps.remove(pos);
+            let (channel, prompt_uid, rewards) =
+                (t.channel.clone(), t.prompt_uid.clone(), t.rewards.clone());
+            self.make_ready(
+                key,
+                channel,
+                prompt_uid,
+                &rewards,
+                vec![entry],
+                (at, false),
+                now_ms,
+            );
+        }
+    }
+
     /// Moves what became ready (or timed out) by `now_ms` into the channel queues.
     pub fn tick(&mut self, now_ms: i64) {
+        self.advance_steps(now_ms);
         let idle_ms = secs_ms(self.cfg.completion.idle_timeout_secs);
+        // A conversation whose steps trained one by one is forgotten once it ended and holds
+        // nothing more.
+        let finished: Vec<TrajKey> = self
+            .trajs
+            .iter()
+            .filter(|(_, t)| {
+                t.steps.is_empty()
+                    && (t.completed.is_some() || now_ms - t.last_event_ms >= idle_ms)
+                    && self.per_step(t)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in finished {
+            self.trajs.remove(&key);
+        }
         // Only completed or idle trajectories can move; they go in completion order (then uid),
         // so the same events always queue in the same order.
         let mut due: Vec<(i64, Name, TrajKey)> = self
             .trajs
             .iter()
+            .filter(|(_, t)| !self.per_step(t))
             .filter_map(|(key, t)| match t.completed {
                 Some((at, _)) => Some((at, key.1.clone(), key.clone())),
                 None if now_ms - t.last_event_ms >= idle_ms => {
@@ -65,26 +172,44 @@ impl Pool {
             return;
         }
         let t = self.trajs.remove(&key).expect("present");
-        self.make_ready(key, *t, truncated, now_ms);
+        let t = *t;
+        self.make_ready(
+            key,
+            t.channel,
+            t.prompt_uid,
+            &t.rewards,
+            t.steps,
+            (at, truncated),
+            now_ms,
+        );
     }
 
-    fn make_ready(&mut self, key: TrajKey, t: Traj, truncated: bool, now_ms: i64) {
-        let (at, _) = t.completed.unwrap_or((now_ms, truncated));
-        let mut steps = Vec::with_capacity(t.steps.len());
-        for s in t.steps {
+    /// Steps (a whole trajectory, or one step that trains on its own) become a ready unit.
+    /// `order`: (completion or recording time, truncated).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn make_ready(
+        &mut self,
+        key: TrajKey,
+        channel: Name,
+        prompt_uid: Name,
+        traj_rewards: &[RewardRef],
+        entries: Vec<StepEntry>,
+        (at, truncated): (i64, bool),
+        now_ms: i64,
+    ) {
+        let mut steps = Vec::with_capacity(entries.len());
+        for s in entries {
             let fp = s.fp;
             self.step_home.remove(&fp);
             if self.done.contains(&fp) {
                 continue;
             }
             let required = &self.cfg.rewards.required;
-            if !required.iter().all(|p| has_source(&s, &t.rewards, p)) {
+            if !required.iter().all(|p| has_source(&s, traj_rewards, p)) {
                 match self.cfg.rewards.fallback {
-                    Fallback::UseAvailable => {
-                        self.channel(&t.channel).stats.deadline_fallbacks += 1
-                    }
+                    Fallback::UseAvailable => self.channel(&channel).stats.deadline_fallbacks += 1,
                     Fallback::Drop => {
-                        self.drop_step(&t.channel, s.fp, "missing_reward");
+                        self.drop_step(&channel, s.fp, "missing_reward");
                         continue;
                     }
                 }
@@ -97,19 +222,21 @@ impl Pool {
             if staleness > self.cfg.staleness.max_lag {
                 match self.cfg.staleness.policy {
                     StalePolicy::Drop => {
-                        self.drop_step(&t.channel, s.fp, "stale");
+                        self.drop_step(&channel, s.fp, "stale");
                         continue;
                     }
                     StalePolicy::Cap => importance_cap = Some(self.cfg.staleness.importance_cap),
                 }
             }
-            let (reward, rewards) = Self::combine(&s, &t.rewards);
+            let (reward, rewards) = Self::combine(&s, traj_rewards);
+            self.queued.insert(fp);
             steps.push(ReadyStep {
                 entry: s,
                 reward,
                 rewards,
                 staleness,
                 importance_cap,
+                late: false,
             });
         }
         if steps.is_empty() {
@@ -119,12 +246,24 @@ impl Pool {
         let ready = ReadyTraj {
             tenant: tenant.clone(),
             uid: uid.clone(),
-            prompt_uid: t.prompt_uid.clone(),
+            prompt_uid: prompt_uid.clone(),
             truncated,
             order: (at, uid),
             steps,
         };
-        match self.cfg.channel(&t.channel).mode {
+        self.enqueue(&channel, tenant, prompt_uid, ready, now_ms);
+    }
+
+    /// A ready trajectory (or step) joins its channel: queued (window) or grouped (prompt).
+    pub(super) fn enqueue(
+        &mut self,
+        channel: &str,
+        tenant: Name,
+        prompt_uid: Name,
+        ready: ReadyTraj,
+        now_ms: i64,
+    ) {
+        match self.cfg.channel(channel).mode {
             GroupMode::Window => {
                 let unit = Unit {
                     tenant,
@@ -135,13 +274,13 @@ impl Pool {
                     std: 0.0,
                     ready_ms: now_ms,
                 };
-                self.channel(&t.channel).queue.push_back(unit);
+                self.channel(channel).queue.push_back(unit);
             }
             GroupMode::Prompt => {
                 let forming = self
-                    .channel(&t.channel)
+                    .channel(channel)
                     .forming
-                    .entry((tenant, t.prompt_uid))
+                    .entry((tenant, prompt_uid))
                     .or_default();
                 if forming.trajs.is_empty() {
                     forming.first_ms = now_ms;
@@ -252,7 +391,7 @@ impl Pool {
     }
 
     /// Combined reward: Σ weight(source) × mean of that source's values (step and trajectory).
-    fn combine(step: &StepEntry, traj_rewards: &[RewardRef]) -> (f64, Vec<(Name, f64)>) {
+    pub(super) fn combine(step: &StepEntry, traj_rewards: &[RewardRef]) -> (f64, Vec<(Name, f64)>) {
         let mut by_source: BTreeMap<&Name, (f64, f64, u32)> = BTreeMap::new();
         for r in step.rewards.iter().chain(traj_rewards) {
             let e = by_source.entry(&r.source).or_insert((r.weight, 0.0, 0));
@@ -270,7 +409,7 @@ impl Pool {
     }
 }
 
-fn has_source(step: &StepEntry, traj_rewards: &[RewardRef], pattern: &str) -> bool {
+pub(super) fn has_source(step: &StepEntry, traj_rewards: &[RewardRef], pattern: &str) -> bool {
     step.rewards
         .iter()
         .chain(traj_rewards)

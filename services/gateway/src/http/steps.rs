@@ -123,6 +123,7 @@ pub fn build_steps(state: &AppState, ctx: &CallContext, answer: &Answer) -> Vec<
                 source: StepSource::Chat,
                 request_id: Some(ctx.request_id.clone()),
                 previous_step_id: ctx.trajectory.last_step.as_ref().map(|(_, id)| id.clone()),
+                implicit_trajectory: ctx.trajectory.implicit,
                 messages: messages.clone(),
                 tools_json: ctx.tools.as_ref().map(Value::to_string),
                 request_params_json: ctx.params_json.clone(),
