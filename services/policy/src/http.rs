@@ -28,8 +28,10 @@ pub struct App {
     pub keys: ApiKeys,
     pub device: tch::Device,
     pub version: Mutex<String>,
-    /// End-of-sequence ids: the config's and the tokenizer's.
+    /// The ids that end an answer (sorted; see [`crate::text`]).
     pub stop_ids: Vec<u32>,
+    /// Added tokens marked special (sorted): never in an answer's text.
+    pub special_ids: Vec<u32>,
 }
 
 /// A refused request: an OpenAI-style error body.
@@ -77,12 +79,13 @@ impl App {
             None => ApiKeys::open(),
         };
         let model_config = model.model.config().clone();
-        let mut stop_ids = model_config.eos_ids();
-        if let Some(id) = tokenizer.token_id(tokenizer.eos_token())
-            && !stop_ids.contains(&id)
-        {
-            stop_ids.push(id);
-        }
+        let stop_ids = crate::text::stop_ids(&config.model, &model_config, &tokenizer)
+            .map_err(|e| anyhow::anyhow!("--model {}: {e:#}", config.model.display()))?;
+        let special_ids: Vec<u32> = tokenizer
+            .special_tokens()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
         let model_name = config.served_model_name.clone().unwrap_or_else(|| {
             config
                 .model
@@ -101,6 +104,7 @@ impl App {
             device,
             version: Mutex::new(config.weights_version.clone()),
             stop_ids,
+            special_ids,
         }))
     }
 

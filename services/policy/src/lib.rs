@@ -10,6 +10,7 @@
 mod engine;
 mod http;
 mod reply;
+mod text;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

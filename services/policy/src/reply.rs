@@ -1,7 +1,7 @@
 //! Turning engine events into vLLM-shaped OpenAI responses, whole or streamed (SSE): text,
 //! `token_ids` / `prompt_token_ids` with `return_token_ids`, per-token logprobs, stop strings,
 //! finish reasons and usage. As vLLM does, an end-of-sequence token is in `token_ids` but not in
-//! the text.
+//! the text; what else the text leaves out, and where an answer ends, is in [`crate::text`].
 
 use std::sync::Arc;
 
@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 
 use crate::engine::Event;
 use crate::http::{App, error};
+use crate::text::AnswerText;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -24,10 +25,11 @@ pub enum Kind {
 /// The completion as it grows: ids, logprobs, text, and why it ended.
 #[derive(Default)]
 struct Growing {
+    /// Every generated token (special ones included), and its logprob.
     ids: Vec<u32>,
     logprobs: Vec<f32>,
-    /// Text of the ids so far (stop tokens excluded, cut at a stop string).
-    text: String,
+    /// The clean text of the ids (special tokens excluded, cut at a stop string).
+    text: AnswerText,
     finish: Option<&'static str>,
 }
 
@@ -37,6 +39,8 @@ struct Wants {
     ids: bool,
     logprobs: bool,
     stop: Vec<String>,
+    /// Characters held back while streaming: a stop string may begin in them.
+    hold: usize,
     usage_in_stream: bool,
 }
 
@@ -51,6 +55,11 @@ fn wants(body: &Value, stop_ids: Vec<u32>) -> Wants {
             .collect(),
         _ => Vec::new(),
     };
+    let hold = stop
+        .iter()
+        .map(|s| s.chars().count().saturating_sub(1))
+        .max()
+        .unwrap_or(0);
     Wants {
         stop_ids,
         ids: body
@@ -61,6 +70,7 @@ fn wants(body: &Value, stop_ids: Vec<u32>) -> Wants {
             .get("logprobs")
             .is_some_and(|v| v.as_bool().unwrap_or(!v.is_null())),
         stop,
+        hold,
         usage_in_stream: body
             .pointer("/stream_options/include_usage")
             .and_then(Value::as_bool)
@@ -69,32 +79,28 @@ fn wants(body: &Value, stop_ids: Vec<u32>) -> Wants {
 }
 
 impl Growing {
-    /// Adds a token; returns the text it added (possibly empty while a character is incomplete).
+    /// Adds a token; returns the text it added (empty while a character is incomplete or a stop
+    /// string may be beginning; the rest when the answer ends here).
     fn push(&mut self, app: &App, id: u32, logprob: f32, w: &Wants) -> String {
         self.ids.push(id);
         self.logprobs.push(logprob);
         if w.stop_ids.contains(&id) {
-            self.finish = Some("stop");
+            return self.end("stop");
+        }
+        if app.special_ids.binary_search(&id).is_ok() {
+            // Only with `ignore_eos`: the answer goes on, the token is not text.
             return String::new();
         }
-        let body: Vec<u32> = self
-            .ids
-            .iter()
-            .copied()
-            .filter(|t| !w.stop_ids.contains(t))
-            .collect();
-        let full = app.tokenizer.decode(&body).unwrap_or_default();
-        if full.ends_with('\u{FFFD}') {
-            return String::new();
+        if self.text.push(&app.tokenizer, id, &w.stop) {
+            return self.end("stop");
         }
-        let mut full = full;
-        if let Some(cut) = w.stop.iter().filter_map(|s| full.find(s.as_str())).min() {
-            full.truncate(cut);
-            self.finish = Some("stop");
-        }
-        let added = full.get(self.text.len()..).unwrap_or_default().to_string();
-        self.text = full;
-        added
+        self.text.take(w.hold)
+    }
+
+    /// Ends the answer; returns the text not handed out yet.
+    fn end(&mut self, reason: &'static str) -> String {
+        self.finish = Some(reason);
+        self.text.take(0)
     }
 }
 
@@ -173,7 +179,9 @@ async fn whole(
             Some(Event::Token { id, logprob }) => {
                 g.push(app, id, logprob, w);
             }
-            Some(Event::Done { finish }) => g.finish = Some(finish_reason(finish)),
+            Some(Event::Done { finish }) => {
+                g.end(finish_reason(finish));
+            }
             Some(Event::Failed { message }) => {
                 return error(StatusCode::INTERNAL_SERVER_ERROR, message, None);
             }
@@ -194,10 +202,10 @@ async fn whole(
     };
     let mut choice = match kind {
         Kind::Chat => {
-            json!({"index": 0, "message": {"role": "assistant", "content": g.text}, "logprobs": lp, "finish_reason": g.finish})
+            json!({"index": 0, "message": {"role": "assistant", "content": g.text.sent()}, "logprobs": lp, "finish_reason": g.finish})
         }
         Kind::Completion => {
-            json!({"index": 0, "text": g.text, "logprobs": lp, "finish_reason": g.finish})
+            json!({"index": 0, "text": g.text.sent(), "logprobs": lp, "finish_reason": g.finish})
         }
     };
     if w.ids {
@@ -294,13 +302,13 @@ fn streamed(
                     c
                 }
                 Some(Event::Done { finish }) => {
-                    g.finish = Some(finish_reason(finish));
-                    chunk(piece("", Value::Null, &[], g.finish))
+                    let rest = g.end(finish_reason(finish));
+                    chunk(piece(&rest, Value::Null, &[], g.finish))
                 }
                 Some(Event::Started { .. }) => continue,
                 Some(Event::Failed { .. }) | None => {
-                    g.finish = Some("abort");
-                    chunk(piece("", Value::Null, &[], g.finish))
+                    let rest = g.end("abort");
+                    chunk(piece(&rest, Value::Null, &[], g.finish))
                 }
             };
             if tx.send(Ok(sse(&c))).await.is_err() {

@@ -1,6 +1,7 @@
 //! The reward service's TOML file: models, rules, feedback mapping, consumers. Every field has a
-//! default, so an empty file (or none) gives the bundled model plus the ground-truth and tool-call
-//! rules. Unknown keys are errors, so a typo cannot silently turn a rule off.
+//! default, so an empty file (or none) gives the bundled model plus the ground-truth, tool-call,
+//! repetition and degenerate-text rules. Unknown keys are errors, so a typo cannot silently turn a
+//! rule off.
 
 use std::path::{Path, PathBuf};
 
@@ -17,7 +18,8 @@ pub struct FileConfig {
     pub models: Vec<ModelConfig>,
     /// Set to false to run without any reward model (rules and feedback only).
     pub bundled_model: bool,
-    /// Rule rewards; `None` (key absent) means the defaults (ground truth, tool-call validity).
+    /// Rule rewards; `None` (key absent) means the defaults (ground truth, tool-call validity,
+    /// repetition, degenerate text).
     pub rules: Option<Vec<RuleConfig>>,
     pub feedback: FeedbackConfig,
     pub implicit: ImplicitConfig,
@@ -407,4 +409,35 @@ impl Default for ImplicitConfig {
 pub struct ClassifierConfig {
     pub model: ModelConfig,
     pub labels: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<FileConfig, String> {
+        toml::from_str::<FileConfig>(text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn guard_rules_parse_and_a_misspelt_option_is_an_error_naming_it() {
+        let ok = parse(
+            "[[rules]]\nname = \"rep\"\nkind = \"repetition\"\nngram = 4\npenalty = 0.5\n\
+             [[rules]]\nname = \"junk\"\nkind = \"degenerate\"\non_match = -2.0\n",
+        )
+        .unwrap();
+        assert_eq!(ok.rules.unwrap().len(), 2);
+        let err =
+            parse("[[rules]]\nname = \"rep\"\nkind = \"repetition\"\nn_gram = 4\n").unwrap_err();
+        assert!(err.contains("unknown field `n_gram`"), "{err}");
+        let rules = parse("[[rules]]\nname = \"rep\"\nkind = \"repetition\"\nngram = 0\n")
+            .unwrap()
+            .rules
+            .unwrap();
+        let err = crate::rules::Rule::compile(&rules[0]).err().unwrap();
+        assert!(
+            err.to_string().contains("ngram must be at least 1"),
+            "{err}"
+        );
+    }
 }

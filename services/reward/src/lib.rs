@@ -11,6 +11,7 @@
 
 pub mod config;
 pub mod feedback;
+pub mod guards;
 pub mod model;
 pub mod rules;
 pub mod schema;

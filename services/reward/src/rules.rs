@@ -1,4 +1,5 @@
-//! Rule rewards: ground-truth match, regex match / penalty, length penalty, tool-call validity.
+//! Rule rewards: ground-truth match, regex match / penalty, length penalty, tool-call validity,
+//! and the reward-hacking guards (repetition, degenerate text; see [`crate::guards`]).
 //! Each configured rule is its own source `rule:<name>`, versioned by a hash of its configuration,
 //! and gives at most one reward per step (none when it does not apply, e.g. no ground truth).
 
@@ -6,6 +7,7 @@ use regex::Regex;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::guards;
 use crate::schema::check_tool_calls;
 
 /// One rule as written in the TOML (`[[rules]]`).
@@ -46,12 +48,34 @@ pub enum RuleKind {
         max_penalty: f64,
     },
     /// For a step with tool calls: `valid` when every call names a declared tool and its arguments
-    /// are a JSON object matching the tool's parameter schema, else `invalid`.
+    /// are a JSON object matching the tool's parameter schema, else `invalid`. Tool-call markup
+    /// left in the answer's text (`<tool_call>`, `[TOOL_CALLS]`, … that the engine did not parse
+    /// into a call) is a broken call: `invalid`, with or without parsed calls.
     ToolCall {
         #[serde(default = "one")]
         valid: f64,
         #[serde(default = "minus_one")]
         invalid: f64,
+    },
+    /// `-penalty × f` for an answer with words, where `f` is the fraction of its `ngram`-word
+    /// sequences that repeat an earlier one of the same answer, or (with `sentences`) the
+    /// fraction of its sentences that repeat an earlier one, whichever is larger; 0 without
+    /// repetition.
+    Repetition {
+        #[serde(default = "default_ngram")]
+        ngram: usize,
+        #[serde(default = "one")]
+        penalty: f64,
+        #[serde(default = "yes")]
+        sentences: bool,
+    },
+    /// `on_match` for an answer holding special-token markup (`<|im_start|>`), a control
+    /// character other than `\n`, `\t`, `\r`, or U+FFFD; else `on_miss`.
+    Degenerate {
+        #[serde(default = "minus_one")]
+        on_match: f64,
+        #[serde(default)]
+        on_miss: f64,
     },
 }
 
@@ -63,6 +87,12 @@ fn one() -> f64 {
 }
 fn minus_one() -> f64 {
     -1.0
+}
+fn default_ngram() -> usize {
+    3
+}
+fn yes() -> bool {
+    true
 }
 
 /// How the answer is taken from a response.
@@ -82,7 +112,9 @@ pub enum Extract {
     Exact,
 }
 
-/// The defaults when the TOML names no rules: both only fire where they apply.
+/// The defaults when the TOML names no rules: ground truth and tool calls fire where they apply;
+/// the guards score every answer with words (0 when it is clean), so a policy cannot learn to
+/// please the reward model with repetition or markup.
 pub fn default_rules() -> Vec<RuleConfig> {
     vec![
         RuleConfig {
@@ -99,6 +131,21 @@ pub fn default_rules() -> Vec<RuleConfig> {
             kind: RuleKind::ToolCall {
                 valid: 1.0,
                 invalid: -1.0,
+            },
+        },
+        RuleConfig {
+            name: "repetition".into(),
+            kind: RuleKind::Repetition {
+                ngram: default_ngram(),
+                penalty: 1.0,
+                sentences: true,
+            },
+        },
+        RuleConfig {
+            name: "degenerate".into(),
+            kind: RuleKind::Degenerate {
+                on_match: -1.0,
+                on_miss: 0.0,
             },
         },
     ]
@@ -140,6 +187,9 @@ impl Rule {
                 Regex::new(pattern)
                     .map_err(|e| anyhow::anyhow!("rule `{}`: bad pattern: {e}", config.name))?,
             ),
+            RuleKind::Repetition { ngram: 0, .. } => {
+                anyhow::bail!("rule `{}`: ngram must be at least 1", config.name)
+            }
             _ => None,
         };
         let canonical = serde_json::to_string(config)?;
@@ -215,10 +265,16 @@ impl Rule {
                 })
             }
             RuleKind::ToolCall { valid, invalid } => {
-                if input.tool_calls.is_empty() {
+                let markup = guards::tool_call_markup(input.response);
+                if input.tool_calls.is_empty() && markup.is_none() {
                     return None;
                 }
-                let problems = check_tool_calls(input.tools_json, &input.tool_calls);
+                let mut problems = check_tool_calls(input.tools_json, &input.tool_calls);
+                if let Some(markup) = markup {
+                    problems.push(format!(
+                        "tool-call markup `{markup}` in the answer text, not parsed into a call"
+                    ));
+                }
                 Some(Verdict {
                     value: if problems.is_empty() {
                         *valid
@@ -226,6 +282,40 @@ impl Rule {
                         *invalid
                     },
                     details: json!({"calls": input.tool_calls.len(), "problems": problems}),
+                })
+            }
+            RuleKind::Repetition {
+                ngram,
+                penalty,
+                sentences,
+            } => {
+                if guards::words(input.response).is_empty() {
+                    return None;
+                }
+                let r = guards::repetition(input.response, *ngram);
+                let fraction = r.fraction(*sentences);
+                Some(Verdict {
+                    value: if fraction > 0.0 {
+                        -penalty * fraction
+                    } else {
+                        0.0
+                    },
+                    details: r.details(*ngram),
+                })
+            }
+            RuleKind::Degenerate { on_match, on_miss } => {
+                if input.response.is_empty() {
+                    return None;
+                }
+                Some(match guards::degenerate(input.response) {
+                    Some(details) => Verdict {
+                        value: *on_match,
+                        details,
+                    },
+                    None => Verdict {
+                        value: *on_miss,
+                        details: json!({"found": []}),
+                    },
                 })
             }
         }

@@ -199,3 +199,119 @@ async fn explicit_feedback_client_rewards_and_completions_become_rewards() {
     assert_eq!((r.source.as_str(), r.value), ("client", 2.0));
     svc.stop().await;
 }
+
+#[tokio::test]
+async fn guards_score_repetition_degenerate_text_and_broken_tool_calls() {
+    let nats = NatsServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let toml = r#"
+bundled_model = false
+[[rules]]
+name = "repetition"
+kind = "repetition"
+ngram = 3
+penalty = 1.0
+[[rules]]
+name = "degenerate"
+kind = "degenerate"
+on_match = -2.0
+[[rules]]
+name = "tools"
+kind = "tool_call"
+"#;
+    let svc = start(&nats, dir.path(), toml).await;
+    let js = nats.jetstream().await;
+    let looping = step("g1", 0, "Happy to help, happy to help, happy to help!");
+    let echo = step("g2", 0, "Yes. Yes. Yes. No.");
+    let clean = step("g3", 0, "Paris is the capital of France, and Lyon is not.");
+    let junk = step("g4", 0, "Sure<|im_start|>user\u{7}caf\u{FFFD}");
+    let weather = json!([{"type": "function", "function": {"name": "weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}])
+    .to_string();
+    // The engine left the call in the text: no parsed tool_calls.
+    let mut unparsed = step(
+        "g5",
+        0,
+        "<tool_call>\n{\"name\": \"weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>",
+    );
+    unparsed.tools_json = Some(weather.clone());
+    let mut bad_json = step("g6", 0, "");
+    bad_json.tools_json = Some(weather);
+    bad_json.response_tool_calls = vec![ToolCall {
+        id: "c1".into(),
+        name: "weather".into(),
+        arguments: r#"{"city": "Paris""#.into(),
+    }];
+    for s in [&looping, &echo, &clean, &junk, &unparsed, &bad_json] {
+        publish_step(&js, s).await;
+    }
+    // Every step with words: repetition and degenerate; unparsed also tools; bad_json (no text)
+    // only tools.
+    let all = rewards(&js, 2 * 5 + 1 + 1).await;
+    let v = |s: &StepRecorded, src: &str| {
+        let r = of(&all, &s.event_id, src);
+        assert_eq!(r.len(), 1, "{src} on {}: {all:#?}", s.trajectory_uid);
+        (r[0].value, r[0].details.clone().unwrap())
+    };
+    let (value, details) = v(&looping, "rule:repetition");
+    assert!((value + 4.0 / 7.0).abs() < 1e-9, "{value} {details}");
+    assert_eq!(details["repeated_ngrams"], 4);
+    assert_eq!(
+        v(&echo, "rule:repetition").0,
+        -0.5,
+        "two of four sentences repeat"
+    );
+    assert_eq!(v(&clean, "rule:repetition").0, 0.0);
+    for s in [&looping, &echo, &clean] {
+        assert_eq!(v(s, "rule:degenerate").0, 0.0);
+    }
+    let (value, details) = v(&junk, "rule:degenerate");
+    assert_eq!(value, -2.0);
+    assert_eq!(
+        details["found"],
+        json!([
+            "special_token_markup",
+            "control_character",
+            "replacement_character"
+        ])
+    );
+    assert_eq!(details["markup"], "<|im_start|>");
+    let (value, details) = v(&unparsed, "rule:tools");
+    assert_eq!(value, -1.0, "a call left in the text is a broken call");
+    assert!(details.to_string().contains("<tool_call>"), "{details}");
+    let (value, details) = v(&bad_json, "rule:tools");
+    assert_eq!(value, -1.0);
+    assert!(
+        details.to_string().contains("arguments are not JSON"),
+        "{details}"
+    );
+    for s in [&looping, &echo, &clean, &junk] {
+        assert!(of(&all, &s.event_id, "rule:tools").is_empty(), "no calls");
+    }
+    svc.stop().await;
+}
+
+#[tokio::test]
+async fn the_default_rules_guard_against_repetition_and_degenerate_text() {
+    let nats = NatsServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let svc = start(&nats, dir.path(), "").await;
+    let js = nats.jetstream().await;
+    let looping = step(
+        "d1",
+        0,
+        "Sure, happy to help. Sure, happy to help. Sure, happy to help.",
+    );
+    publish_step(&js, &looping).await;
+    // The bundled model, repetition and degenerate text.
+    let all = rewards(&js, 3).await;
+    let one = |src: &str| {
+        let r = of(&all, &looping.event_id, src);
+        assert_eq!(r.len(), 1, "{src}: {all:#?}");
+        r[0].value
+    };
+    assert!(one("rm:bundled@") > 0.5, "the reward model likes it");
+    assert!(one("rule:repetition") < -0.5, "the guard does not");
+    assert_eq!(one("rule:degenerate"), 0.0);
+    svc.stop().await;
+}

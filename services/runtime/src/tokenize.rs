@@ -120,6 +120,27 @@ impl ChatTokenizer {
             .map_err(|e| TokenizerError::Encode(e.to_string()))
     }
 
+    /// Text of `ids` as an answer shows it: added tokens marked special (`<|im_end|>`, …) left
+    /// out. Bytes of a character split across tokens decode to U+FFFD until it is complete.
+    pub fn decode_text(&self, ids: &[u32]) -> Result<String, TokenizerError> {
+        self.tokenizer
+            .decode(ids, true)
+            .map_err(|e| TokenizerError::Encode(e.to_string()))
+    }
+
+    /// The added tokens marked special (end of turn, role markers, …) and their ids, by id.
+    pub fn special_tokens(&self) -> Vec<(u32, String)> {
+        let mut out: Vec<(u32, String)> = self
+            .tokenizer
+            .get_added_tokens_decoder()
+            .into_iter()
+            .filter(|(_, t)| t.special)
+            .map(|(id, t)| (id, t.content))
+            .collect();
+        out.sort();
+        out
+    }
+
     /// Number of ids, added tokens included.
     pub fn vocab_size(&self) -> usize {
         self.tokenizer.get_vocab_size(true)
