@@ -24,8 +24,8 @@ pub use reward::{RewardAssigned, RewardScope};
 pub use step::{Message, StepRecorded, StepSource, TokenSource, ToolCall};
 pub use trajectory::{CompletionReason, TrajectoryCompleted, TrajectoryRegistered};
 pub use weights::{
-    CanaryResult, LoraAdapter, TrainingMetrics, TrainingSummary, WeightsActivated, WeightsFormat,
-    WeightsPublished, WeightsRejected,
+    CanaryQuality, CanaryResult, DegenerateShares, LoraAdapter, TrainingMetrics, TrainingSummary,
+    WeightsActivated, WeightsFormat, WeightsPublished, WeightsRejected,
 };
 
 /// The schema version every event written by this build carries.

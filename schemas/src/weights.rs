@@ -43,6 +43,20 @@ pub struct TrainingSummary {
     pub entropy: f64,
     pub grad_norm: f64,
     pub reward_mean: f64,
+    /// Mean over the updates of KL(serving ‖ updated) on each batch's response tokens (k3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kl_serving: Option<f64>,
+    /// KL(these weights ‖ base model) on the last batch's response positions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kl_base: Option<f64>,
+    /// Updates undone since the parent for leaving `--max-kl-serving` (their batches are not in
+    /// `batch_ids`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub backoffs: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -112,9 +126,25 @@ pub struct TrainingMetrics {
     pub staleness_mean: f64,
     pub seconds: f64,
     pub tokens_per_second: f64,
+    /// KL(serving ‖ updated) on the batch's response tokens (k3), measured after the update.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kl_serving: Option<f64>,
+    /// KL(updated ‖ base model), measured when the update completes a version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kl_base: Option<f64>,
+    /// The update left `--max-kl-serving` and was undone (the batch is acked, not learned).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub backed_off: bool,
+    /// Updates undone since the trainer's first checkpoint.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub backoffs: u64,
+    /// The learning rate this update ran with (`--lr` halved per backoff in force).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lr: Option<f64>,
 }
 
-/// The result of a canary evaluation: mean reward of each version's answers to the same prompts.
+/// The result of a canary evaluation: mean reward of each version's answers to the same prompts,
+/// and (`quality`) how well the candidate still speaks.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct CanaryResult {
     /// Answers rated per version (prompts × samples).
@@ -125,6 +155,50 @@ pub struct CanaryResult {
     pub serving_version: u64,
     /// How much worse than the serving version the candidate may score and still be promoted.
     pub tolerance: f64,
+    /// Language quality, measured without the reward models (absent in events of broadcasters
+    /// from before it was measured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality: Option<CanaryQuality>,
+}
+
+/// How well a candidate still speaks, against the serving version: the likelihood of reference
+/// answers, the divergence from the serving version on its own answers, and how often sampled
+/// answers are degenerate. Each has a limit; exceeding any rejects the candidate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct CanaryQuality {
+    /// Mean negative log-likelihood per token (nats) of the reference answers given their
+    /// prompts (teacher-forced, chat template, end-of-turn token included).
+    pub candidate_nll: f64,
+    pub serving_nll: f64,
+    /// Reference tokens the means are over.
+    pub reference_tokens: u32,
+    /// How much higher than the serving version's the candidate's NLL may be.
+    pub max_nll_increase: f64,
+    /// KL(serving ‖ candidate) per token, estimated (k3) on the serving version's sampled answers.
+    pub kl: f64,
+    /// Tokens the KL estimate is over.
+    pub kl_tokens: u32,
+    pub max_kl: f64,
+    /// Shares of each version's sampled answers that are degenerate, by kind.
+    pub candidate_degenerate: DegenerateShares,
+    pub serving_degenerate: DegenerateShares,
+    /// How much higher than the serving version's any of these shares may be.
+    pub max_degenerate_increase: f64,
+}
+
+/// Shares (0–1) of sampled answers with a sign of broken language.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct DegenerateShares {
+    /// A word 3-gram repeated within a sentence, or a sentence repeated.
+    pub repetition: f64,
+    /// Chat markup (`<|…|>`) or an added special token's text.
+    pub special_tokens: f64,
+    /// A control character other than newline, tab and carriage return.
+    pub control_chars: f64,
+    /// U+FFFD: bytes that do not decode as UTF-8.
+    pub replacement_chars: f64,
+    /// Cut off at the token limit instead of ending.
+    pub cut_off: f64,
 }
 
 /// A version now serving on one engine. Produced by the broadcaster.

@@ -53,6 +53,7 @@ fn step() -> StepRecorded {
         source: StepSource::Chat,
         request_id: Some("req-1".into()),
         previous_step_id: None,
+        implicit_trajectory: false,
         messages: vec![
             Message {
                 role: "system".into(),
@@ -342,6 +343,7 @@ fn weights_published_encoding_is_pinned() {
                 entropy: 2.5,
                 grad_norm: 0.7,
                 reward_mean: 0.4,
+                ..Default::default()
             },
         },
     );
@@ -371,6 +373,7 @@ fn weights_activation_encodings_are_pinned() {
         serving_reward: 0.58,
         serving_version: 3,
         tolerance: 0.02,
+        quality: None,
     };
     check_golden(
         "weights_activated.msgpack",
@@ -399,6 +402,51 @@ fn weights_activation_encodings_are_pinned() {
             sha256: "cd34".into(),
             reason: "canary: mean reward below the serving version's".into(),
             canary: Some(canary),
+        },
+    );
+}
+
+/// The canary's quality measurements travel in a new fixture; the ones above, without them,
+/// keep their bytes, so events written before the measurements existed still decode.
+#[test]
+fn canary_quality_encoding_is_pinned() {
+    let shares = |repetition| DegenerateShares {
+        repetition,
+        special_tokens: 0.0,
+        control_chars: 0.125,
+        replacement_chars: 0.0,
+        cut_off: 0.5,
+    };
+    check_golden(
+        "weights_rejected_quality.msgpack",
+        &WeightsRejected {
+            event_id: "wrj_2".into(),
+            event_time: 1_790_000_006_000,
+            producer: "clawline-broadcaster/0.1.0".into(),
+            schema_version: SCHEMA_VERSION,
+            version: 6,
+            engine: "policy".into(),
+            sha256: "ef56".into(),
+            reason: "canary: reference NLL 2.91 vs serving v5's 2.40 (+0.51 > 0.10)".into(),
+            canary: Some(CanaryResult {
+                prompts: 32,
+                candidate_reward: 0.7,
+                serving_reward: 0.5,
+                serving_version: 5,
+                tolerance: 0.02,
+                quality: Some(CanaryQuality {
+                    candidate_nll: 2.91,
+                    serving_nll: 2.4,
+                    reference_tokens: 900,
+                    max_nll_increase: 0.1,
+                    kl: 0.83,
+                    kl_tokens: 700,
+                    max_kl: 0.1,
+                    candidate_degenerate: shares(0.75),
+                    serving_degenerate: shares(0.0),
+                    max_degenerate_increase: 0.1,
+                }),
+            }),
         },
     );
 }

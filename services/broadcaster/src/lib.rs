@@ -23,7 +23,7 @@ use std::path::PathBuf;
 use clap::Parser;
 use clawline_runtime::{LogArgs, NatsArgs};
 
-pub use canary::{BUNDLED_PROMPTS, passes};
+pub use canary::{BUNDLED_PROMPTS, BUNDLED_REFERENCES, passes, regressions};
 pub use control::{ControlReply, ControlRequest, EngineOutcome, History};
 pub use engine::{EngineSpec, Kind};
 pub use service::run;
@@ -54,16 +54,58 @@ pub struct Config {
     #[arg(long)]
     pub canary: bool,
     /// The canary's prompts (JSONL: a string or `{"messages": [...]}` a line); default: bundled.
-    #[arg(long = "canary-prompts")]
+    #[arg(long = "canary-prompts", env = "CLAWLINE_CANARY_PROMPTS")]
     pub canary_prompts: Option<PathBuf>,
     /// How much lower than the serving version's mean reward a candidate may score.
-    #[arg(long = "canary-tolerance", default_value_t = 0.02)]
+    #[arg(
+        long = "canary-tolerance",
+        env = "CLAWLINE_CANARY_TOLERANCE",
+        default_value_t = 0.02
+    )]
     pub canary_tolerance: f64,
+    /// Reference answers whose likelihood the canary measures (JSONL: `{"messages": [...],
+    /// "reference": "…"}` a line); default: bundled (`data/prompts/reference.jsonl`).
+    #[arg(long = "canary-references", env = "CLAWLINE_CANARY_REFERENCES")]
+    pub canary_references: Option<PathBuf>,
+    /// How much higher (nats per token) than the serving version's the candidate's mean NLL of
+    /// the reference answers may be. A normal version of the tiny model moves it by hundredths;
+    /// versions whose language broke measured +6 nats.
+    #[arg(
+        long = "canary-max-nll-increase",
+        env = "CLAWLINE_CANARY_MAX_NLL_INCREASE",
+        default_value_t = 0.1
+    )]
+    pub canary_max_nll_increase: f64,
+    /// The largest KL(serving ‖ candidate) per token, estimated on the serving version's sampled
+    /// answers to the evaluation prompts. A version as `clawline up` trains the tiny model (2
+    /// updates, lr 1e-3) measured 0.12; versions whose language broke measured above 6.
+    #[arg(
+        long = "canary-max-kl",
+        env = "CLAWLINE_CANARY_MAX_KL",
+        default_value_t = 0.5
+    )]
+    pub canary_max_kl: f64,
+    /// How much higher than the serving version's the share of the candidate's answers with any
+    /// one defect (repetition, special-token markup, control characters, U+FFFD, cut off) may be.
+    #[arg(
+        long = "canary-max-degenerate-increase",
+        env = "CLAWLINE_CANARY_MAX_DEGENERATE_INCREASE",
+        default_value_t = 0.1
+    )]
+    pub canary_max_degenerate_increase: f64,
     /// Tokens each canary answer may have.
-    #[arg(long = "canary-max-tokens", default_value_t = 24)]
+    #[arg(
+        long = "canary-max-tokens",
+        env = "CLAWLINE_CANARY_MAX_TOKENS",
+        default_value_t = 24
+    )]
     pub canary_max_tokens: usize,
     /// Sampled answers per prompt (temperature 1, the same seeds for every version).
-    #[arg(long = "canary-samples", default_value_t = 4)]
+    #[arg(
+        long = "canary-samples",
+        env = "CLAWLINE_CANARY_SAMPLES",
+        default_value_t = 4
+    )]
     pub canary_samples: usize,
     /// Version directories kept on disk besides the serving one.
     #[arg(long = "keep-versions", default_value_t = 4)]
@@ -95,6 +137,20 @@ impl Config {
             self.canary_tolerance >= 0.0 && self.canary_tolerance.is_finite(),
             "--canary-tolerance must be at least 0"
         );
+        for (flag, value) in [
+            ("--canary-max-nll-increase", self.canary_max_nll_increase),
+            ("--canary-max-kl", self.canary_max_kl),
+            (
+                "--canary-max-degenerate-increase",
+                self.canary_max_degenerate_increase,
+            ),
+        ] {
+            // `inf` turns a check off.
+            anyhow::ensure!(
+                value >= 0.0,
+                "{flag} must be at least 0 (inf: no limit), not {value}"
+            );
+        }
         anyhow::ensure!(
             self.canary_samples >= 1,
             "--canary-samples must be at least 1"

@@ -22,7 +22,7 @@ use prometheus_client::metrics::family::Family;
 use serde::Serialize;
 
 use crate::Config;
-use crate::canary::{Canary, Candidate, passes};
+use crate::canary::{Canary, Candidate, Limits, regressions};
 use crate::control::{EngineOutcome, History};
 use crate::engine::{self, EngineSpec};
 use crate::versions::{FetchError, Versions};
@@ -59,9 +59,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             Canary::load(
                 &c.base_model,
                 c.canary_prompts.as_deref(),
-                c.canary_max_tokens,
-                c.canary_samples,
-                c.canary_tolerance,
+                c.canary_references.as_deref(),
+                Limits {
+                    samples: c.canary_samples,
+                    max_tokens: c.canary_max_tokens,
+                    tolerance: c.canary_tolerance,
+                    max_nll_increase: c.canary_max_nll_increase,
+                    max_kl: c.canary_max_kl,
+                    max_degenerate_increase: c.canary_max_degenerate_increase,
+                },
             )
         })
         .await??;
@@ -233,25 +239,28 @@ impl Broadcaster {
                 dir: Some(dir.clone()),
                 format: event.format,
             };
+            let started = std::time::Instant::now();
             let result = canary.evaluate(&self.client, &candidate, &serving).await?;
+            let q = result.quality.clone().unwrap_or_default();
             tracing::info!(
                 version = event.version,
-                candidate = result.candidate_reward,
-                serving = result.serving_reward,
+                serving = result.serving_version,
+                reward = result.candidate_reward,
+                serving_reward = result.serving_reward,
+                nll = q.candidate_nll,
+                serving_nll = q.serving_nll,
+                kl = q.kl,
+                repetition = q.candidate_degenerate.repetition,
+                seconds = started.elapsed().as_secs_f64(),
                 "canary"
             );
-            if !passes(&result) {
-                let why = format!(
-                    "canary: mean reward {:.4} is below the serving v{}'s {:.4} by more than {}",
-                    result.candidate_reward,
-                    result.serving_version,
-                    result.serving_reward,
-                    result.tolerance
-                );
+            let regressed = regressions(&result);
+            if !regressed.is_empty() {
+                let why = format!("canary: {}", regressed.join("; "));
                 self.refresh_status(Some(result.clone()), Some(why.clone()));
                 return self.reject_all(event, &trigger, why, Some(result)).await;
             }
-            canary.promoted(&result, event.version);
+            canary.promoted(event.version);
             canary_result = Some(result);
         }
         let mut outcomes = Vec::new();

@@ -1,26 +1,39 @@
 #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 //! The canary gate with the real reward scorer (bundled model, over NATS) and the real model code:
 //! a version whose answers score worse than the serving version's is rejected and never served;
-//! one that scores as well is promoted, with its evaluation on the event.
+//! so is one whose language broke while the reward model likes its words (reference NLL, KL to the
+//! serving version, degenerate answers); the serving weights and a normal update are promoted,
+//! with their evaluation on the event.
 
 mod common;
+
+use std::path::Path;
 
 use clap::Parser as _;
 use clawline_model::{LlamaConfig, Loaded};
 use clawline_nats::testing::NatsServer;
 use clawline_nats::{buckets, subjects};
 use clawline_runtime::CancellationToken;
-use clawline_schemas::{WeightsActivated, WeightsRejected};
+use clawline_schemas::{CanaryResult, WeightsActivated, WeightsRejected};
 use common::*;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_canary_rejects_a_worse_version_and_promotes_an_equal_one() {
+struct Gate {
+    nats: NatsServer,
+    js: async_nats::jetstream::Context,
+    model: tempfile::TempDir,
+    policy_url: String,
+    _work: tempfile::TempDir,
+    _stop: Stop,
+}
+
+/// A warm-started base model served by the policy server, the reward scorer, and a broadcaster
+/// with `--canary` and `extra`.
+async fn gate(extra: &[&str]) -> Gate {
     let nats = NatsServer::start().await;
     let js = nats.jetstream().await;
     // A base that has learned the bundled corpus: its answers open with "Sure", "Here is", …
     let model = model_dir(60);
     let stop = CancellationToken::new();
-    let _stop = Stop(stop.clone());
     let reward = clawline_reward::Config::try_parse_from([
         "clawline-reward",
         "--nats-url",
@@ -37,39 +50,61 @@ async fn the_canary_rejects_a_worse_version_and_promotes_an_equal_one() {
     let policy_url = policy(model.path(), &stop).await;
     let work = tempfile::tempdir().unwrap();
     let engines = [format!("policy=clawline:{policy_url}")];
-    let canary = ["--canary", "--canary-tolerance", "0"];
-    broadcaster(&nats, model.path(), work.path(), &engines, &canary, &stop);
+    let mut flags = vec!["--canary"];
+    flags.extend_from_slice(extra);
+    broadcaster(&nats, model.path(), work.path(), &engines, &flags, &stop);
+    Gate {
+        nats,
+        js,
+        model,
+        policy_url,
+        _work: work,
+        _stop: Stop(stop),
+    }
+}
 
+async fn serving_becomes(js: &async_nats::jetstream::Context, version: &str) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(300);
+    while kv(js, buckets::POLICY_VERSION_KEY).await.as_deref() != Some(version) {
+        if tokio::time::Instant::now() > deadline {
+            let r: Vec<WeightsRejected> = events(js, subjects::WEIGHTS_REJECTED).await;
+            let reasons: Vec<_> = r.iter().map(|r| (r.version, &r.reason)).collect();
+            panic!("v{version} does not serve in 300 s; rejected: {reasons:#?}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_canary_rejects_a_worse_version_and_promotes_an_equal_one() {
+    let g = gate(&["--canary-tolerance", "0"]).await;
     // v1: untrained weights, whose answers are noise to the reward model.
-    let config = LlamaConfig::load(&model.path().join("config.json")).unwrap();
+    let config = LlamaConfig::load(&g.model.path().join("config.json")).unwrap();
     let noise_dir = tempfile::tempdir().unwrap();
     Loaded::fresh(&config, tch::Device::Cpu, 99)
         .unwrap()
         .save(noise_dir.path())
         .unwrap();
     let noise = std::fs::read(noise_dir.path().join("model.safetensors")).unwrap();
-    publish_version(&js, 1, &noise, &sha256(&noise)).await;
+    publish_version(&g.js, 1, &noise, &sha256(&noise)).await;
     // v2: the serving weights themselves, which score exactly as well.
-    let same = std::fs::read(model.path().join("model.safetensors")).unwrap();
-    publish_version(&js, 2, &same, &sha256(&same)).await;
+    let same = std::fs::read(g.model.path().join("model.safetensors")).unwrap();
+    publish_version(&g.js, 2, &same, &sha256(&same)).await;
 
-    wait_for(
-        || async { kv(&js, buckets::POLICY_VERSION_KEY).await.as_deref() == Some("2") },
-        300,
-    )
-    .await;
-    let rejected: Vec<WeightsRejected> = events(&js, subjects::WEIGHTS_REJECTED).await;
+    serving_becomes(&g.js, "2").await;
+    let rejected: Vec<WeightsRejected> = events(&g.js, subjects::WEIGHTS_REJECTED).await;
     assert_eq!(rejected.len(), 1, "{rejected:?}");
     let r = &rejected[0];
     let result = r.canary.clone().unwrap();
     assert_eq!((r.version, r.engine.as_str()), (1, "policy"));
     assert!(r.reason.starts_with("canary:"), "{}", r.reason);
+    assert!(r.reason.contains("mean reward"), "{}", r.reason);
     assert!(
         result.candidate_reward < result.serving_reward,
         "{result:?}"
     );
     assert_eq!(result.serving_version, 0);
-    let activated: Vec<WeightsActivated> = events(&js, subjects::WEIGHTS_ACTIVATED).await;
+    let activated: Vec<WeightsActivated> = events(&g.js, subjects::WEIGHTS_ACTIVATED).await;
     assert_eq!(activated.len(), 1);
     let c = activated[0].canary.clone().unwrap();
     assert_eq!(activated[0].version, 2);
@@ -77,5 +112,210 @@ async fn the_canary_rejects_a_worse_version_and_promotes_an_equal_one() {
         (c.candidate_reward - c.serving_reward).abs() < 1e-9,
         "{c:?}"
     );
-    assert_eq!(served_version(&policy_url).await, "2");
+    // The same weights speak exactly as well: the quality numbers are published for plotting.
+    let q = c.quality.unwrap();
+    assert!((q.candidate_nll - q.serving_nll).abs() < 1e-6, "{q:?}");
+    assert!(q.kl.abs() < 1e-3 && q.kl_tokens > 0, "{q:?}");
+    assert_eq!(q.candidate_degenerate, q.serving_degenerate);
+    assert!(q.reference_tokens > 500, "{q:?}");
+    assert_eq!(served_version(&g.policy_url).await, "2");
+}
+
+/// The reward check alone (the old canary) would have promoted `result`.
+fn reward_check_passes(result: &CanaryResult) {
+    assert!(
+        result.candidate_reward >= result.serving_reward - result.tolerance,
+        "the reward model must like this version as much: {result:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_language_the_reward_model_likes_is_rejected_and_a_normal_update_is_not() {
+    let g = gate(&[]).await;
+    let base = g.model.path();
+    // v1: learned to repeat the reward model's favourite words (issue 19's "Anything else.
+    // Anything else. Thanks").
+    let parrot = fine_tuned(
+        base,
+        "Sure, happy to help. Sure, happy to help. Great, thanks. Great, thanks. Sure, happy to help.",
+        60,
+    );
+    publish_version(&g.js, 1, &parrot, &sha256(&parrot)).await;
+    // v2: pleasant words around control characters (issue 19's answers with \u0007).
+    let bell = fine_tuned(
+        base,
+        "Sure\u{7}, happy\u{7} to help\u{7}! Great\u{7} answer\u{7}, thanks\u{7}.",
+        60,
+    );
+    publish_version(&g.js, 2, &bell, &sha256(&bell)).await;
+    // v3: one version as `clawline up` trains it (2 GRPO updates, lr 1e-3, KL 0.1).
+    let normal = normal_update(base, 2, 1);
+    publish_version(&g.js, 3, &normal, &sha256(&normal)).await;
+
+    serving_becomes(&g.js, "3").await;
+    let rejected: Vec<WeightsRejected> = events(&g.js, subjects::WEIGHTS_REJECTED).await;
+    assert_eq!(
+        rejected.iter().map(|r| r.version).collect::<Vec<_>>(),
+        [1, 2],
+        "{rejected:?}"
+    );
+    for r in &rejected {
+        let result = r.canary.clone().unwrap();
+        eprintln!("v{} rejected: {}\n  {result:?}", r.version, r.reason);
+        reward_check_passes(&result);
+        assert!(!r.reason.contains("mean reward"), "{}", r.reason);
+        let q = result.quality.unwrap();
+        assert!(
+            q.candidate_nll > q.serving_nll + q.max_nll_increase,
+            "{q:?}"
+        );
+        assert!(r.reason.contains(&format!(
+            "reference NLL {:.2} vs serving v0's {:.2}",
+            q.candidate_nll, q.serving_nll
+        )));
+        assert!(
+            r.reason.contains("KL to serving v0's answers"),
+            "{}",
+            r.reason
+        );
+    }
+    assert!(
+        rejected[0].reason.contains("answers with repetition"),
+        "{}",
+        rejected[0].reason
+    );
+    assert!(
+        rejected[1]
+            .reason
+            .contains("answers with control characters"),
+        "{}",
+        rejected[1].reason
+    );
+
+    let activated: Vec<WeightsActivated> = events(&g.js, subjects::WEIGHTS_ACTIVATED).await;
+    assert_eq!(activated.len(), 1, "{activated:?}");
+    let c = activated[0].canary.clone().unwrap();
+    eprintln!("v3 promoted: {c:?}");
+    assert!(clawline_broadcaster::passes(&c));
+    assert!(c.quality.unwrap().kl > 0.0);
+    assert_eq!(served_version(&g.policy_url).await, "3");
+}
+
+/// Not run by default: a chain of normal versions, each trained from the last, for picking the
+/// limits. Prints each version's canary numbers (`--nocapture`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "calibration: cargo test -p clawline-broadcaster --test canary -- --ignored --nocapture"]
+async fn calibration_normal_versions_stay_within_the_limits() {
+    let g = gate(&[]).await;
+    let mut current = copy_model(g.model.path(), None);
+    for v in 1..=8u64 {
+        let bytes = normal_update(current.path(), 2, v);
+        publish_version(&g.js, v, &bytes, &sha256(&bytes)).await;
+        wait_for(
+            || async {
+                let a: Vec<WeightsActivated> = events(&g.js, subjects::WEIGHTS_ACTIVATED).await;
+                let r: Vec<WeightsRejected> = events(&g.js, subjects::WEIGHTS_REJECTED).await;
+                a.iter().any(|e| e.version == v) || r.iter().any(|e| e.version == v)
+            },
+            300,
+        )
+        .await;
+        let a: Vec<WeightsActivated> = events(&g.js, subjects::WEIGHTS_ACTIVATED).await;
+        match a.iter().find(|e| e.version == v) {
+            Some(e) => {
+                let c = e.canary.clone().unwrap();
+                let q = c.quality.unwrap();
+                eprintln!(
+                    "v{v} promoted: reward {:.4} vs {:.4}, NLL {:.4} vs {:.4} ({:+.4}), KL {:.4}, repetition {:.2} vs {:.2}, cut off {:.2} vs {:.2}",
+                    c.candidate_reward,
+                    c.serving_reward,
+                    q.candidate_nll,
+                    q.serving_nll,
+                    q.candidate_nll - q.serving_nll,
+                    q.kl,
+                    q.candidate_degenerate.repetition,
+                    q.serving_degenerate.repetition,
+                    q.candidate_degenerate.cut_off,
+                    q.serving_degenerate.cut_off
+                );
+                current = copy_model(g.model.path(), Some(&bytes));
+            }
+            None => {
+                let r: Vec<WeightsRejected> = events(&g.js, subjects::WEIGHTS_REJECTED).await;
+                let r = r.iter().find(|e| e.version == v).unwrap();
+                panic!("v{v} rejected: {}", r.reason);
+            }
+        }
+    }
+    drop(g.nats);
+}
+
+/// A copy of the model dir `base`, with `weights` as its `model.safetensors` when given.
+fn copy_model(base: &Path, weights: Option<&[u8]>) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(base).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+    }
+    if let Some(w) = weights {
+        std::fs::write(dir.path().join("model.safetensors"), w).unwrap();
+    }
+    dir
+}
+
+/// The broadcaster's error for `flags` (it fails before connecting to NATS).
+async fn start_error(model: &Path, flags: &[&str]) -> String {
+    let work = tempfile::tempdir().unwrap();
+    let mut args = vec![
+        "clawline-broadcaster",
+        "--nats-url",
+        "nats://127.0.0.1:1",
+        "--base-model",
+        model.to_str().unwrap(),
+        "--work-dir",
+        work.path().to_str().unwrap(),
+        "--engine",
+        "policy=clawline:http://127.0.0.1:1",
+        "--canary",
+    ];
+    args.extend_from_slice(flags);
+    let config = clawline_broadcaster::Config::try_parse_from(args).unwrap();
+    let err = clawline_broadcaster::run(config, CancellationToken::new())
+        .await
+        .unwrap_err();
+    format!("{err:#}")
+}
+
+#[tokio::test]
+async fn bad_canary_flags_are_named_with_the_file_and_line() {
+    let model = model_dir(0);
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.jsonl");
+    let err = start_error(
+        model.path(),
+        &["--canary-references", missing.to_str().unwrap()],
+    )
+    .await;
+    assert!(
+        err.contains(&format!("--canary-references {}", missing.display())),
+        "{err}"
+    );
+    let bad = dir.path().join("refs.jsonl");
+    std::fs::write(
+        &bad,
+        "{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}], \"reference\": \"Hello!\"}\n{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}]}\n",
+    )
+    .unwrap();
+    let err = start_error(
+        model.path(),
+        &["--canary-references", bad.to_str().unwrap()],
+    )
+    .await;
+    assert!(
+        err.contains(&format!("--canary-references {}", bad.display()))
+            && err.contains("line 2: no \"reference\""),
+        "{err}"
+    );
+    let err = start_error(model.path(), &["--canary-max-kl=-1"]).await;
+    assert!(err.contains("--canary-max-kl must be at least 0"), "{err}");
 }

@@ -2,6 +2,8 @@
 //! of vLLM / SGLang for their weight-update APIs, and reading what happened on NATS.
 #![allow(dead_code, clippy::unwrap_used, reason = "tests fail loudly")]
 
+mod versions;
+
 use std::future::Future;
 use std::path::Path;
 use std::time::Duration;
@@ -15,6 +17,8 @@ use clawline_nats::{buckets, publish_event, subjects};
 use clawline_runtime::CancellationToken;
 use clawline_schemas::{BatchFormed, BatchStep, WeightsFormat, WeightsPublished};
 use tch::Device;
+#[allow(unused_imports, reason = "only the canary tests make versions")]
+pub use versions::*;
 
 /// Cancels its services when dropped.
 pub struct Stop(pub CancellationToken);
