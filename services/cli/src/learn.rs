@@ -126,6 +126,14 @@ pub async fn spawn(
     } else {
         0.0
     });
+    // Trust region (per update to the serving policy, per version to the base): the broadcaster
+    // keeps the serving policy close, so the per-update bound is on for any model; the bound to
+    // the base (a second copy of the model in memory) only for the built-in tiny one.
+    let trust = if builtin && args.model.is_none() {
+        ("0.25", "0.5")
+    } else {
+        ("0.25", "0")
+    };
     let nats_url = ["--nats-url", nats.url.as_str()];
     let mut trainer = clawline_trainer::Config::try_parse_from(
         ["clawline-trainer"].into_iter().chain(nats_url).chain([
@@ -148,6 +156,13 @@ pub async fn spawn(
             // The broadcaster runs beside it: keep the served policy close to the trained one.
             "--max-ahead",
             "1",
+            // Trust region (measured on the warm-started tiny model at --lr 1e-3: ordinary updates
+            // move 0.02–0.15 from the serving policy, a runaway one 0.8–10; its KL to the base
+            // reaches 0.25–0.6 after 24 updates and 1.4 after one update at 1e-2).
+            "--max-kl-serving",
+            trust.0,
+            "--max-kl-base",
+            trust.1,
         ]),
     )?;
     trainer.log = log.clone();

@@ -18,8 +18,8 @@ pub use config::LlamaConfig;
 pub use generate::{Finish, Generated, Request, Sampling, generate, generate_with};
 pub use llama::{KvCache, Llama};
 pub use lora::LoraConfig;
-pub use loss::{LossConfig, Metrics, Sample, update};
-pub use optim::{AdamW, Optimizer};
+pub use loss::{LossConfig, Metrics, Sample, kl_to_behaviour, kl_to_reference, update};
+pub use optim::{AdamW, Optimizer, Undo};
 pub use weights::Loaded;
 
 /// `cpu`, `cuda` (the first GPU) or `auto` (CUDA when available).

@@ -2,7 +2,8 @@
 //! (ratio = exp(new − old) per response token), asymmetric clip range, truncated importance
 //! weights for stale steps, optional KL to reference weights (k3 estimator), entropy bonus; AdamW
 //! with gradient-norm clipping over micro-batches. Token-level mean over all response tokens of a
-//! batch, so long responses are not down-weighted.
+//! batch, so long responses are not down-weighted. `kl_to_behaviour` and `kl_to_reference`
+//! measure, without gradients, how far an update moved the policy (the trainer's trust region).
 
 use tch::{Device, Kind, Tensor, nn};
 
@@ -231,4 +232,64 @@ fn grad_norm(vs: &nn::VarStore) -> f64 {
             .sum::<f64>()
             .sqrt()
     })
+}
+
+/// How far `model` is from the policy that produced `samples` (their behaviour logprobs):
+/// KL(behaviour ‖ model) by the k3 estimator on the sampled response tokens, the mean over
+/// tokens of `exp(new − old) − 1 − (new − old)` (unbiased, never negative). One forward pass
+/// without gradients, in micro-batches of `micro_batch`.
+pub fn kl_to_behaviour(
+    model: &Llama,
+    samples: &[Sample],
+    micro_batch: usize,
+) -> anyhow::Result<f64> {
+    let mut sum = 0.0;
+    let mut tokens = 0usize;
+    for chunk in samples.chunks(micro_batch.max(1)) {
+        let p = pack(chunk, model.device())?;
+        sum += tch::no_grad(|| {
+            let new = model.token_logprobs(&p.ids, &p.mask);
+            let d = new - &p.old;
+            ((d.exp() - &d - 1.0) * &p.response)
+                .sum(Kind::Double)
+                .double_value(&[])
+        });
+        tokens += chunk.iter().map(|s| s.response.len()).sum::<usize>();
+    }
+    anyhow::ensure!(tokens > 0, "no response tokens to measure");
+    Ok(sum / tokens as f64)
+}
+
+/// KL(model ‖ reference) over the whole vocabulary, `Σ_v p(v) (log p(v) − log q(v))` at each
+/// response position of `samples`, averaged over those positions: exact, no sampling noise.
+/// Two forward passes without gradients; memory of two `[micro_batch, len, vocab]` logits.
+pub fn kl_to_reference(
+    model: &Llama,
+    reference: &Llama,
+    samples: &[Sample],
+    micro_batch: usize,
+) -> anyhow::Result<f64> {
+    let mut sum = 0.0;
+    let mut tokens = 0usize;
+    for chunk in samples.chunks(micro_batch.max(1)) {
+        let p = pack(chunk, model.device())?;
+        sum += tch::no_grad(|| {
+            let (b, t) = (p.ids.size()[0], p.ids.size()[1]);
+            let positions = Tensor::arange(t, (Kind::Int64, model.device()))
+                .view([1, t])
+                .expand([b, t], false)
+                .contiguous();
+            let logp = |m: &Llama| {
+                m.forward(&p.ids, &positions, Some(&p.mask), None)
+                    .narrow(1, 0, t - 1)
+                    .log_softmax(-1, Kind::Float)
+            };
+            let (lp, lq) = (logp(model), logp(reference));
+            let kl = (lp.exp() * (&lp - lq)).sum_dim_intlist(-1, false, Kind::Float);
+            (kl * &p.response).sum(Kind::Double).double_value(&[])
+        });
+        tokens += chunk.iter().map(|s| s.response.len()).sum::<usize>();
+    }
+    anyhow::ensure!(tokens > 0, "no response tokens to measure");
+    Ok(sum / tokens as f64)
 }

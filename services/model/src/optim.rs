@@ -68,6 +68,19 @@ impl AdamW {
         self.steps
     }
 
+    /// The step count and moments as they are now (cheap: `step` replaces the moment tensors
+    /// rather than writing into them, so sharing them is a snapshot).
+    fn snapshot(&self) -> Self {
+        Self {
+            moments: self
+                .moments
+                .iter()
+                .map(|(k, (m, v))| (k.clone(), (m.shallow_clone(), v.shallow_clone())))
+                .collect(),
+            ..*self
+        }
+    }
+
     /// The trainable variables by name.
     fn params(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
         let mut v: Vec<(String, Tensor)> = vs
@@ -168,5 +181,44 @@ impl Optimizer for AdamW {
                 let _ = p.g_sub_(&((&*m / bc1) / denom * self.lr));
             }
         });
+    }
+}
+
+/// What one optimizer step changes, kept to undo it: a copy of every trainable variable and the
+/// optimizer's moments and step count. Memory: one more copy of the trainable weights (the
+/// moments are shared, not copied) — for full-weight training of a 0.5 B-parameter model in f32
+/// that is 2 GB beside the model's 2 GB and AdamW's 4 GB; for LoRA only the adapters'.
+pub struct Undo {
+    weights: Vec<(Tensor, Tensor)>,
+    optimizer: AdamW,
+}
+
+impl Undo {
+    pub fn take(vs: &nn::VarStore, optimizer: &AdamW) -> Self {
+        let weights = tch::no_grad(|| {
+            AdamW::params(vs)
+                .into_iter()
+                .map(|(_, p)| {
+                    let copy = p.copy();
+                    (p, copy)
+                })
+                .collect()
+        });
+        Self {
+            weights,
+            optimizer: optimizer.snapshot(),
+        }
+    }
+
+    /// Puts the weights and the optimizer back, bit for bit, as they were at `take`.
+    pub fn restore(self, optimizer: &mut AdamW) {
+        tch::no_grad(|| {
+            for (mut p, saved) in self.weights {
+                p.copy_(&saved);
+            }
+        });
+        let lr = optimizer.lr;
+        *optimizer = self.optimizer;
+        optimizer.lr = lr;
     }
 }

@@ -15,6 +15,7 @@ use crate::Config;
 use clawline_model::AdamW;
 
 use crate::learner::{Learner, Trained, WEIGHTS_FILE};
+use crate::trust::Backoff;
 
 const CURRENT: &str = "CURRENT";
 const STATE_FILE: &str = "state.json";
@@ -40,6 +41,10 @@ pub struct State {
     /// A version whose weights are this checkpoint's, not yet confirmed published.
     #[serde(default)]
     pub pending: Option<WeightsPublished>,
+    /// The learning rate's backoff (`--max-kl-serving`): restored with the weights, so a restart
+    /// decides the same on the same batch.
+    #[serde(default)]
+    pub backoff: Backoff,
 }
 
 /// The batches trained since the last version, and their summed metrics.
@@ -77,6 +82,18 @@ impl Since {
         s.entropy += m.entropy;
         s.grad_norm += m.grad_norm;
         s.reward_mean += trained.reward_mean;
+        if let Some(kl) = trained.kl_serving {
+            s.kl_serving = Some(s.kl_serving.unwrap_or(0.0) + kl);
+        }
+        // The version's distance to the base: the latest measure.
+        if trained.kl_base.is_some() {
+            s.kl_base = trained.kl_base;
+        }
+    }
+
+    /// Counts an update that was undone (its batch is not one the version learned from).
+    pub fn backed_off(&mut self) {
+        self.sums.backoffs += 1;
     }
 
     /// Totals, and means per update.
@@ -95,6 +112,9 @@ impl Since {
             entropy: s.entropy / n,
             grad_norm: s.grad_norm / n,
             reward_mean: s.reward_mean / n,
+            kl_serving: s.kl_serving.map(|kl| kl / n),
+            kl_base: s.kl_base,
+            backoffs: s.backoffs,
         }
     }
 }
@@ -214,6 +234,7 @@ pub fn resume(
         device,
         optimizer,
         config.loss(),
+        config.bounds(),
     )?;
     let base_model = config
         .model

@@ -1,7 +1,8 @@
 //! The synchronous half of the trainer: the policy, its optimizer and the update. A batch's steps
 //! become samples here; a step that cannot be learned from (no tokens, a token outside the
 //! vocabulary, longer than the model's context, a non-finite advantage) is left out and counted by
-//! reason, never passed to libtorch, so bad input cannot crash the trainer.
+//! reason, never passed to libtorch, so bad input cannot crash the trainer. An update that leaves
+//! the trust region around the serving policy is undone here (see `trust`).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -10,9 +11,11 @@ use std::time::Instant;
 use anyhow::Context as _;
 use clawline_model::lora::LoraConfig;
 use clawline_model::weights::{load_weights, save_weights};
-use clawline_model::{AdamW, Loaded, LossConfig, Metrics, Sample};
+use clawline_model::{AdamW, Loaded, LossConfig, Metrics, Sample, Undo};
 use clawline_schemas::{BatchFormed, BatchStep, LoraAdapter, WeightsFormat};
 use tch::Device;
+
+use crate::trust::{Backoff, Bounds, over};
 
 /// The trainable weights in a checkpoint (and the file a version publishes).
 pub const WEIGHTS_FILE: &str = "weights.safetensors";
@@ -21,9 +24,14 @@ pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 pub struct Learner {
     model_dir: std::path::PathBuf,
     policy: Loaded,
+    /// The base model, frozen: the KL penalty's reference and `--max-kl-base`'s measure. Loaded
+    /// only when one of them is on (one more copy of the base weights in memory).
     reference: Option<Loaded>,
     optimizer: AdamW,
     loss: LossConfig,
+    /// `--lr`: the learning rate before backoffs.
+    lr: f64,
+    bounds: Bounds,
 }
 
 /// What training one batch did.
@@ -39,6 +47,18 @@ pub struct Trained {
     pub reward_mean: f64,
     pub staleness_mean: f64,
     pub seconds: f64,
+    /// KL(serving ‖ updated) on the batch's response tokens (k3), measured after the update.
+    pub kl_serving: Option<f64>,
+    /// KL(updated ‖ base) on the batch's response positions, measured when a version is due.
+    pub kl_base: Option<f64>,
+    /// The update went over `--max-kl-serving` and was undone.
+    pub backed_off: bool,
+    /// The backoff state after this batch.
+    pub backoff: Backoff,
+    /// The learning rate the update ran with.
+    pub lr: f64,
+    /// Time spent measuring the KLs (included in `seconds`).
+    pub measure_seconds: f64,
 }
 
 impl Trained {
@@ -56,6 +76,7 @@ impl Learner {
         device: Device,
         optimizer: AdamW,
         loss: LossConfig,
+        bounds: Bounds,
     ) -> anyhow::Result<Self> {
         let load = || {
             Loaded::load(model_dir, device)
@@ -66,7 +87,7 @@ impl Learner {
             Some(lora) => Loaded::adapt(base, lora, seed).context("--lora-r")?,
             None => base,
         };
-        let reference = if loss.kl_coef > 0.0 {
+        let reference = if loss.kl_coef > 0.0 || bounds.max_kl_base > 0.0 {
             let mut reference = load()?;
             reference.vs.freeze();
             Some(reference)
@@ -77,8 +98,10 @@ impl Learner {
             model_dir: model_dir.to_path_buf(),
             policy,
             reference,
+            lr: optimizer.lr,
             optimizer,
             loss,
+            bounds,
         })
     }
 
@@ -141,10 +164,20 @@ impl Learner {
         Ok(())
     }
 
-    /// One update on the learnable steps of `batch`.
-    pub fn train(&mut self, batch: &BatchFormed) -> anyhow::Result<Trained> {
+    /// One update on the learnable steps of `batch` at the learning rate `backoff` leaves, undone
+    /// when it leaves the trust region around the serving policy. With `version_due` (this update
+    /// completes a version) the KL to the base model is measured too, when the base is loaded.
+    pub fn train(
+        &mut self,
+        batch: &BatchFormed,
+        backoff: Backoff,
+        version_due: bool,
+    ) -> anyhow::Result<Trained> {
         let started = Instant::now();
-        let mut out = Trained::default();
+        let mut out = Trained {
+            backoff,
+            ..Default::default()
+        };
         let mut samples = Vec::with_capacity(batch.steps.len());
         for step in &batch.steps {
             match self.sample(step) {
@@ -161,6 +194,10 @@ impl Learner {
         if !samples.is_empty() {
             out.reward_mean /= samples.len() as f64;
             out.staleness_mean /= samples.len() as f64;
+            out.lr = self.lr * backoff.lr_scale();
+            self.optimizer.lr = out.lr;
+            let bounded = self.bounds.max_kl_serving > 0.0;
+            let undo = bounded.then(|| Undo::take(self.policy.trainable(), &self.optimizer));
             let reference = self.reference.as_ref().map(|r| &r.model);
             let metrics = clawline_model::update(
                 &self.policy,
@@ -170,6 +207,28 @@ impl Learner {
                 &self.loss,
             )?;
             out.metrics = Some(metrics);
+            let measured = Instant::now();
+            let micro = self.loss.micro_batch;
+            let kl = clawline_model::kl_to_behaviour(&self.policy.model, &samples, micro)?;
+            out.kl_serving = Some(kl);
+            if over(kl, self.bounds.max_kl_serving) {
+                if let Some(undo) = undo {
+                    undo.restore(&mut self.optimizer);
+                }
+                out.backed_off = true;
+                out.backoff.exceeded();
+            } else {
+                out.backoff.within();
+                if version_due && let Some(base) = &self.reference {
+                    out.kl_base = Some(clawline_model::kl_to_reference(
+                        &self.policy.model,
+                        &base.model,
+                        &samples,
+                        micro,
+                    )?);
+                }
+            }
+            out.measure_seconds = measured.elapsed().as_secs_f64();
         }
         out.seconds = started.elapsed().as_secs_f64();
         Ok(out)

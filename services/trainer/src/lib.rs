@@ -21,6 +21,7 @@ mod metrics;
 mod publish;
 mod realign;
 mod service;
+mod trust;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -31,6 +32,7 @@ use clawline_runtime::{LogArgs, NatsArgs};
 pub use checkpoint::{Checkpoints, State};
 pub use learner::{Learner, Trained};
 pub use service::run;
+pub use trust::{Backoff, Bounds};
 
 /// `clawline-trainer` flags.
 #[derive(Debug, Clone, Parser)]
@@ -90,6 +92,18 @@ pub struct Config {
     /// Weight of the KL penalty to the base model (0 = off; on, the base is kept in memory).
     #[arg(long = "kl-coef", default_value_t = 0.0)]
     pub kl_coef: f64,
+    /// Trust region per update: an update whose KL from the serving policy (the batch's behaviour
+    /// logprobs) to the updated weights exceeds this is undone and the learning rate halved
+    /// (`clawline_trainer_backoffs_total`). 0 = off, the default: data older than the weights
+    /// (no broadcaster, replayed logs) would be backed off; `clawline up` runs it with 0.25.
+    #[arg(long = "max-kl-serving", default_value_t = 0.0)]
+    pub max_kl_serving: f64,
+    /// Trust region per version: a version whose KL to the base model (on the last batch's
+    /// response positions) exceeds this is not published; the trainer returns to the serving
+    /// version (`clawline_trainer_resets_total{reason="kl_base"}`). 0 = off; on, the base model
+    /// is kept in memory (as with `--kl-coef`).
+    #[arg(long = "max-kl-base", default_value_t = 0.0)]
+    pub max_kl_base: f64,
     /// Weight of the entropy bonus.
     #[arg(long = "entropy-coef", default_value_t = 0.0)]
     pub entropy_coef: f64,
@@ -147,6 +161,16 @@ impl Config {
             "--clip-low must be in [0, 1)"
         );
         anyhow::ensure!(self.clip_high >= 0.0, "--clip-high must be at least 0");
+        for (flag, value) in [
+            ("--max-kl-serving", self.max_kl_serving),
+            ("--max-kl-base", self.max_kl_base),
+            ("--kl-coef", self.kl_coef),
+        ] {
+            anyhow::ensure!(
+                value >= 0.0 && value.is_finite(),
+                "{flag} must be a number ≥ 0 (0 = off), not {value}"
+            );
+        }
         anyhow::ensure!(self.ack_wait_secs >= 5, "--ack-wait must be at least 5");
         for channel in &self.channels {
             anyhow::ensure!(
@@ -167,6 +191,13 @@ impl Config {
             alpha: self.lora_alpha,
             target_modules: self.lora_targets.clone(),
         })
+    }
+
+    pub fn bounds(&self) -> Bounds {
+        Bounds {
+            max_kl_serving: self.max_kl_serving,
+            max_kl_base: self.max_kl_base,
+        }
     }
 
     pub fn loss(&self) -> clawline_model::loss::LossConfig {

@@ -20,7 +20,8 @@ struct ReasonLabels {
 #[derive(Clone)]
 pub struct TrainerMetrics {
     /// Batches by outcome: `trained`, `empty` (no learnable step), `rejected` (undecodable),
-    /// `failed` (the update failed), `already_trained` (covered by the checkpoint).
+    /// `failed` (the update failed), `backed_off` (undone: over `--max-kl-serving`),
+    /// `already_trained` (covered by the checkpoint).
     batches: Family<OutcomeLabels, Counter>,
     skipped_steps: Family<ReasonLabels, Counter>,
     steps: Counter,
@@ -29,6 +30,10 @@ pub struct TrainerMetrics {
     pub checkpoints: Counter,
     /// Returns to the serving version after one of this trainer's versions was rejected.
     pub realignments: Counter,
+    /// Updates undone for leaving `--max-kl-serving`.
+    pub backoffs: Counter,
+    /// Versions not published for leaving a bound (`kl_base`), the trainer back on the serving one.
+    resets: Family<ReasonLabels, Counter>,
     versions: Counter,
     pub version: Gauge,
 }
@@ -43,6 +48,8 @@ impl TrainerMetrics {
             update_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 18)),
             checkpoints: Counter::default(),
             realignments: Counter::default(),
+            backoffs: Counter::default(),
+            resets: Family::default(),
             versions: Counter::default(),
             version: Gauge::default(),
         };
@@ -64,6 +71,16 @@ impl TrainerMetrics {
             "realignments",
             "Returns to the serving version after a rejected version",
             m.realignments.clone(),
+        );
+        registry.register(
+            "backoffs",
+            "Updates undone for leaving --max-kl-serving (learning rate halved)",
+            m.backoffs.clone(),
+        );
+        registry.register(
+            "resets",
+            "Versions not published for leaving a trust region bound, by reason",
+            m.resets.clone(),
         );
         registry.register(
             "versions_published",
@@ -88,6 +105,10 @@ impl TrainerMetrics {
         self.steps.inc_by(steps);
         self.tokens.inc_by(tokens);
         self.update_seconds.observe(seconds);
+    }
+
+    pub fn reset(&self, reason: &'static str) {
+        self.resets.get_or_create(&ReasonLabels { reason }).inc();
     }
 
     pub fn published(&self, version: u64) {

@@ -5,6 +5,9 @@
 //! trainer returns to S: its weights from the object store (the base model when S = 0) and fresh
 //! optimizer moments. Batches trained since S went into rejected versions; they are not trained
 //! again.
+//!
+//! The same return happens when a version about to be published is too far from the base model
+//! (`--max-kl-base`): it is not published, and training goes on from S.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -16,6 +19,9 @@ use clawline_runtime::CancellationToken;
 use clawline_schemas::WeightsRejected;
 use futures::StreamExt as _;
 use tokio::io::AsyncWriteExt as _;
+
+use crate::learner::published_file_name;
+use crate::service::Trainer;
 
 /// The newest rejected version seen on `clawline.weights.rejected`, not yet acted on.
 #[derive(Clone, Default)]
@@ -73,4 +79,76 @@ pub async fn download(js: &jetstream::Context, name: &str, path: &Path) -> anyho
     tokio::io::copy(&mut object, &mut file).await?;
     file.flush().await?;
     Ok(())
+}
+
+impl Trainer {
+    /// After `rejected` was refused: back to the serving version when it predates `rejected` and
+    /// `rejected` is on this trainer's current lineage.
+    pub(crate) async fn realign(&mut self, rejected: u64) -> anyhow::Result<()> {
+        let serving = serving_version(&self.kv).await?;
+        if !(serving < rejected && rejected <= self.state.version) {
+            return Ok(());
+        }
+        let dropped = self.state.since.updates();
+        self.return_to(serving).await?;
+        tracing::warn!(
+            rejected,
+            serving,
+            dropped_updates = dropped,
+            "a version was rejected: training continues from the serving version"
+        );
+        self.metrics.realignments.inc();
+        Ok(())
+    }
+
+    /// Instead of publishing a version that left the trust region (`reason`, at KL `kl`): back to
+    /// the version the engines serve, or to this trainer's last published one if that is older
+    /// than the serving one (the serving one is then not on this lineage).
+    pub(crate) async fn reset_to_serving(
+        &mut self,
+        reason: &'static str,
+        kl: f64,
+    ) -> anyhow::Result<()> {
+        let serving = serving_version(&self.kv).await?;
+        let target = if serving <= self.state.version {
+            serving
+        } else {
+            self.state.version
+        };
+        let dropped = self.state.since.updates();
+        self.return_to(target).await?;
+        tracing::warn!(
+            reason,
+            kl,
+            version = target,
+            dropped_updates = dropped,
+            "a version left the trust region: not published, training continues from the serving version"
+        );
+        self.metrics.reset(reason);
+        self.refresh_status();
+        Ok(())
+    }
+
+    /// The weights of version `target` (the base model for 0), fresh optimizer moments, and the
+    /// training since the last version forgotten. The next checkpoint is forced.
+    async fn return_to(&mut self, target: u64) -> anyhow::Result<()> {
+        let file = if target == 0 {
+            None
+        } else {
+            let object = format!("v{target}/{}", published_file_name(self.state.format));
+            let path = self.checkpoint_dir.join(".serving.safetensors");
+            download(&self.js, &object, &path).await?;
+            Some(path)
+        };
+        let reset = file.clone();
+        self.blocking(None, move |learner| learner.reset(reset.as_deref()))
+            .await??;
+        if let Some(path) = file {
+            let _ = std::fs::remove_file(path);
+        }
+        self.state.version = target;
+        self.state.since = Default::default();
+        self.force_checkpoint = true;
+        Ok(())
+    }
 }

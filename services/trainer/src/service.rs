@@ -22,7 +22,7 @@ use crate::checkpoint::{Checkpoints, State, resume};
 use crate::learner::{Learner, Trained, published_file_name};
 use crate::metrics::TrainerMetrics;
 use crate::publish::{last_published_version, publish};
-use crate::realign::{Rejections, download, serving_version};
+use crate::realign::{Rejections, serving_version};
 
 /// `GET /status`.
 #[derive(Debug, Clone, Serialize, Default)]
@@ -31,6 +31,10 @@ pub struct Status {
     pub updates: u64,
     pub last_batch_seq: u64,
     pub updates_since_version: u64,
+    /// The learning rate's scale after backoffs (1: `--lr`).
+    pub lr_scale: f64,
+    /// Updates undone for leaving `--max-kl-serving`, since the first start.
+    pub backoffs: u64,
     pub last: Option<TrainingMetrics>,
 }
 
@@ -87,6 +91,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         ack_wait: Duration::from_secs(config.ack_wait_secs),
         publish_every: config.publish_every,
         max_ahead: config.max_ahead,
+        max_kl_base: config.max_kl_base,
         checkpoint_every: config.checkpoint_every as usize,
         checkpoints: Arc::new(checkpoints),
         learner: Some(learner),
@@ -140,28 +145,30 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     result
 }
 
-struct Trainer {
-    js: jetstream::Context,
-    kv: async_nats::jetstream::kv::Store,
-    rejections: Rejections,
-    checkpoint_dir: PathBuf,
+pub(crate) struct Trainer {
+    pub(crate) js: jetstream::Context,
+    pub(crate) kv: async_nats::jetstream::kv::Store,
+    pub(crate) rejections: Rejections,
+    pub(crate) checkpoint_dir: PathBuf,
     client: async_nats::Client,
     ack_wait: Duration,
     publish_every: u64,
     /// Versions this trainer may run ahead of the serving one before it waits (0: no limit).
     max_ahead: u64,
+    /// `--max-kl-base` (0: off).
+    max_kl_base: f64,
     checkpoint_every: usize,
     checkpoints: Arc<Checkpoints>,
     /// Taken while a blocking task uses it.
     learner: Option<Learner>,
-    state: State,
+    pub(crate) state: State,
     /// The current checkpoint.
     dir: Option<PathBuf>,
     /// Batches done but not yet covered by a checkpoint: acked after the next one.
     held: Vec<Message>,
     /// The weights changed without a batch (a realignment): the next checkpoint must be written.
-    force_checkpoint: bool,
-    metrics: TrainerMetrics,
+    pub(crate) force_checkpoint: bool,
+    pub(crate) metrics: TrainerMetrics,
     status: Arc<Mutex<Status>>,
     producer: String,
 }
@@ -193,8 +200,12 @@ impl Trainer {
             }
             Ok(batch) => {
                 let (id, channel) = (batch.event_id.clone(), batch.channel.clone());
+                let backoff = self.state.backoff;
+                let version_due = self.state.since.updates() + 1 >= self.publish_every;
                 let result = self
-                    .blocking(Some(&message), move |learner| learner.train(&batch))
+                    .blocking(Some(&message), move |learner| {
+                        learner.train(&batch, backoff, version_due)
+                    })
                     .await
                     .and_then(|r| r);
                 match result {
@@ -209,7 +220,13 @@ impl Trainer {
         self.state.last_batch_seq = seq;
         self.held.push(message);
         if self.state.since.updates() >= self.publish_every {
-            self.publish_version(shutdown).await?;
+            match self.state.since.sums.kl_base {
+                Some(kl) if crate::trust::over(kl, self.max_kl_base) => {
+                    self.reset_to_serving("kl_base", kl).await?;
+                    self.checkpoint().await?;
+                }
+                _ => self.publish_version(shutdown).await?,
+            }
         } else if self.held.len() >= self.checkpoint_every {
             self.checkpoint().await?;
         }
@@ -227,11 +244,26 @@ impl Trainer {
             self.metrics.batch("empty");
             return;
         };
-        self.metrics.batch("trained");
-        self.metrics
-            .trained(trained.steps, m.tokens, trained.seconds);
-        self.state.updates += 1;
-        self.state.since.add(seq, batch_id, trained);
+        self.state.backoff = trained.backoff;
+        if trained.backed_off {
+            tracing::warn!(
+                seq,
+                batch = %batch_id,
+                kl_serving = trained.kl_serving,
+                lr = trained.lr,
+                lr_scale = trained.backoff.lr_scale(),
+                "the update left --max-kl-serving: undone, learning rate halved"
+            );
+            self.metrics.batch("backed_off");
+            self.metrics.backoffs.inc();
+            self.state.since.backed_off();
+        } else {
+            self.metrics.batch("trained");
+            self.metrics
+                .trained(trained.steps, m.tokens, trained.seconds);
+            self.state.updates += 1;
+            self.state.since.add(seq, batch_id, trained);
+        }
         let report = TrainingMetrics {
             event_time: now_ms(),
             batch_id: batch_id.to_string(),
@@ -253,6 +285,11 @@ impl Trainer {
             staleness_mean: trained.staleness_mean,
             seconds: trained.seconds,
             tokens_per_second: m.tokens as f64 / trained.seconds.max(1e-9),
+            kl_serving: trained.kl_serving,
+            kl_base: trained.kl_base,
+            backed_off: trained.backed_off,
+            backoffs: trained.backoff.total,
+            lr: Some(trained.lr),
         };
         tracing::info!(
             seq,
@@ -261,6 +298,9 @@ impl Trainer {
             loss = report.loss,
             ratio = report.ratio_mean,
             reward = report.reward_mean,
+            kl_serving = report.kl_serving,
+            kl_base = report.kl_base,
+            measure_seconds = trained.measure_seconds,
             "trained"
         );
         if let Ok(json) = serde_json::to_vec(&report) {
@@ -303,40 +343,6 @@ impl Trainer {
                 _ = tokio::time::sleep(Duration::from_millis(100)) => {}
             }
         }
-    }
-
-    /// After `rejected` was refused: back to the serving version when it predates `rejected` and
-    /// `rejected` is on this trainer's current lineage.
-    async fn realign(&mut self, rejected: u64) -> anyhow::Result<()> {
-        let serving = serving_version(&self.kv).await?;
-        if !(serving < rejected && rejected <= self.state.version) {
-            return Ok(());
-        }
-        let file = if serving == 0 {
-            None
-        } else {
-            let object = format!("v{serving}/{}", published_file_name(self.state.format));
-            let path = self.checkpoint_dir.join(".serving.safetensors");
-            download(&self.js, &object, &path).await?;
-            Some(path)
-        };
-        let reset = file.clone();
-        self.blocking(None, move |learner| learner.reset(reset.as_deref()))
-            .await??;
-        if let Some(path) = file {
-            let _ = std::fs::remove_file(path);
-        }
-        tracing::warn!(
-            rejected,
-            serving,
-            dropped_updates = self.state.since.updates(),
-            "a version was rejected: training continues from the serving version"
-        );
-        self.metrics.realignments.inc();
-        self.state.version = serving;
-        self.state.since = Default::default();
-        self.force_checkpoint = true;
-        Ok(())
     }
 
     /// Writes a checkpoint covering every held batch, then acks them.
@@ -427,7 +433,7 @@ impl Trainer {
 
     /// Runs `f` on the learner on a blocking thread, keeping `current` and the held batches'
     /// deliveries alive meanwhile. A panic inside libtorch becomes an error, the learner kept.
-    async fn blocking<T: Send + 'static>(
+    pub(crate) async fn blocking<T: Send + 'static>(
         &mut self,
         current: Option<&Message>,
         f: impl FnOnce(&mut Learner) -> T + Send + 'static,
@@ -460,12 +466,14 @@ impl Trainer {
         })
     }
 
-    fn refresh_status(&self) {
+    pub(crate) fn refresh_status(&self) {
         if let Ok(mut s) = self.status.lock() {
             s.version = self.state.version;
             s.updates = self.state.updates;
             s.last_batch_seq = self.state.last_batch_seq;
             s.updates_since_version = self.state.since.updates();
+            s.lr_scale = self.state.backoff.lr_scale();
+            s.backoffs = self.state.backoff.total;
         }
         self.metrics.version.set(self.state.version as i64);
     }

@@ -280,6 +280,9 @@ fn flags_that_cannot_work_are_named() {
         ("--micro-batch", "0"),
         ("--lora-r", "0"),
         ("--channel", "a.b"),
+        ("--max-kl-serving", "-0.1"),
+        ("--max-kl-base", "-1"),
+        ("--max-kl-base", "NaN"),
     ] {
         let config = clawline_trainer::Config::try_parse_from([
             "clawline-trainer",
