@@ -7,6 +7,7 @@
 
 mod datapool;
 mod demo;
+mod explain;
 mod history;
 mod learn;
 mod model;
@@ -38,6 +39,9 @@ enum Command {
     /// SQL over the whole history (archive + live tail), e.g.
     /// `clawline sql "SELECT channel, count(*) FROM steps GROUP BY channel"`.
     Sql(Box<clawline_datapool::SqlCommand>),
+    /// "Why isn't it learning?": a step's way into a served policy (`clawline explain STEP_ID`),
+    /// or, without an id, what the learning loop is stuck on.
+    Explain(Box<explain::ExplainArgs>),
     /// Republish steps chosen by SQL as new steps on a channel (black-box offline training).
     Replay(Box<history::ReplayArgs>),
     /// Import pre-collected chat logs as steps.
@@ -62,6 +66,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Demo(args) => demo::run(*args, cli.log).await,
         Command::Datapool(args) => datapool::run(args).await,
         Command::Sql(cmd) => clawline_datapool::run_sql_command(*cmd).await,
+        Command::Explain(args) => explain::run(*args).await,
         Command::Replay(args) => history::replay(*args).await,
         Command::Import(args) => history::import(*args).await,
         Command::Export(args) => history::export(*args).await,

@@ -1,4 +1,5 @@
-//! `POST /sql` behind the API keys: the body is the query (plain text, or JSON `{"sql": …}`);
+//! `POST /sql`, `GET /explain/{step_id}` and `GET /diagnosis` (see `explain`), behind the API
+//! keys. `POST /sql`: the body is the query (plain text, or JSON `{"sql": …}`);
 //! the answer is JSON (`{"columns": [...], "rows": [...]}`) or, with
 //! `Accept: application/vnd.apache.arrow.stream`, an Arrow IPC stream. A tenant's key sees only
 //! that tenant's rows (and no `batches` / `weights` tables); an admin key sees everything. A key's
@@ -8,15 +9,16 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use clawline_runtime::CancellationToken;
-use clawline_runtime::keys::ApiKeys;
+use clawline_runtime::keys::{ApiKeys, Caller};
 use clawline_runtime::limits::RateLimiter;
 use serde_json::{Value, json};
 
+use crate::explain::{Explainer, text};
 use crate::sql::{Answer, Format, Scope, SqlEngine, SqlError, render};
 
 pub const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
@@ -25,7 +27,8 @@ pub const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
 pub const DEFAULT_MAX_BODY: usize = 1 << 20;
 
 struct Ctx {
-    engine: SqlEngine,
+    engine: Arc<SqlEngine>,
+    explainer: Explainer,
     keys: ApiKeys,
     /// Only keys with their own `rate=` are limited.
     limiter: RateLimiter,
@@ -33,7 +36,7 @@ struct Ctx {
 
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    engine: SqlEngine,
+    engine: impl Into<Arc<SqlEngine>>,
     keys: ApiKeys,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -47,13 +50,17 @@ pub async fn serve(
     Ok(())
 }
 
-pub fn router(engine: SqlEngine, keys: ApiKeys) -> Router {
+pub fn router(engine: impl Into<Arc<SqlEngine>>, keys: ApiKeys) -> Router {
+    let engine = engine.into();
     let readable = keys.largest_max_body().unwrap_or(0).max(DEFAULT_MAX_BODY);
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/sql", post(sql))
+        .route("/explain/{step_id}", get(explain_step))
+        .route("/diagnosis", get(diagnosis))
         .layer(axum::extract::DefaultBodyLimit::max(readable))
         .with_state(Arc::new(Ctx {
+            explainer: Explainer::new(engine.clone()),
             engine,
             keys,
             limiter: RateLimiter::new(None),
@@ -70,17 +77,15 @@ fn error(status: StatusCode, kind: &str, message: String) -> Response {
         .into_response()
 }
 
-async fn sql(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, body: Bytes) -> Response {
-    let caller = match ctx.keys.authenticate(&headers) {
-        Ok(c) => c,
-        Err(e) => {
-            return error(
-                StatusCode::UNAUTHORIZED,
-                "authentication_error",
-                e.to_string(),
-            );
-        }
-    };
+/// The caller behind the request's key (401 without a valid one), within its rate (429).
+fn admit(ctx: &Ctx, headers: &HeaderMap) -> Result<Caller, Box<Response>> {
+    let caller = ctx.keys.authenticate(headers).map_err(|e| {
+        Box::new(error(
+            StatusCode::UNAUTHORIZED,
+            "authentication_error",
+            e.to_string(),
+        ))
+    })?;
     if let Err(wait) = ctx.limiter.check(&caller) {
         let mut response = error(
             StatusCode::TOO_MANY_REQUESTS,
@@ -91,8 +96,70 @@ async fn sql(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, body: Bytes) -> Re
         if let Ok(v) = header::HeaderValue::from_str(&secs) {
             response.headers_mut().insert(header::RETRY_AFTER, v);
         }
-        return response;
+        return Err(Box::new(response));
     }
+    Ok(caller)
+}
+
+fn scope_of(caller: &Caller) -> Scope {
+    if caller.admin {
+        Scope::All
+    } else {
+        Scope::Tenant(caller.tenant.clone())
+    }
+}
+
+/// Whether the client asked for text (`Accept: text/plain`) rather than JSON.
+fn wants_text(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/plain"))
+}
+
+/// `GET /explain/{step_id}`: the step's timeline (404 for an unknown step or another tenant's).
+async fn explain_step(
+    State(ctx): State<Arc<Ctx>>,
+    Path(step_id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let caller = match admit(&ctx, &headers) {
+        Ok(c) => c,
+        Err(r) => return *r,
+    };
+    match ctx.explainer.step(&step_id, &scope_of(&caller)).await {
+        Ok(e) if wants_text(&headers) => text::explanation(&e).into_response(),
+        Ok(e) => axum::Json(e).into_response(),
+        Err(e) => explain_error(&e),
+    }
+}
+
+/// `GET /diagnosis`: what keeps the policy from learning, in plain sentences.
+async fn diagnosis(State(ctx): State<Arc<Ctx>>, headers: HeaderMap) -> Response {
+    let caller = match admit(&ctx, &headers) {
+        Ok(c) => c,
+        Err(r) => return *r,
+    };
+    match ctx.explainer.diagnose(&scope_of(&caller)).await {
+        Ok(d) if wants_text(&headers) => text::diagnosis(&d).into_response(),
+        Ok(d) => axum::Json(d).into_response(),
+        Err(e) => explain_error(&e),
+    }
+}
+
+fn explain_error(e: &crate::explain::ExplainError) -> Response {
+    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if status.is_server_error() {
+        tracing::error!(error = %e, "explain failed");
+    }
+    (status, axum::Json(e.body())).into_response()
+}
+
+async fn sql(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, body: Bytes) -> Response {
+    let caller = match admit(&ctx, &headers) {
+        Ok(c) => c,
+        Err(r) => return *r,
+    };
     let limit = caller.max_body.unwrap_or(DEFAULT_MAX_BODY);
     if body.len() > limit {
         return error(
@@ -132,11 +199,7 @@ async fn sql(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, body: Bytes) -> Re
             "empty query".into(),
         );
     }
-    let scope = if caller.admin {
-        Scope::All
-    } else {
-        Scope::Tenant(caller.tenant.clone())
-    };
+    let scope = scope_of(&caller);
     let answer = match ctx.engine.query(&query, &scope).await {
         Ok(a) => a,
         Err(e) => return sql_error(e),

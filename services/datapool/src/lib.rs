@@ -5,6 +5,7 @@
 //! Must not publish steps or rewards (replay and import, which do, live in the CLI commands).
 
 pub mod archive;
+pub mod explain;
 pub mod export;
 mod functions;
 pub mod http;
@@ -81,7 +82,8 @@ impl QueryLimits {
     }
 }
 
-/// `clawline-datapool serve`: the archiver plus `POST /sql`.
+/// `clawline-datapool serve`: the archiver plus `POST /sql`, `GET /explain/{step_id}`,
+/// `GET /diagnosis`, and the `clawline.explain` NATS responder the gateway asks.
 #[derive(Debug, Clone, Args)]
 pub struct ServeConfig {
     #[command(flatten)]
@@ -90,7 +92,7 @@ pub struct ServeConfig {
     pub archive: ArchiveArgs,
     #[command(flatten)]
     pub limits: QueryLimits,
-    /// Address of `POST /sql`, `/healthz`.
+    /// Address of `POST /sql`, `GET /explain/{step_id}`, `GET /diagnosis`, `/healthz`.
     #[arg(
         long,
         env = "CLAWLINE_DATAPOOL_LISTEN",
@@ -145,11 +147,16 @@ pub async fn serve(config: ServeConfig, shutdown: CancellationToken) -> anyhow::
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("--listen {}: {e}", config.listen))?;
-    let engine = SqlEngine::new(
+    let engine = std::sync::Arc::new(SqlEngine::new(
         config.limits.sql_config(config.archive.root.clone()),
         Some(js.clone()),
-    );
+    ));
+    let explainer = std::sync::Arc::new(explain::Explainer::new(engine.clone()));
     let mut tasks = TaskSet::new(shutdown.clone());
+    tasks.spawn(
+        "explain",
+        explain::respond(explainer, js.client(), shutdown.clone()),
+    );
     tasks.spawn(
         "archiver",
         run_archiver(js, config.archive.config(), shutdown.clone()),

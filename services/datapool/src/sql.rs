@@ -111,6 +111,24 @@ impl SqlEngine {
         Self { config, js, caches }
     }
 
+    /// The JetStream context the live tail is read from (none: only the archive).
+    pub fn jetstream(&self) -> Option<&jetstream::Context> {
+        self.js.as_ref()
+    }
+
+    /// The longest a query may run.
+    pub fn timeout(&self) -> Duration {
+        self.config.timeout
+    }
+
+    /// A planned query's rows, strings as plain `Utf8` (for queries made in code on a
+    /// [`Self::context`] session; the caller bounds the time).
+    pub async fn collect(&self, df: DataFrame) -> Result<Answer, SqlError> {
+        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+        let batches = df.collect().await?;
+        plain_strings(schema, batches)
+    }
+
     pub async fn query(&self, sql: &str, scope: &Scope) -> Result<Answer, SqlError> {
         let timeout = self.config.timeout;
         tokio::time::timeout(timeout, self.run(sql, scope))

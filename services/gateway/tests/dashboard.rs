@@ -1,7 +1,8 @@
 //! The live dashboard: `/v1/dashboard/data` shows a tenant its own traffic only and an admin all
 //! of it plus the system; the page, opened in headless Chromium (Debian's `chromium` driven by
 //! `playwright-core`), draws every chart with data, keeps updating, and shows a prompt full of
-//! markup as text without running any of it (Claw-R1's dashboard had a stored-XSS hole here).
+//! markup as text without running any of it (Claw-R1's dashboard had a stored-XSS hole here), also
+//! in the "Why isn't it learning?" panel.
 #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
 mod common;
@@ -15,6 +16,7 @@ use clawline_schemas::{
     FeedbackReceived, RewardAssigned, Thumbs, TrainingMetrics, WeightsActivated, now_ms,
 };
 use common::*;
+use futures::StreamExt as _;
 use serde_json::Value;
 
 const KEYS: &str = "key-a alpha\nkey-b beta\nkey-admin ops admin\n";
@@ -171,6 +173,23 @@ async fn the_dashboard_shows_each_tenant_its_own_traffic_and_renders_live_withou
             .contains("script-src 'self'")
     );
 
+    // "Why isn't it learning?" lines, as the SQL service would answer `clawline.explain` (a
+    // stand-in: the gateway only forwards it); one of them full of markup.
+    let client = h.nats.client().await;
+    let mut explain = client.subscribe(subjects::EXPLAIN).await.unwrap();
+    client.flush().await.unwrap();
+    tokio::spawn(async move {
+        while let Some(m) = explain.next().await {
+            let body = serde_json::json!({"status": 200, "body": {"ok": false,
+                "lines": [XSS, "412 steps wait for a user reaction (explicit feedback or their next turn)"]}});
+            let reply = m.reply.unwrap();
+            client
+                .publish(reply, serde_json::to_vec(&body).unwrap().into())
+                .await
+                .unwrap();
+        }
+    });
+
     // In a real browser, as the admin.
     let dashboard = Path::new(env!("CARGO_MANIFEST_DIR")).join("dashboard");
     assert!(
@@ -206,6 +225,14 @@ async fn the_dashboard_shows_each_tenant_its_own_traffic_and_renders_live_withou
     assert!(
         seen["prompts"].as_array().unwrap().iter().any(|p| p == XSS),
         "{seen}"
+    );
+    assert_eq!(
+        seen["diagnosis"],
+        serde_json::json!([
+            XSS,
+            "412 steps wait for a user reaction (explicit feedback or their next turn)"
+        ]),
+        "the diagnosis lines, as text"
     );
     assert_eq!(seen["injectedElements"], 0, "{seen}");
     assert_eq!(seen["xss"], Value::Null, "{seen}");

@@ -98,6 +98,50 @@ var uPlot=function(){"use strict";const l="u-off",e="u-label",t="width",n="heigh
     document.body.dataset.rendered = String(Number(document.body.dataset.rendered || 0) + 1);
   }
 
+  // "Why isn't it learning?": the diagnosis every 10 s, a step's timeline on demand. Lines and
+  // stage texts are text, never markup, like everything else here.
+  const DIAGNOSIS_MS = 10000;
+  const auth = () => (key ? { Authorization: "Bearer " + key } : {});
+  const problem = (body, status) => (body && body.error && body.error.message) || "error " + status;
+
+  async function diagnose() {
+    const list = $("diagnosis");
+    try {
+      const r = await fetch("/v1/diagnosis", { headers: auth() });
+      const body = await r.json().catch(() => null);
+      const lines = r.ok && body ? body.lines : [problem(body, r.status)];
+      list.className = r.ok && body && body.ok ? "ok" : "";
+      list.replaceChildren(...lines.map((l) => text(document.createElement("li"), l)));
+    } catch (e) {
+      list.replaceChildren(text(document.createElement("li"), "unreachable: " + e.message));
+    }
+    setTimeout(diagnose, DIAGNOSIS_MS);
+  }
+
+  async function explainStep(id) {
+    text($("explain-summary"), "…");
+    fillTable("explanation", []);
+    try {
+      const r = await fetch("/v1/explain/" + encodeURIComponent(id), { headers: auth() });
+      const body = await r.json().catch(() => null);
+      if (!r.ok || !body) {
+        text($("explain-summary"), problem(body, r.status));
+        return;
+      }
+      text($("explain-summary"), body.summary);
+      fillTable("explanation", body.stages.map((s) => [
+        [s.time ? time(Date.parse(s.time)) : ""], [s.stage], [s.status.replace("_", " "), s.status], [s.text, "text"]]));
+    } catch (e) {
+      text($("explain-summary"), "unreachable: " + e.message);
+    }
+  }
+
+  $("explain-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const id = $("step-id").value.trim();
+    if (id) explainStep(id);
+  });
+
   async function poll() {
     try {
       const headers = key ? { Authorization: "Bearer " + key } : {};
@@ -123,4 +167,5 @@ var uPlot=function(){"use strict";const l="u-off",e="u-label",t="width",n="heigh
     sessionStorage.setItem("clawline-key", key);
   });
   poll();
+  diagnose();
 })();

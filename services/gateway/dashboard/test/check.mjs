@@ -1,6 +1,7 @@
 // Opens the dashboard in headless Chromium (Debian's, driven by playwright-core) and reports what
 // a person would see, as JSON on stdout: whether it rendered live data, how many pixels each
-// chart drew, whether any injected markup ran, the latest-steps texts, and a screenshot.
+// chart drew, whether any injected markup ran, the latest-steps texts, the "why isn't it
+// learning?" lines, and a screenshot.
 //   node test/check.mjs URL KEY SCREENSHOT.png
 import { chromium } from "playwright-core";
 
@@ -18,6 +19,7 @@ try {
   await page.goto(`${url}/dashboard#key=${encodeURIComponent(key)}`);
   // Two polls: the page keeps updating, not just drawing once.
   await page.waitForFunction(() => Number(document.body.dataset.rendered || 0) >= 2, null, { timeout: 20000 });
+  await page.waitForFunction(() => document.querySelectorAll("#diagnosis li").length > 0, null, { timeout: 20000 });
   Object.assign(result, await page.evaluate(() => {
     // Pixels of a chart's canvas in its first series' colour (#2f6fde): data drawn, not just
     // axes and grid.
@@ -39,7 +41,8 @@ try {
       ink: Object.fromEntries(["steps", "rewards", "feedback", "versions", "training"].map((id) => [id, inked(id)])),
       legends: [...document.querySelectorAll("#steps .u-legend .u-label")].map((e) => e.textContent),
       prompts: rows.map((r) => r.children[3].textContent),
-      injectedElements: document.querySelectorAll("#recent img, #recent script, #recent b").length,
+      injectedElements: document.querySelectorAll("#recent img, #recent script, #recent b, #diagnosis img, #diagnosis script, #diagnosis b").length,
+      diagnosis: [...document.querySelectorAll("#diagnosis li")].map((e) => e.textContent),
       xss: window.__xss === undefined ? null : window.__xss,
       timeline: document.querySelectorAll("#timeline tbody tr").length,
     };

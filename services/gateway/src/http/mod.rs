@@ -4,6 +4,7 @@
 mod chat;
 mod dashboard;
 mod datapool;
+mod explain;
 mod ops;
 mod reward;
 mod steps;
@@ -40,6 +41,7 @@ pub fn app(state: AppState) -> Router {
         .merge(whitebox::router())
         .merge(reward::router())
         .merge(datapool::router())
+        .merge(explain::router())
         .merge(dashboard::router())
         .merge(ops::router())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
