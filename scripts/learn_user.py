@@ -1,0 +1,298 @@
+#!/usr/bin/env python3
+"""Simulated users of a running `clawline up`, talking to it with the unmodified OpenAI SDK.
+
+Each user sends single-turn chats (prompts from data/prompts/users.jsonl) and rates every answer
+with a thumbs up or down through `POST /v1/feedback`, the way the README shows a plain client
+doing it: `step_id` and `trajectory_uid` from the answer's `x-clawline-*` headers, nothing else.
+The users like answers that end by offering more help with "Anything else?" -- a taste the
+bundled reward model does not share (neither word is in its lexicon; it prefers endings like
+"Thanks for asking.").
+
+Besides the liked share, it measures what a user would notice about the language, independently
+of any reward: the share of answers made of well-formed sentences (printable text only, no
+special-token markup, each sentence capitalised and ended by . ! or ?, no sentence or word
+repeated back to back, every word one the warm-start corpus' assistant uses).
+
+After the run it asks the SQL service which batch each liked step went into, which version
+learned from that batch, and when the first answer was served by that version: thumbs-up ->
+served latency. Writes `interactions.jsonl` and `summary.json` into --out.
+
+    python3 scripts/learn_user.py --base-url http://127.0.0.1:8100/v1 --sql-url http://127.0.0.1:8103/sql --out /tmp/lu
+"""
+
+import argparse
+import json
+import random
+import re
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+import urllib.error
+import urllib.request
+from openai import OpenAI
+
+TASTE = "Anything else?"
+
+
+def liked(text: str) -> bool:
+    return text.strip().endswith(TASTE)
+
+
+def corpus_vocabulary(corpus: Path) -> set:
+    words = set()
+    for line in corpus.read_text().splitlines():
+        if line.startswith(("Assistant:", "User:", "Answer:", "Question:")):
+            words.update(w.lower() for w in re.findall(r"[A-Za-z']+", line.split(":", 1)[1]))
+    return words
+
+
+def well_formed(text: str, vocabulary: set) -> bool:
+    t = text.strip()
+    if not t or "\ufffd" in t or "<|" in t:
+        return False
+    if any(ord(c) < 32 and c not in "\n\t\r" for c in t):
+        return False
+    if t[-1] not in ".!?":
+        return False
+    seen = set()
+    for sentence in re.split(r"(?<=[.!?])\s+", t):
+        if not (sentence[:1].isupper() or sentence[:1].isdigit()) or sentence in seen:
+            return False
+        seen.add(sentence)
+        words = [w.lower() for w in re.findall(r"[A-Za-z']+", sentence)]
+        if any(w not in vocabulary for w in words):
+            return False
+        if any(a == b for a, b in zip(words, words[1:])):
+            return False
+    return True
+
+
+def load_prompts(path: Path) -> list:
+    prompts = []
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            prompts.append(json.loads(line))
+    return prompts
+
+
+def run_users(args, prompts, vocabulary):
+    root = args.base_url.rstrip("/")
+    model = OpenAI(base_url=root, api_key="unused").models.list().data[0].id
+    records = []
+    lock = threading.Lock()
+    counter = iter(range(args.interactions))
+    start = time.time()
+
+    def user(seed: int):
+        client = OpenAI(base_url=root, api_key="unused", max_retries=0, timeout=60)
+        rng = random.Random(seed)
+        while True:
+            with lock:
+                i = next(counter, None)
+            if i is None:
+                return
+            prompt = rng.choice(prompts)
+            rec = {"i": i, "user": seed, "prompt": prompt, "sent": time.time() - start}
+            try:
+                raw = client.chat.completions.with_raw_response.create(
+                    model=model,
+                    messages=[{"role": "user", "content": prompt}],
+                    temperature=1.0,
+                    max_tokens=args.max_tokens,
+                )
+                answer = raw.parse()
+                text = answer.choices[0].message.content or ""
+                rec.update(
+                    answered=time.time() - start,
+                    text=text,
+                    finish=answer.choices[0].finish_reason,
+                    step_id=raw.headers.get("x-clawline-step-id"),
+                    trajectory_uid=raw.headers.get("x-clawline-trajectory"),
+                    version=int(raw.headers.get("x-clawline-policy-version") or 0),
+                    liked=liked(text),
+                    well_formed=well_formed(text, vocabulary),
+                )
+                status = post_json(
+                    root + "/feedback",
+                    {
+                        "trajectory_uid": rec["trajectory_uid"],
+                        "step_id": rec["step_id"],
+                        "thumbs": "up" if rec["liked"] else "down",
+                    },
+                )
+                rec["feedback_at"] = time.time()
+                rec["feedback_status"] = status
+                rec["ok"] = status == 200
+            except Exception as e:  # a failed request is a result, counted below
+                rec.update(ok=False, error=f"{type(e).__name__}: {e}")
+            with lock:
+                records.append(rec)
+            if args.think_ms:
+                time.sleep(args.think_ms / 1000)
+
+    threads = [threading.Thread(target=user, args=(u,)) for u in range(args.users)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    records.sort(key=lambda r: r["i"])
+    return records, time.time() - start
+
+
+def post_json(url: str, body) -> int:
+    req = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"content-type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def sql(url: str, query: str) -> list:
+    req = urllib.request.Request(url, data=query.encode(), headers={"content-type": "text/plain"})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        body = json.loads(r.read())
+    names = [c["name"] if isinstance(c, dict) else c for c in body["columns"]]
+    return [dict(zip(names, row)) if isinstance(row, list) else row for row in body["rows"]]
+
+
+def ts(value) -> float:
+    """SQL timestamps come back as ISO text (UTC)."""
+    if isinstance(value, (int, float)):
+        return float(value) / 1000.0
+    from datetime import datetime
+
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+
+
+def served_latencies(args, records):
+    """Thumbs-up -> first answer served by a version that trained on that step (seconds)."""
+    batches = sql(args.sql_url, "SELECT batch_id, step_ids FROM batches")
+    batch_of = {}
+    for b in batches:
+        for s in b["step_ids"] or []:
+            batch_of.setdefault(s, b["batch_id"])
+    published = sql(args.sql_url, "SELECT version, event_json FROM weights WHERE event = 'published'")
+    version_of = {}
+    for w in published:
+        for b in json.loads(w["event_json"]).get("batch_ids", []):
+            version_of[b] = min(version_of.get(b, w["version"]), w["version"])
+    steps = sql(args.sql_url, "SELECT policy_version, event_time FROM steps WHERE policy_version IS NOT NULL")
+    first_served = {}
+    for s in steps:
+        v, t = s["policy_version"], ts(s["event_time"])
+        first_served[v] = min(first_served.get(v, t), t)
+    out = []
+    for r in records:
+        if not (r.get("ok") and r["liked"]):
+            continue
+        v = version_of.get(batch_of.get(r["step_id"]))
+        if v is None:
+            continue
+        # Versions build on each other: the first answer stamped v or later, after the thumbs-up.
+        after = [t for ver, t in first_served.items() if ver >= v and t >= r["feedback_at"] - 0.05]
+        if after:
+            out.append(max(0.0, min(after) - r["feedback_at"]))
+    return out
+
+
+def rolling(records, key, width):
+    out = []
+    for i in range(len(records)):
+        w = records[max(0, i - width + 1) : i + 1]
+        out.append(sum(1 for r in w if r.get(key)) / len(w))
+    return out
+
+
+def plot(records, path: Path, width=50):
+    """Liked and well-formed shares (rolling over `width` interactions) and the serving version."""
+    ok = [r for r in records if r.get("ok")]
+    if not ok:
+        return
+    W, H, L, T, B = 720, 300, 50, 20, 40
+    n = len(ok)
+    x = lambda i: L + (W - L - 20) * i / max(1, n - 1)
+    y = lambda v: T + (H - T - B) * (1 - v)
+    top = max(1, max(r.get("version", 0) for r in ok))
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="11">',
+        f'<rect width="{W}" height="{H}" fill="white"/>',
+    ]
+    for v in (0, 0.25, 0.5, 0.75, 1):
+        parts.append(f'<line x1="{L}" x2="{W-20}" y1="{y(v):.1f}" y2="{y(v):.1f}" stroke="#ddd"/>')
+        parts.append(f'<text x="{L-6}" y="{y(v)+4:.1f}" text-anchor="end">{v:.2f}</text>')
+    series = [
+        (rolling(ok, "liked", width), "#d62728", f"liked (rolling {width})"),
+        (rolling(ok, "well_formed", width), "#1f77b4", f"well-formed (rolling {width})"),
+        ([r.get("version", 0) / top for r in ok], "#999", f"serving version (0..{top})"),
+    ]
+    for k, (values, colour, label) in enumerate(series):
+        pts = " ".join(f"{x(i):.1f},{y(v):.1f}" for i, v in enumerate(values))
+        parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.6" points="{pts}"/>')
+        parts.append(f'<text x="{L + 10 + 200 * k}" y="{H - 8}" fill="{colour}">{label}</text>')
+    parts.append(f'<text x="{W - 20}" y="{H - 24}" text-anchor="end">interaction ({n})</text>')
+    parts.append("</svg>")
+    path.write_text("\n".join(parts) + "\n")
+
+
+def share(rs, key):
+    return sum(1 for r in rs if r.get(key)) / max(1, len(rs))
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--base-url", default="http://127.0.0.1:8100/v1")
+    p.add_argument("--sql-url", default="http://127.0.0.1:8103/sql")
+    p.add_argument("--interactions", type=int, default=500)
+    p.add_argument("--users", type=int, default=4)
+    p.add_argument("--window", type=int, default=100, help="first/last window size")
+    p.add_argument("--max-tokens", type=int, default=64)
+    p.add_argument("--think-ms", type=int, default=0)
+    p.add_argument("--prompts", type=Path, default=Path("data/prompts/users.jsonl"))
+    p.add_argument("--corpus", type=Path, default=Path("data/model/corpus.txt"))
+    p.add_argument("--out", type=Path, required=True)
+    args = p.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    vocabulary = corpus_vocabulary(args.corpus)
+    records, wall = run_users(args, load_prompts(args.prompts), vocabulary)
+    with open(args.out / "interactions.jsonl", "w") as f:
+        for r in records:
+            f.write(json.dumps(r) + "\n")
+    ok = [r for r in records if r.get("ok")]
+    first, last = ok[: args.window], ok[-args.window :]
+    time.sleep(2)  # let the last steps reach the SQL live tail
+    latencies = served_latencies(args, records)
+    q = lambda xs, f: statistics.quantiles(xs, n=10)[int(f * 10) - 1] if len(xs) >= 10 else None
+    summary = {
+        "interactions": len(records),
+        "failed": len(records) - len(ok),
+        "errors": sorted({r.get("error") or f"feedback {r.get('feedback_status')}" for r in records if not r.get("ok")}),
+        "wall_s": round(wall, 1),
+        "liked_first": share(first, "liked"),
+        "liked_last": share(last, "liked"),
+        "well_formed_first": share(first, "well_formed"),
+        "well_formed_last": share(last, "well_formed"),
+        "versions_served_last": max((r.get("version", 0) for r in ok), default=0),
+        "thumbs_up_to_served_s": {
+            "n": len(latencies),
+            "median": statistics.median(latencies) if latencies else None,
+            "p90": q(latencies, 0.9),
+        },
+        "examples_first": [r["text"] for r in first[:5]],
+        "examples_last": [r["text"] for r in last[-5:]],
+    }
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    plot(records, args.out / "learn-user.svg")
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

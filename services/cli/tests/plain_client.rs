@@ -1,0 +1,114 @@
+//! A plain OpenAI client trains the policy under `clawline up`: the official Python SDK, nothing but
+//! `base_url` changed, single-turn chats rated with thumbs through `POST /v1/feedback`, never a
+//! `complete_trajectory`. Before, every such step waited for a completion that never came
+//! (`open_trajectories: N`, `batches: 0`, trainer version 0).
+#![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
+mod common;
+use common::*;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_openai_client_trains_the_policy_without_completing_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let (http_addr, batcher, trainer, sql) = (addr(), addr(), addr(), addr());
+    let policy = addr();
+    let mut up = Command::new(env!("CARGO_BIN_EXE_clawline"))
+        .args(["--log-level", "warn", "up", "--data-dir"])
+        .arg(dir.path().join("run"))
+        .args([
+            "--nats-port",
+            &free_port().to_string(),
+            "--listen",
+            &http_addr,
+        ])
+        .args(["--reward-listen", &addr(), "--batcher-listen", &batcher])
+        .args(["--sql-listen", &sql, "--policy-listen", &policy])
+        .args([
+            "--trainer-listen",
+            &trainer,
+            "--broadcaster-listen",
+            &addr(),
+        ])
+        .args(["--device", "cpu", "--warm-start-steps", "60"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(240);
+    while !(is_ready(&http, &format!("http://{http_addr}")).await
+        && http
+            .get(format!("http://{policy}/v1/models"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success()))
+    {
+        assert!(up.try_wait().unwrap().is_none(), "clawline up exited");
+        assert!(Instant::now() < deadline, "clawline up not ready");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let out_dir = dir.path().join("users");
+    let users = Command::new(clawline_runtime::testing::python())
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+        .arg("scripts/learn_user.py")
+        .args(["--base-url", &format!("http://{http_addr}/v1")])
+        .args(["--sql-url", &format!("http://{sql}/sql")])
+        .args(["--interactions", "120", "--users", "3", "--think-ms", "200"])
+        .arg("--out")
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&users.stdout);
+    assert!(
+        users.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&users.stderr)
+    );
+    let summary: Value =
+        serde_json::from_slice(&std::fs::read(out_dir.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["failed"], 0, "{stdout}");
+
+    // The steps became batches and the trainer published versions from them, with no completion.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let stats: Value = http
+            .get(format!("http://{batcher}/stats"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let status: Value = http
+            .get(format!("http://{trainer}/status"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let train = &stats["channels"]["train"];
+        let consumed = train["consumed_steps"].as_u64().unwrap_or(0);
+        let version = status["version"].as_u64().unwrap_or(0);
+        if consumed >= 100 && version >= 1 {
+            assert!(train["batches"].as_u64().unwrap() >= 12, "{stats}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "plain-client steps did not train: {stats}\n{status}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &up.id().to_string()])
+        .status();
+    let _ =
+        clawline_runtime::testing::exits_within(up, Duration::from_secs(30), "clawline up").await;
+}
