@@ -6,6 +6,9 @@ use clawline_batcher::config::{FileConfig, LateMode, Readiness};
 use clawline_batcher::pool::Pool;
 use clawline_schemas::*;
 
+mod common;
+use common::drain;
+
 const T0: i64 = 1_800_000_000_000;
 const SEC: i64 = 1000;
 
@@ -42,18 +45,6 @@ fn reward(step: &StepRecorded, source: &str, value: f64, at: i64) -> RewardAssig
         caused_by: step.event_id.clone(),
         ..Default::default()
     }
-}
-
-fn drain(pool: &mut Pool, now: i64) -> Vec<BatchFormed> {
-    pool.tick(now);
-    let mut out = Vec::new();
-    for ch in pool.channels_with_work() {
-        while let Some(p) = pool.next_batch(&ch, now) {
-            out.push(p.batch.clone());
-            pool.commit(&p);
-        }
-    }
-    out
 }
 
 fn ids(batches: &[BatchFormed]) -> Vec<String> {

@@ -5,6 +5,9 @@ use clawline_batcher::config::{Fallback, FileConfig, OnIdle, StalePolicy, ZeroVa
 use clawline_batcher::pool::Pool;
 use clawline_schemas::*;
 
+mod common;
+use common::drain;
+
 const T0: i64 = 1_800_000_000_000;
 
 fn step(traj: &str, prompt: &str, index: u32, at: i64) -> StepRecorded {
@@ -57,18 +60,6 @@ fn add_rewarded(pool: &mut Pool, traj: &str, prompt: &str, value: f64, at: i64) 
     pool.add_reward(&reward(&s, "rm:x@1", value));
     pool.add_completion(&completed(traj, prompt, at));
     s
-}
-
-fn drain(pool: &mut Pool, now: i64) -> Vec<BatchFormed> {
-    pool.tick(now);
-    let mut out = Vec::new();
-    for ch in pool.channels_with_work() {
-        while let Some(p) = pool.next_batch(&ch, now) {
-            out.push(p.batch.clone());
-            pool.commit(&p);
-        }
-    }
-    out
 }
 
 fn dropped(pool: &Pool, reason: &str) -> u64 {

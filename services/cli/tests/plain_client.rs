@@ -77,22 +77,8 @@ async fn a_plain_openai_client_trains_the_policy_without_completing_anything() {
     // The steps became batches and the trainer published versions from them, with no completion.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let stats: Value = http
-            .get(format!("http://{batcher}/stats"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let status: Value = http
-            .get(format!("http://{trainer}/status"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let stats = get_json(&http, &format!("http://{batcher}/stats")).await;
+        let status = get_json(&http, &format!("http://{trainer}/status")).await;
         let train = &stats["channels"]["train"];
         let consumed = train["consumed_steps"].as_u64().unwrap_or(0);
         let version = status["version"].as_u64().unwrap_or(0);
@@ -111,4 +97,8 @@ async fn a_plain_openai_client_trains_the_policy_without_completing_anything() {
         .status();
     let _ =
         clawline_runtime::testing::exits_within(up, Duration::from_secs(30), "clawline up").await;
+}
+
+async fn get_json(http: &reqwest::Client, url: &str) -> Value {
+    http.get(url).send().await.unwrap().json().await.unwrap()
 }

@@ -120,18 +120,35 @@ async fn stream_messages(nats_port: u16, stream: &str) -> u64 {
         .messages
 }
 
-/// Waits (bounded) until the reward scorer has published `n` rewards.
+/// Reward-model rewards stored (`clawline.rewards.rm`; the rules score the same steps apart).
+async fn rm_rewards(nats_port: u16) -> u64 {
+    use futures::StreamExt as _;
+    let client = async_nats_client(nats_port).await;
+    let js = clawline_nats::async_nats::jetstream::new(client);
+    let stream = js.get_stream("REWARDS").await.unwrap();
+    let mut subjects = stream
+        .info_with_subjects(clawline_nats::subjects::rewards("rm"))
+        .await
+        .unwrap();
+    let mut n = 0;
+    while let Some(subject) = subjects.next().await {
+        n += subject.unwrap().1 as u64;
+    }
+    n
+}
+
+/// Waits (bounded) until the reward scorer has published `n` reward-model rewards.
 async fn wait_rewards(nats_port: u16, n: u64) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let count = stream_messages(nats_port, "REWARDS").await;
+        let count = rm_rewards(nats_port).await;
         if count >= n {
             assert_eq!(count, n, "one bundled-model reward per step");
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "REWARDS has {count}, expected {n}"
+            "REWARDS has {count} reward-model rewards, expected {n}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -285,7 +302,7 @@ async fn clawline_up_serves_stops_cleanly_and_resumes_from_its_data_dir() {
     // The scorer resumed: the new step is scored, the old one not again.
     wait_rewards(nats_port, 2).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(stream_messages(nats_port, "REWARDS").await, 2);
+    assert_eq!(rm_rewards(nats_port).await, 2);
     stop(child).await;
 }
 

@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use super::input::{Fp, FpMap};
 use super::ready::REACTION;
-use super::{Name, Pool, ReadyStep, ReadyTraj, RewardRef, StepEntry, Unit, secs_ms};
+use super::{Name, Pool, ReadyStep, ReadyTraj, RewardRef, StepEntry, secs_ms};
 use crate::config::{LateMode, matches};
 
 /// Late feedback of one channel.
@@ -166,7 +166,7 @@ impl Pool {
         let ready = ReadyTraj {
             tenant: tenant.clone(),
             uid: uid.clone(),
-            prompt_uid,
+            prompt_uid: prompt_uid.clone(),
             truncated: false,
             order: (now_ms, uid),
             steps: vec![ReadyStep {
@@ -178,14 +178,7 @@ impl Pool {
                 late: true,
             }],
         };
-        self.channel(&channel).queue.push_back(Unit {
-            tenant,
-            key: Name::from("window"),
-            trajs: vec![ready],
-            advantages: Vec::new(),
-            mean: 0.0,
-            std: 0.0,
-            ready_ms: now_ms,
-        });
+        // A window-mode channel (checked above): it queues as a unit of its own.
+        self.enqueue(&channel, tenant, prompt_uid, ready, now_ms);
     }
 }
