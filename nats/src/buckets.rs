@@ -15,12 +15,33 @@ pub const POLICY_VERSION_KEY: &str = "policy.version";
 /// serves it under its own name (a LoRA adapter on vLLM / SGLang); empty when unchanged. Set by the
 /// broadcaster, read by the gateway.
 pub const POLICY_MODEL_KEY: &str = "policy.model";
+/// KV bucket of step-index leases for trajectories whose uid a client chose (the
+/// `x-clawline-trajectory` header): key `lse_<hash of tenant and uid>`, value the end (exclusive,
+/// decimal text) of the last block of step indexes a gateway took for it. A gateway that restarts,
+/// forgets an idle trajectory or runs beside others continues after that end, so no step id is
+/// ever taken twice.
+pub const TRAJECTORIES: &str = "trajectories";
+/// How long a lease outlives the trajectory's last new block.
+pub const TRAJECTORY_LEASE_AGE: std::time::Duration =
+    std::time::Duration::from_secs(30 * 24 * 3600);
 
 pub fn state(opts: &TopologyOptions) -> kv::Config {
     kv::Config {
         bucket: STATE.to_string(),
         description: "clawline shared state (policy.version, …)".to_string(),
         history: 16,
+        storage: StorageType::File,
+        num_replicas: opts.replicas,
+        ..Default::default()
+    }
+}
+
+pub fn trajectories(opts: &TopologyOptions) -> kv::Config {
+    kv::Config {
+        bucket: TRAJECTORIES.to_string(),
+        description: "step-index leases of client-named trajectories".to_string(),
+        history: 1,
+        max_age: TRAJECTORY_LEASE_AGE,
         storage: StorageType::File,
         num_replicas: opts.replicas,
         ..Default::default()

@@ -50,7 +50,7 @@ pub enum TopologyError {
     },
 }
 
-/// Creates every stream, the `state` KV bucket and the `weights` object store, or updates them to
+/// Creates every stream, the `state` and `trajectories` KV buckets and the `weights` object store, or updates them to
 /// the current definitions. Safe to call from every service at every start, concurrently.
 pub async fn ensure_topology(
     js: &jetstream::Context,
@@ -62,12 +62,12 @@ pub async fn ensure_topology(
             .await
             .map_err(|source| TopologyError::Stream { name, source })?;
     }
-    js.create_or_update_key_value(buckets::state(opts))
-        .await
-        .map_err(|source| TopologyError::KeyValue {
-            name: buckets::STATE.to_string(),
-            source,
-        })?;
+    for config in [buckets::state(opts), buckets::trajectories(opts)] {
+        let name = config.bucket.clone();
+        js.create_or_update_key_value(config)
+            .await
+            .map_err(|source| TopologyError::KeyValue { name, source })?;
+    }
     if js.get_object_store(buckets::WEIGHTS_OBJECTS).await.is_err() {
         js.create_object_store(buckets::weights(opts))
             .await

@@ -14,6 +14,7 @@ pub mod config;
 pub mod dashboard;
 pub mod error;
 pub mod http;
+pub mod leases;
 pub mod sessions;
 mod state;
 pub mod upstream;

@@ -30,6 +30,10 @@ pub struct Trajectory {
     pub next_step: u32,
     /// The latest recorded step (index, id of its first choice): what the next call continues.
     pub last_step: Option<(u32, String)>,
+    /// For a uid the client chose: the end of the block of step indexes this gateway leased for
+    /// it (KV `trajectories`); a step index at or past it waits for the next lease. `None` for
+    /// uids the gateway made, which no earlier run or other gateway can have used.
+    pub lease_end: Option<u32>,
     last_active: Instant,
     fingerprint: Option<Fingerprint>,
 }
@@ -61,6 +65,26 @@ pub enum Denied {
     NotFound,
 }
 
+/// Who named a trajectory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The gateway, for a client that sends no ids (completed by the gateway when idle).
+    Conversation,
+    /// The gateway, asked by `/init_trajectory`.
+    Init,
+    /// The client (`x-clawline-trajectory`): its step indexes come from leases
+    /// ([`Sessions::take_leased_step`], [`Sessions::grant`]).
+    Client,
+}
+
+/// Why [`Sessions::take_leased_step`] gave no step index.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Untaken {
+    Denied(Denied),
+    /// The leased block is used up (or none was leased yet): lease indexes from this one on.
+    NeedsLease(u32),
+}
+
 impl Sessions {
     pub fn new(limits: Limits) -> Self {
         Self {
@@ -90,7 +114,7 @@ impl Sessions {
         channel: &str,
         prompt_uid: &str,
         metadata: Option<serde_json::Value>,
-        implicit: bool,
+        origin: Origin,
     ) -> Result<(Trajectory, bool), Denied> {
         let mut inner = self.lock();
         if let Some(existing) = inner.by_uid.get(uid) {
@@ -106,10 +130,11 @@ impl Sessions {
             channel: channel.to_string(),
             prompt_uid: prompt_uid.to_string(),
             metadata,
-            implicit,
+            implicit: origin == Origin::Conversation,
             completed: false,
             next_step: 0,
             last_step: None,
+            lease_end: (origin == Origin::Client).then_some(0),
             last_active: Instant::now(),
             fingerprint: None,
         };
@@ -155,6 +180,34 @@ impl Sessions {
             t.next_step = taken.unwrap_or(t.next_step);
             t
         })
+    }
+
+    /// [`Self::next_step`] for trajectories with leased indexes: takes one only inside the leased
+    /// block.
+    pub fn take_leased_step(&self, uid: &str, tenant: &str) -> Result<Trajectory, Untaken> {
+        let mut inner = self.lock();
+        let t = match inner.by_uid.get_mut(uid) {
+            Some(t) if t.tenant == tenant => t,
+            _ => return Err(Untaken::Denied(Denied::NotFound)),
+        };
+        if t.lease_end.is_some_and(|end| t.next_step >= end) {
+            return Err(Untaken::NeedsLease(t.next_step));
+        }
+        t.last_active = Instant::now();
+        let out = t.clone();
+        t.next_step += 1;
+        Ok(out)
+    }
+
+    /// Records a leased block `start..end` of step indexes: later steps start at `start` unless
+    /// this gateway is already past it. A block older than the one in use changes nothing.
+    pub fn grant(&self, uid: &str, tenant: &str, block: std::ops::Range<u32>) {
+        let _ = self.update(uid, tenant, |t| {
+            if t.lease_end.is_some_and(|end| block.end > end) {
+                t.next_step = t.next_step.max(block.start);
+                t.lease_end = Some(block.end);
+            }
+        });
     }
 
     /// Notes that step `index` (first choice `step_id`) was recorded, unless a later one already was.
@@ -306,9 +359,40 @@ mod tests {
     }
 
     #[test]
+    fn client_named_trajectories_take_indexes_only_inside_their_leases() {
+        let s = sessions(60_000);
+        s.create("t1", "acme", "train", "p", None, Origin::Client)
+            .expect("create");
+        assert_eq!(
+            s.take_leased_step("t1", "acme").map(|t| t.next_step),
+            Err(Untaken::NeedsLease(0))
+        );
+        // A restarted gateway's lease starts after an earlier run's block.
+        s.grant("t1", "acme", 64..66);
+        assert_eq!(s.take_leased_step("t1", "acme").unwrap().next_step, 64);
+        assert_eq!(s.take_leased_step("t1", "acme").unwrap().next_step, 65);
+        assert_eq!(
+            s.take_leased_step("t1", "acme").map(|t| t.next_step),
+            Err(Untaken::NeedsLease(66))
+        );
+        // Two calls leased at once: the later block wins, the older one changes nothing.
+        s.grant("t1", "acme", 70..72);
+        s.grant("t1", "acme", 66..68);
+        assert_eq!(s.take_leased_step("t1", "acme").unwrap().next_step, 70);
+        assert_eq!(
+            s.take_leased_step("t1", "evil").map(|t| t.next_step),
+            Err(Untaken::Denied(Denied::NotFound))
+        );
+        // Trajectories the gateway named need no lease.
+        s.create("t2", "acme", "train", "p", None, Origin::Conversation)
+            .unwrap();
+        assert_eq!(s.take_leased_step("t2", "acme").unwrap().next_step, 0);
+    }
+
+    #[test]
     fn a_call_extending_the_last_answer_continues_the_session() {
         let s = sessions(60_000);
-        s.create("t1", "acme", "train", "p", None, true)
+        s.create("t1", "acme", "train", "p", None, Origin::Conversation)
             .expect("create");
         let first = vec![json!({"role": "user", "content": "hi"})];
         let answer = json!({"role": "assistant", "content": "hello"});
@@ -333,20 +417,34 @@ mod tests {
     #[test]
     fn step_indexes_count_per_trajectory_and_tenants_are_isolated() {
         let s = sessions(60_000);
-        s.create("t1", "acme", "train", "p", None, false)
+        s.create("t1", "acme", "train", "p", None, Origin::Init)
             .expect("create");
         assert_eq!(s.next_step("t1", "acme").expect("step").next_step, 0);
         assert_eq!(s.next_step("t1", "acme").expect("step").next_step, 1);
         assert!(s.next_step("t1", "evil").is_err());
-        assert!(s.create("t1", "evil", "train", "p", None, false).is_err());
+        assert!(
+            s.create("t1", "evil", "train", "p", None, Origin::Init)
+                .is_err()
+        );
     }
 
     #[test]
     fn idle_sessions_end_and_memory_stays_bounded() {
         let s = sessions(0);
         for i in 0..5 {
-            s.create(&format!("t{i}"), "acme", "train", "p", None, i == 0)
-                .expect("create");
+            s.create(
+                &format!("t{i}"),
+                "acme",
+                "train",
+                "p",
+                None,
+                if i == 0 {
+                    Origin::Conversation
+                } else {
+                    Origin::Init
+                },
+            )
+            .expect("create");
         }
         let ended = s.sweep();
         assert_eq!(

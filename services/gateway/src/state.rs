@@ -138,6 +138,7 @@ pub struct Inner {
     pub upstreams: Upstreams,
     pub capture: Capture,
     pub sessions: Sessions,
+    pub leases: crate::leases::Leases,
     pub tokenizer: Option<ChatTokenizer>,
     pub policy: PolicyVersion,
     /// The model name requests must carry for the serving version (KV `policy.model`: a LoRA
@@ -209,6 +210,12 @@ impl AppState {
             trajectory_ttl: config.trajectory_ttl,
             max_trajectories: config.max_trajectories,
         });
+        let leases = crate::leases::Leases::new(client.clone(), config.capture_timeout);
+        registry.register(
+            "trajectory_lease_fallbacks",
+            "Steps of client-named trajectories taken without a KV lease (JetStream unreachable)",
+            leases.fallbacks.clone(),
+        );
         Ok(Self(Arc::new(Inner {
             limiter: clawline_runtime::limits::RateLimiter::new(Some(config.rate_limit)),
             board: Arc::default(),
@@ -217,6 +224,7 @@ impl AppState {
             upstreams,
             capture,
             sessions,
+            leases,
             tokenizer,
             policy: PolicyVersion::default(),
             policy_model: std::sync::RwLock::new(None),

@@ -125,6 +125,29 @@ async fn a_restarted_gateway_drains_the_spool_an_earlier_run_left() {
     assert_eq!(stream_count(&h.js().await, "STEPS").await, 6);
 }
 
+/// A client-named trajectory's steps take leased indexes; while JetStream is away there is no
+/// lease to take, and the call is served and captured all the same.
+#[tokio::test]
+async fn a_client_named_trajectory_is_served_and_kept_through_an_outage() {
+    let mut h = Harness::start().await;
+    let mut ids = HashSet::new();
+    ids.insert(call_named(&h, "named-in-outage", "before").await);
+    h.nats.kill();
+    for i in 0..3 {
+        let started = Instant::now();
+        ids.insert(call_named(&h, "named-in-outage", &format!("during {i}")).await);
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "call {i} waited"
+        );
+    }
+    h.nats.restart();
+    wait_spool_empty(&h).await;
+    assert_eq!(ids.len(), 4);
+    let stored: HashSet<String> = h.steps().await.into_iter().map(|s| s.event_id).collect();
+    assert_eq!(stored, ids);
+}
+
 #[tokio::test]
 async fn without_nats_the_gateway_is_not_ready_but_still_answers() {
     let dir = tempfile::tempdir().unwrap();

@@ -116,6 +116,42 @@ async fn the_trajectory_header_groups_calls_and_sets_channel_and_prompt() {
     assert_eq!(r.status(), 400);
 }
 
+/// A trajectory id the client chose outlives the gateway: after a restart its calls continue it
+/// with new step ids (before, step indexes began at 0 again and JetStream dropped the new steps as
+/// duplicates of the old: 4 calls, 2 steps stored).
+#[tokio::test]
+async fn a_client_named_trajectory_keeps_every_step_across_gateway_restarts() {
+    let mut h = Harness::start().await;
+    let mut ids = Vec::new();
+    for round in 0..3 {
+        for i in 0..2 {
+            ids.push(call_named(&h, "agent-session-7", &format!("round {round} call {i}")).await);
+        }
+        h = h.restart_gateway().await;
+    }
+    let unique: std::collections::HashSet<&String> = ids.iter().collect();
+    assert_eq!(unique.len(), 6, "step ids reused: {ids:?}");
+    h.wait_for_messages("STEPS", 6).await;
+    let steps = h.steps().await;
+    assert_eq!(
+        steps.iter().map(|s| &s.event_id).collect::<Vec<_>>(),
+        ids.iter().collect::<Vec<_>>(),
+        "every acknowledged call has its step, in order"
+    );
+    let indexes: Vec<u32> = steps.iter().map(|s| s.step_index).collect();
+    assert!(
+        indexes.windows(2).all(|w| w[0] < w[1]),
+        "indexes go forward across restarts: {indexes:?}"
+    );
+    assert_eq!(
+        steps
+            .iter()
+            .filter(|s| s.trajectory_uid == "agent-session-7")
+            .count(),
+        6
+    );
+}
+
 #[tokio::test]
 async fn an_idle_session_ends_with_an_idle_completion() {
     let h = Harness::with(Options {

@@ -196,6 +196,13 @@ async fn compute_reward_answers_through_the_gateway() {
             .keys()
             .any(|k| k.starts_with("rm:bundled@"))
     );
+    // Ids as `/generate` returns them, ending with the end-of-turn token, and the ground truth
+    // where verl's GSM8K rows keep it: still the correct answer.
+    let mut with_eot = body.clone();
+    with_eot["response_ids"] = json!(tok.encode("6 x 7 = 42\n#### 42<|im_end|>").unwrap());
+    with_eot["dataset_fields"] = json!({"reward_model": {"ground_truth": "42", "style": "rule"}});
+    let answer: Value = post(with_eot).await.unwrap().json().await.unwrap();
+    assert_eq!(answer["reward_score"], 1.0, "{answer}");
     let mut wrong = body.clone();
     wrong["dataset_fields"]["ground_truth"] = json!("41");
     let answer: Value = post(wrong).await.unwrap().json().await.unwrap();

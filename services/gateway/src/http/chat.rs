@@ -24,7 +24,7 @@ use crate::chat::{
     Answer, content_text, request_exact_tokens, strip_unrequested, validate_messages,
 };
 use crate::error::ApiError;
-use crate::sessions::Trajectory;
+use crate::sessions::{Denied, Origin, Trajectory, Untaken};
 
 mod stream;
 use stream::{InFlight, stream_response};
@@ -119,8 +119,34 @@ fn derived_prompt_uid(tenant: &str, messages: &[Value]) -> String {
     derived_id("prm", &parts)
 }
 
+/// The next step index of a trajectory whose uid the client chose, from a leased block
+/// ([`crate::leases`]).
+async fn leased_step(state: &AppState, tenant: &str, uid: &str) -> Result<Trajectory, Denied> {
+    loop {
+        match state.sessions.take_leased_step(uid, tenant) {
+            Ok(t) => return Ok(t),
+            Err(Untaken::Denied(d)) => return Err(d),
+            Err(Untaken::NeedsLease(from)) => {
+                let block = match state.leases.lease(tenant, uid, from).await {
+                    Ok(block) => block,
+                    Err(err) => {
+                        tracing::warn!(
+                            error = %err,
+                            trajectory = uid,
+                            "no step-index lease; continuing from this gateway's own count"
+                        );
+                        state.leases.fallbacks.inc();
+                        from..from.saturating_add(crate::leases::BLOCK)
+                    }
+                };
+                state.sessions.grant(uid, tenant, block);
+            }
+        }
+    }
+}
+
 /// Which trajectory this call belongs to, with this call's step index taken.
-fn resolve(
+async fn resolve(
     state: &AppState,
     caller: &Caller,
     headers: &HeaderMap,
@@ -158,11 +184,10 @@ fn resolve(
         let channel = channel_from(state, headers)?;
         let (created, is_new) = state
             .sessions
-            .create(uid, tenant, &channel, &prompt, None, false)
+            .create(uid, tenant, &channel, &prompt, None, Origin::Client)
             .map_err(|_| unknown(uid))?;
-        let t = state
-            .sessions
-            .next_step(uid, tenant)
+        let t = leased_step(state, tenant, uid)
+            .await
             .map_err(|_| unknown(uid))?;
         let reg = is_new.then(|| registration(state, &created));
         let prompt_uid = t.prompt_uid.clone();
@@ -179,7 +204,7 @@ fn resolve(
     let prompt = derived_prompt_uid(tenant, messages);
     let (created, _) = state
         .sessions
-        .create(&uid, tenant, &channel, &prompt, None, true)
+        .create(&uid, tenant, &channel, &prompt, None, Origin::Conversation)
         .map_err(|_| ApiError::Internal("fresh trajectory uid collided".into()))?;
     let t = state
         .sessions
@@ -217,7 +242,7 @@ async fn chat(
     let tools = request.get("tools").cloned().filter(|t| !t.is_null());
     let params_json = params_of(&request);
     let (trajectory, prompt_uid, new_registration) =
-        resolve(&state, &caller, &headers, path, &messages)?;
+        resolve(&state, &caller, &headers, path, &messages).await?;
     let request_id = header(&headers, "x-request-id")
         .map(str::to_string)
         .unwrap_or_else(|| new_event_id("req"));

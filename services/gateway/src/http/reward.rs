@@ -1,6 +1,9 @@
 //! Claw-R1's `POST /compute_reward`, answered synchronously by the reward service over NATS
 //! request/reply (`clawline.reward.compute`). The gateway decodes the token ids with its
 //! `--tokenizer` so the scorer reads text; a client may also send `prompt_text` / `response_text`.
+//! Ids decode as verl's reward managers decode them, special tokens left out: the `/generate`
+//! answers Claw-R1's multi-step flow passes on end with the end-of-turn token, and `72<|im_end|>`
+//! must score like `72`.
 
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -48,7 +51,7 @@ async fn compute_reward(
         match (ids, &state.tokenizer) {
             (None, _) => Ok(None),
             (Some(ids), Some(tok)) => tok
-                .decode(ids)
+                .decode_text(ids)
                 .map(Some)
                 .map_err(|e| ApiError::bad_param(field, format!("{field}: {e}"))),
             (Some(_), None) => Err(ApiError::bad_param(

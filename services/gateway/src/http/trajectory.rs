@@ -18,7 +18,7 @@ use super::{Body, caller, parse_optional_json};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::sessions::Trajectory;
+use crate::sessions::{Origin, Trajectory};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -109,7 +109,7 @@ async fn init_trajectory(
             &channel,
             &prompt_uid,
             init.metadata,
-            false,
+            Origin::Init,
         )
         .map_err(|_| ApiError::Internal("fresh trajectory uid collided".into()))?;
     record(

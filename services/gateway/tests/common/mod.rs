@@ -266,6 +266,23 @@ pub async fn read_events<E: DeserializeOwned>(
     out
 }
 
+/// A chat call in the trajectory the client names; returns its step id.
+pub async fn call_named(h: &Harness, trajectory: &str, text: &str) -> String {
+    let r = h
+        .http
+        .post(format!("{}/v1/chat/completions", h.url))
+        .header("x-clawline-trajectory", trajectory)
+        .json(&chat_body(text))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{text}");
+    r.headers()["x-clawline-step-id"]
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
 pub fn chat_body(content: &str) -> Value {
     json!({"model": "mock-model", "messages": [{"role": "user", "content": content}]})
 }
