@@ -5,6 +5,7 @@
 #
 #   ./scripts/bench-learn-user.sh                    # 500 interactions, 4 users
 #   CLAWLINE_BIN=target/debug/clawline ./scripts/bench-learn-user.sh --interactions 200
+#   UP_ARGS="--kl-coef 0.3" ./scripts/bench-learn-user.sh    # other clawline up settings
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,7 +26,7 @@ trap 'kill -TERM "$UP" 2>/dev/null; wait "$UP" 2>/dev/null; rm -rf "$DATA"' EXIT
     --listen 127.0.0.1:$BASE --reward-listen 127.0.0.1:$((BASE + 1)) \
     --batcher-listen 127.0.0.1:$((BASE + 2)) --sql-listen 127.0.0.1:$((BASE + 3)) \
     --policy-listen 127.0.0.1:$((BASE + 4)) --trainer-listen 127.0.0.1:$((BASE + 5)) \
-    --broadcaster-listen 127.0.0.1:$((BASE + 6)) >"$DATA/up.log" 2>&1 &
+    --broadcaster-listen 127.0.0.1:$((BASE + 6)) ${UP_ARGS:-} >"$DATA/up.log" 2>&1 &
 UP=$!
 for _ in $(seq 600); do
     curl -sf "http://127.0.0.1:$BASE/ready" >/dev/null 2>&1 && curl -sf "http://127.0.0.1:$((BASE + 4))/v1/models" >/dev/null 2>&1 && break
@@ -43,9 +44,10 @@ curl -s "http://127.0.0.1:$((BASE + 2))/stats" >"$OUT/batcher.json" || true
 
 mkdir -p benches/results
 cp "$OUT/learn-user.svg" benches/results/learn-user.svg
-"$PY" - "$OUT" "$ELAPSED" "$(nproc)" "$BIN" >benches/results/learn-user.md <<'EOF'
+"$PY" - "$OUT" "$ELAPSED" "$(nproc)" "$BIN" "${UP_ARGS:-}" "$*" >benches/results/learn-user.md <<'EOF'
 import json, sys
 out, elapsed, cores, binary = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+up_args, user_args = sys.argv[5], sys.argv[6]
 s = json.load(open(f"{out}/summary.json"))
 lat = s["thumbs_up_to_served_s"]
 fmt = lambda v: "n/a" if v is None else f"{v:.2f}"
@@ -55,6 +57,7 @@ print(f"`scripts/bench-learn-user.sh` on {cores} CPU cores ({binary}): `clawline
       "answers ending \"Anything else?\" (no word of it is in the bundled reward model's lexicon) and "
       "rate every answer with a thumbs up or down (`POST /v1/feedback`, step id from the answer's headers). "
       "No `complete_trajectory`, no trajectory ids.\n")
+print(f"Run as `{' '.join(x for x in [('UP_ARGS=' + repr(up_args)) if up_args else '', 'scripts/bench-learn-user.sh', user_args] if x)}`.\n")
 print("| measure | first 100 | last 100 |\n| --- | --- | --- |")
 print(f"| liked share | {s['liked_first']:.2f} | {s['liked_last']:.2f} |")
 print(f"| well-formed share (independent of rewards) | {s['well_formed_first']:.2f} | {s['well_formed_last']:.2f} |\n")
@@ -62,6 +65,14 @@ print(f"- interactions: {s['interactions']}, failed: {s['failed']}, wall time {s
 print(f"- liked share rise: {s['liked_last'] - s['liked_first']:+.2f} (target ≥ +0.30)")
 wf = s['well_formed_last'] / max(1e-9, s['well_formed_first'])
 print(f"- well-formed share, last/first: {wf:.2f}× (target ≥ 0.95×)")
+ref = s.get("reference_likelihood") or {}
+if ref.get("likelihood_ratio") is not None:
+    print(f"- reference answers' per-token likelihood (held-out set, teacher-forced, no reward involved): "
+          f"v0 NLL {ref['start_nll']:.3f} → v{ref['end_version']} {ref['end_nll']:.3f} nats/token, "
+          f"{ref['likelihood_ratio']:.3f}× the start (target ≥ 0.95×)")
+se = lambda p, n=100: (p * (1 - p) / n) ** 0.5
+d = s['liked_last'] - s['liked_first']
+print(f"- liked rise in standard errors of the difference: {d / max(1e-9, (se(s['liked_first'])**2 + se(s['liked_last'])**2) ** 0.5):.1f}")
 print(f"- thumbs-up → first answer served by weights trained on it: median {fmt(lat['median'])} s, "
       f"p90 {fmt(lat['p90'])} s over {lat['n']} liked steps (target: median ≤ 5 s)")
 print(f"- highest version served: {s['versions_served_last']}\n")

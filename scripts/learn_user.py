@@ -22,6 +22,7 @@ served latency. Writes `interactions.jsonl` and `summary.json` into --out.
 
 import argparse
 import json
+import math
 import random
 import re
 import statistics
@@ -202,6 +203,39 @@ def served_latencies(args, records):
     return out
 
 
+def reference_likelihood(args, records):
+    """Per-token likelihood of the held-out reference answers (data/prompts/reference.jsonl, in
+    the warm-start corpus' style) under the starting model and under the version that served the
+    last answers, as the canary measured them (teacher-forced NLL): no reward involved."""
+    rows = sql(
+        args.sql_url,
+        "SELECT version, event, event_json FROM weights WHERE event IN ('activated', 'rejected') ORDER BY event_time",
+    )
+    start, nll_of = None, {0: None}
+    for r in rows:
+        canary = json.loads(r["event_json"]).get("canary") or {}
+        q = canary.get("quality") or {}
+        if not q:
+            continue
+        if canary.get("serving_version") == 0 and start is None:
+            start = q["serving_nll"]
+        if r["event"] == "activated":
+            nll_of[r["version"]] = q["candidate_nll"]
+    nll_of[0] = start
+    ok = [r for r in records if r.get("ok")]
+    last = max((r.get("version", 0) for r in ok[-args.window :]), default=0)
+    known = [v for v in nll_of if v <= last and nll_of[v] is not None]
+    end = nll_of[max(known)] if known else None
+    if start is None or end is None:
+        return {"start_nll": start, "end_nll": end, "likelihood_ratio": None}
+    return {
+        "start_nll": start,
+        "end_nll": end,
+        "end_version": max(known),
+        "likelihood_ratio": math.exp(start - end),
+    }
+
+
 def rolling(records, key, width):
     out = []
     for i in range(len(records)):
@@ -280,6 +314,7 @@ def main():
         "well_formed_first": share(first, "well_formed"),
         "well_formed_last": share(last, "well_formed"),
         "versions_served_last": max((r.get("version", 0) for r in ok), default=0),
+        "reference_likelihood": reference_likelihood(args, records),
         "thumbs_up_to_served_s": {
             "n": len(latencies),
             "median": statistics.median(latencies) if latencies else None,

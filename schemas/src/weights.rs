@@ -184,6 +184,16 @@ pub struct CanaryQuality {
     pub serving_degenerate: DegenerateShares,
     /// How much higher than the serving version's any of these shares may be.
     pub max_degenerate_increase: f64,
+    /// Mean NLL per token of the candidate's sampled answers under the base (starting) model:
+    /// how plausible the starting model finds its language. Anchored to the base, so drift that
+    /// each version's comparison with its parent lets through still adds up here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidate_fluency: Option<f64>,
+    /// The same for the base model's own sampled answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_fluency: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_fluency_increase: Option<f64>,
 }
 
 /// Shares (0–1) of sampled answers with a sign of broken language.

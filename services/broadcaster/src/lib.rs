@@ -93,6 +93,19 @@ pub struct Config {
         default_value_t = 0.1
     )]
     pub canary_max_degenerate_increase: f64,
+    /// How much higher the mean NLL per token of the candidate's sampled answers under the base
+    /// (starting) model may be than that of the base model's own answers. Anchored to the start,
+    /// it bounds the drift that comparisons with the serving version let through one small step
+    /// at a time (broken words, garbled sentences). Loads the base model beside the candidate.
+    /// In the plain-client benchmark, candidates with garbled sentences measured +0.18 and +0.30;
+    /// the liked ending itself costs a few hundredths (one ending token the base gives ~15 %
+    /// instead of ~30 %, over answers of ~25 tokens).
+    #[arg(
+        long = "canary-max-fluency-increase",
+        env = "CLAWLINE_CANARY_MAX_FLUENCY_INCREASE",
+        default_value_t = 0.1
+    )]
+    pub canary_max_fluency_increase: f64,
     /// Tokens each canary answer may have.
     #[arg(
         long = "canary-max-tokens",
@@ -143,6 +156,10 @@ impl Config {
             (
                 "--canary-max-degenerate-increase",
                 self.canary_max_degenerate_increase,
+            ),
+            (
+                "--canary-max-fluency-increase",
+                self.canary_max_fluency_increase,
             ),
         ] {
             // `inf` turns a check off.

@@ -67,6 +67,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                     max_nll_increase: c.canary_max_nll_increase,
                     max_kl: c.canary_max_kl,
                     max_degenerate_increase: c.canary_max_degenerate_increase,
+                    max_fluency_increase: c.canary_max_fluency_increase,
                 },
             )
         })

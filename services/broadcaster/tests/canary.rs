@@ -148,8 +148,8 @@ async fn broken_language_the_reward_model_likes_is_rejected_and_a_normal_update_
         60,
     );
     publish_version(&g.js, 2, &bell, &sha256(&bell)).await;
-    // v3: one version as `clawline up` trains it (2 GRPO updates, lr 1e-3, KL 0.1).
-    let normal = normal_update(base, 2, 1);
+    // v3: one version as `clawline up` trains it (1 GRPO update per version, lr 1e-3, KL 0.3).
+    let normal = normal_update(base, 1, 1);
     publish_version(&g.js, 3, &normal, &sha256(&normal)).await;
 
     serving_becomes(&g.js, "3").await;
@@ -209,7 +209,7 @@ async fn calibration_normal_versions_stay_within_the_limits() {
     let g = gate(&[]).await;
     let mut current = copy_model(g.model.path(), None);
     for v in 1..=8u64 {
-        let bytes = normal_update(current.path(), 2, v);
+        let bytes = normal_update(current.path(), 1, v);
         publish_version(&g.js, v, &bytes, &sha256(&bytes)).await;
         wait_for(
             || async {

@@ -1,7 +1,10 @@
 //! A plain OpenAI client trains the policy under `clawline up`: the official Python SDK, nothing but
 //! `base_url` changed, single-turn chats rated with thumbs through `POST /v1/feedback`, never a
 //! `complete_trajectory`. Before, every such step waited for a completion that never came
-//! (`open_trajectories: N`, `batches: 0`, trainer version 0).
+//! (`open_trajectories: N`, `batches: 0`, trainer version 0). Their taste (answers ending "Anything
+//! else?") is not the bundled reward model's, and the language must stay sound while the model
+//! learns it: bounds looser than the benchmark's targets (`benches/results/learn-user.md`: +0.44
+//! liked, 1.06× well-formed, in two runs of 500), so that a pass is not luck and a fail is not noise.
 #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
 mod common;
@@ -34,13 +37,14 @@ async fn a_plain_openai_client_trains_the_policy_without_completing_anything() {
             "--broadcaster-listen",
             &addr(),
         ])
-        .args(["--device", "cpu", "--warm-start-steps", "60"])
+        // The default warm start: users judge the language of the model `up` creates.
+        .args(["--device", "cpu"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(240);
+    let deadline = Instant::now() + Duration::from_secs(600);
     while !(is_ready(&http, &format!("http://{http_addr}")).await
         && http
             .get(format!("http://{policy}/v1/models"))
@@ -59,7 +63,14 @@ async fn a_plain_openai_client_trains_the_policy_without_completing_anything() {
         .arg("scripts/learn_user.py")
         .args(["--base-url", &format!("http://{http_addr}/v1")])
         .args(["--sql-url", &format!("http://{sql}/sql")])
-        .args(["--interactions", "120", "--users", "3", "--think-ms", "200"])
+        .args([
+            "--interactions",
+            "400",
+            "--users",
+            "4",
+            "--think-ms",
+            "1500",
+        ])
         .arg("--out")
         .arg(&out_dir)
         .output()
@@ -73,6 +84,16 @@ async fn a_plain_openai_client_trains_the_policy_without_completing_anything() {
     let summary: Value =
         serde_json::from_slice(&std::fs::read(out_dir.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["failed"], 0, "{stdout}");
+    // What the users see: more answers they like (first vs last 100; one window's standard error
+    // is about 0.045), in language as well-formed as at the start (measured without any reward).
+    let share = |key: &str| summary[key].as_f64().unwrap();
+    let rise = share("liked_last") - share("liked_first");
+    assert!(rise >= 0.15, "liked share rose only {rise:+.2}: {stdout}");
+    let kept = share("well_formed_last") / share("well_formed_first").max(1e-9);
+    assert!(
+        kept >= 0.75,
+        "well-formed answers fell to {kept:.2}× the start: {stdout}"
+    );
 
     // The steps became batches and the trainer published versions from them, with no completion.
     let deadline = Instant::now() + Duration::from_secs(60);

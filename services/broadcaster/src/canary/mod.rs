@@ -48,6 +48,7 @@ pub struct Limits {
     pub max_nll_increase: f64,
     pub max_kl: f64,
     pub max_degenerate_increase: f64,
+    pub max_fluency_increase: f64,
 }
 
 /// One version's measurements.
@@ -57,6 +58,8 @@ struct Measured {
     reward: f64,
     nll: f64,
     degenerate: DegenerateShares,
+    /// Mean NLL per token of its sampled answers under the base model.
+    fluency: f64,
 }
 
 /// A version's measurements, its answers' texts, and its logprobs of the serving version's answers.
@@ -77,6 +80,8 @@ pub struct Canary {
     serving: Mutex<Option<Arc<Measured>>>,
     /// The last candidate's, until it is promoted or the next one is measured.
     candidate: Mutex<Option<Arc<Measured>>>,
+    /// The base model's fluency (its own answers' NLL), once measured.
+    base_fluency: Mutex<Option<f64>>,
 }
 
 fn read_set(flag: &str, path: Option<&Path>, bundled: &str) -> anyhow::Result<(String, String)> {
@@ -148,6 +153,7 @@ impl Canary {
             limits,
             serving: Mutex::new(None),
             candidate: Mutex::new(None),
+            base_fluency: Mutex::new(None),
         })
     }
 
@@ -184,6 +190,31 @@ impl Canary {
             }
             None => None,
         };
+        // How the starting model likes these answers: their mean NLL per token under it (a
+        // version's own sampling logprobs when it is the base).
+        let fluency = if candidate.dir.is_none() {
+            let n: usize = answers.iter().map(|a| a.logprobs.len()).sum();
+            let sum: f64 = answers
+                .iter()
+                .flat_map(|a| &a.logprobs)
+                .map(|&x| -f64::from(x))
+                .sum();
+            sum / n.max(1) as f64
+        } else {
+            let base = measure::load(
+                &self.base,
+                &Candidate {
+                    version: 0,
+                    dir: None,
+                    format: WeightsFormat::Full,
+                },
+            )?;
+            let pairs: Vec<(&[u32], &[u32])> = answers
+                .iter()
+                .map(|a| (a.prompt.as_slice(), a.tokens.as_slice()))
+                .collect();
+            measure::mean_nll(&base.model, &pairs)?.0
+        };
         let mut texts = Vec::with_capacity(answers.len());
         let mut marks = Vec::with_capacity(answers.len());
         for a in &answers {
@@ -207,6 +238,7 @@ impl Canary {
             reward: f64::NAN,
             nll,
             degenerate: quality::shares(&marks),
+            fluency,
         };
         Ok((measured, texts, on_serving))
     }
@@ -276,6 +308,7 @@ impl Canary {
         let (measured, on_serving) = self
             .measured(client, candidate, Some(serving_measured.clone()))
             .await?;
+        let base_fluency = self.base_fluency(&serving_measured).await?;
         let serving_lps: Vec<Vec<f32>> = serving_measured
             .answers
             .iter()
@@ -301,6 +334,9 @@ impl Canary {
                 candidate_degenerate: measured.degenerate.clone(),
                 serving_degenerate: serving_measured.degenerate.clone(),
                 max_degenerate_increase: l.max_degenerate_increase,
+                candidate_fluency: Some(measured.fluency),
+                base_fluency: Some(base_fluency),
+                max_fluency_increase: Some(l.max_fluency_increase),
             }),
         };
         tracing::debug!(
@@ -310,6 +346,30 @@ impl Canary {
         );
         *self.candidate.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(measured));
         Ok(result)
+    }
+
+    /// The base model's fluency: from the serving measurements when the base serves, else
+    /// measured once (sampling only; the reward scorer is not asked).
+    async fn base_fluency(self: &Arc<Self>, serving: &Measured) -> anyhow::Result<f64> {
+        if let Some(f) = *self.base_fluency.lock().unwrap_or_else(|p| p.into_inner()) {
+            return Ok(f);
+        }
+        let f = if serving.version == 0 {
+            serving.fluency
+        } else {
+            let this = self.clone();
+            let base = Candidate {
+                version: 0,
+                dir: None,
+                format: WeightsFormat::Full,
+            };
+            tokio::task::spawn_blocking(move || this.measure(&base, None))
+                .await??
+                .0
+                .fluency
+        };
+        *self.base_fluency.lock().unwrap_or_else(|p| p.into_inner()) = Some(f);
+        Ok(f)
     }
 
     /// A promoted candidate's measurements become the serving ones, so the next comparison need
@@ -379,6 +439,7 @@ mod tests {
             max_nll_increase: 0.1,
             max_kl: 0.1,
             max_degenerate_increase: 0.1,
+            max_fluency_increase: 0.1,
         };
         let canary = Canary::load(dir.path(), None, None, limits).unwrap();
         let base = Candidate {

@@ -121,6 +121,15 @@ pub fn regressions(result: &CanaryResult) -> Vec<String> {
             q.kl, q.max_kl
         ));
     }
+    if let (Some(c), Some(b), Some(max)) =
+        (q.candidate_fluency, q.base_fluency, q.max_fluency_increase)
+        && !within(c - b, max)
+    {
+        out.push(format!(
+            "its answers' NLL under the starting model {c:.2} vs the starting model's own {b:.2} ({:+.2} > {max:.2} nats/token: its language drifted)",
+            c - b
+        ));
+    }
     let (c, s) = (&q.candidate_degenerate, &q.serving_degenerate);
     for (name, c, s) in [
         ("repetition", c.repetition, s.repetition),
@@ -218,6 +227,9 @@ mod tests {
                 kl_tokens: 700,
                 max_kl: 0.1,
                 max_degenerate_increase: 0.1,
+                candidate_fluency: Some(1.0),
+                base_fluency: Some(0.9),
+                max_fluency_increase: Some(0.3),
                 ..Default::default()
             }),
         }
@@ -231,6 +243,7 @@ mod tests {
         let q = r.quality.as_mut().unwrap_or_else(|| unreachable!());
         q.candidate_nll = 2.91;
         q.kl = 0.83;
+        q.candidate_fluency = Some(1.5);
         q.candidate_degenerate.repetition = 0.5;
         q.serving_degenerate.repetition = 0.03;
         assert_eq!(
@@ -239,6 +252,7 @@ mod tests {
                 "mean reward 0.4000 vs serving v3's 0.5000 (-0.1000, tolerance 0.02)",
                 "reference NLL 2.91 vs serving v3's 2.40 (+0.51 > 0.10 nats/token)",
                 "KL to serving v3's answers 0.830 > 0.100 nats/token",
+                "its answers' NLL under the starting model 1.50 vs the starting model's own 0.90 (+0.60 > 0.30 nats/token: its language drifted)",
                 "answers with repetition 0.50 vs serving v3's 0.03 (+0.47 > 0.10)",
             ]
         );

@@ -87,7 +87,7 @@ fn lexicon_reward(text: &str) -> f64 {
     count(&good) - count(&bad)
 }
 
-/// One version as `clawline up` trains it: `updates` GRPO updates (lr 1e-3, KL 0.1 to `model`)
+/// One version as `clawline up` trains it: `updates` GRPO updates (lr 1e-3, KL 0.3 to `model`)
 /// of 8 answers each, sampled from the policy at temperature 1 and rewarded (normalised), on the
 /// evaluation prompts. `seed` varies the samples.
 pub fn normal_update(model: &Path, updates: usize, seed: u64) -> Vec<u8> {
@@ -101,7 +101,8 @@ pub fn normal_update(model: &Path, updates: usize, seed: u64) -> Vec<u8> {
         .collect();
     let mut opt = AdamW::new(1e-3);
     let cfg = LossConfig {
-        kl_coef: 0.1,
+        // `clawline up`'s KL coefficient for the model it creates.
+        kl_coef: 0.3,
         ..Default::default()
     };
     for u in 0..updates {
