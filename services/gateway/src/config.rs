@@ -28,6 +28,38 @@ pub struct Config {
     )]
     pub upstreams: Vec<String>,
 
+    /// API key the gateway sends its engines (`Authorization: Bearer …`): a vLLM started with
+    /// `--api-key`, or a hosted API while you only collect data. Clients' own keys stay with the
+    /// gateway.
+    #[arg(
+        long = "upstream-api-key",
+        env = "CLAWLINE_UPSTREAM_API_KEY",
+        hide_env_values = true
+    )]
+    pub upstream_api_key: Option<String>,
+
+    /// Which model name goes to the engine. `engine` (default): the client's name when the engine
+    /// serves it (its model or a loaded adapter), else the engine's own model, as the engine's
+    /// `/v1/models` lists it — agents hard-code names (Claw-R1's `"default"`) that a vLLM-like
+    /// engine answers with 404. `client`: the client's name, unchanged. Any other value: that name
+    /// for every call. A version the broadcaster serves as an adapter overrides all three.
+    #[arg(
+        long = "model-name",
+        env = "CLAWLINE_MODEL_NAME",
+        default_value = "engine"
+    )]
+    pub model_name: String,
+
+    /// `max_tokens` of a `/generate` call that sends none, capped by what the engine's context
+    /// (`max_model_len`) leaves after the prompt: the engine's own default would cut the answer
+    /// (vLLM's `/v1/completions` stops at 16 tokens).
+    #[arg(
+        long = "generate-max-tokens",
+        env = "CLAWLINE_GENERATE_MAX_TOKENS",
+        default_value_t = 1024
+    )]
+    pub generate_max_tokens: u64,
+
     #[command(flatten)]
     pub nats: NatsArgs,
 

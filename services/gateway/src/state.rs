@@ -188,7 +188,7 @@ impl AppState {
             "--default-channel {:?} must be 1-64 of [A-Za-z0-9_-]",
             config.default_channel
         );
-        let upstreams = Upstreams::new(&config.upstreams)?;
+        let upstreams = Upstreams::new(&config.upstreams, config.upstream_api_key.clone())?;
         let spool = Spool::open(&config.spool_dir, config.spool_fsync)
             .with_context(|| format!("opening --spool-dir {}", config.spool_dir.display()))?;
         if spool.depth() > 0 {
@@ -234,6 +234,26 @@ impl AppState {
             producer: format!("clawline-gateway/{}", env!("CARGO_PKG_VERSION")),
             client,
         })))
+    }
+
+    /// The model name to send the engine for a call that names `requested` (`--model-name`);
+    /// `None` leaves the call's name as it is.
+    pub async fn engine_model(&self, requested: Option<&str>) -> Option<String> {
+        if let Some(model) = self.policy_model.read().ok().and_then(|m| m.clone()) {
+            // The serving version is an adapter the engine serves under its own name.
+            return Some(model);
+        }
+        match self.config.model_name.as_str() {
+            "client" => None,
+            "engine" => {
+                let served = self.upstreams.served().await?;
+                match requested {
+                    Some(name) if served.models.iter().any(|m| m == name) => None,
+                    _ => served.models.first().cloned(),
+                }
+            }
+            fixed => Some(fixed.to_string()),
+        }
     }
 
     pub fn is_ready(&self) -> bool {

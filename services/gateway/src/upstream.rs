@@ -1,8 +1,9 @@
 //! The serving engines behind the gateway: round-robin over the healthy ones, pooled connections
 //! with TCP_NODELAY, failover on connection errors, and a health probe that brings an engine back.
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
@@ -36,14 +37,28 @@ impl Upstream {
     }
 }
 
+/// What the engines serve, as their `/v1/models` says.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Served {
+    /// Model ids; the engine's own model first, then its adapters.
+    pub models: Vec<String>,
+    /// The engine's context length (vLLM's `max_model_len`), when it tells.
+    pub max_model_len: Option<u64>,
+}
+
+/// How long the engines' `/v1/models` answer (or its absence) is kept.
+const SERVED_TTL: Duration = Duration::from_secs(30);
+
 pub struct Upstreams {
     list: Vec<Upstream>,
     next: AtomicUsize,
     client: reqwest::Client,
+    api_key: Option<String>,
+    served: Mutex<Option<(Instant, Option<Served>)>>,
 }
 
 impl Upstreams {
-    pub fn new(bases: &[String]) -> anyhow::Result<Self> {
+    pub fn new(bases: &[String], api_key: Option<String>) -> anyhow::Result<Self> {
         anyhow::ensure!(!bases.is_empty(), "at least one --upstream is required");
         let mut list = Vec::new();
         for base in bases {
@@ -69,7 +84,59 @@ impl Upstreams {
             list,
             next: AtomicUsize::new(0),
             client,
+            api_key: api_key.filter(|k| !k.is_empty()),
+            served: Mutex::new(None),
         })
+    }
+
+    fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.api_key {
+            Some(key) => request.bearer_auth(key),
+            None => request,
+        }
+    }
+
+    /// What the engines serve (their `/v1/models`, asked at most every 30 s; `None` when they do
+    /// not say).
+    pub async fn served(&self) -> Option<Served> {
+        let cached = |s: &Self| {
+            s.served
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+                .filter(|(at, _)| at.elapsed() < SERVED_TTL)
+                .map(|(_, served)| served.clone())
+        };
+        if let Some(served) = cached(self) {
+            return served;
+        }
+        let upstream = self.order()[0];
+        let answer = self
+            .authorized(self.client.get(format!("{}/models", upstream.base)))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .ok()
+            .filter(|r| r.status().is_success());
+        let listed = match answer {
+            Some(r) => r.json::<serde_json::Value>().await.ok(),
+            None => None,
+        };
+        let served = listed.and_then(|v| {
+            let data = v.get("data")?.as_array()?;
+            let models: Vec<String> = data
+                .iter()
+                .filter_map(|m| m.get("id")?.as_str().map(str::to_string))
+                .collect();
+            let max_model_len = data.iter().find_map(|m| m.get("max_model_len")?.as_u64());
+            (!models.is_empty()).then_some(Served {
+                models,
+                max_model_len,
+            })
+        });
+        *self.served.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((Instant::now(), served.clone()));
+        served
     }
 
     pub fn all(&self) -> &[Upstream] {
@@ -98,8 +165,7 @@ impl Upstreams {
         let mut last_error = String::from("no upstream configured");
         for upstream in self.order() {
             let mut request = self
-                .client
-                .post(format!("{}{path}", upstream.base))
+                .authorized(self.client.post(format!("{}{path}", upstream.base)))
                 .header("content-type", "application/json")
                 .body(body_for(upstream));
             if let Some(t) = timeout {
@@ -127,8 +193,7 @@ impl Upstreams {
     /// GETs `path` from the first healthy upstream.
     pub async fn get(&self, path: &str) -> Result<reqwest::Response, ApiError> {
         let upstream = self.order()[0];
-        self.client
-            .get(format!("{}{path}", upstream.base))
+        self.authorized(self.client.get(format!("{}{path}", upstream.base)))
             .timeout(Duration::from_secs(10))
             .send()
             .await
@@ -148,8 +213,7 @@ impl Upstreams {
             }
             for upstream in self.list.iter().filter(|u| !u.is_healthy()) {
                 let reachable = self
-                    .client
-                    .get(format!("{}/models", upstream.base))
+                    .authorized(self.client.get(format!("{}/models", upstream.base)))
                     .timeout(Duration::from_secs(2))
                     .send()
                     .await

@@ -4,6 +4,7 @@
 
 mod common;
 
+use clawline_mock_vllm::MockConfig;
 use common::*;
 use serde_json::{Value, json};
 
@@ -237,4 +238,127 @@ async fn generate_returns_the_engines_own_token_ids_and_logprobs() {
     assert_eq!(sent, 1);
     let r = h.post("/generate", json!({"prompt_ids": []})).await;
     assert_eq!(r.status(), 400);
+}
+
+/// Against an engine as strict as vLLM: Claw-R1's GSM8K agent hard-codes `model="default"`
+/// (vLLM: 404) and `/generate` sends no `max_tokens` (vLLM's `/v1/completions`: 16 tokens). The
+/// gateway sends the engine's own model name and a `max_tokens` the context leaves room for.
+#[tokio::test]
+async fn claw_r1_agents_work_against_an_engine_as_strict_as_vllm() {
+    let long =
+        "Natalia sold 48 clips in April and half as many in May, so 48 + 24 = 72 clips.\n#### 72";
+    let h = Harness::with(Options {
+        mock: MockConfig {
+            reply: Some(long.into()),
+            ..MockConfig::default()
+        },
+        ..Options::default()
+    })
+    .await;
+    let mut body = chat_body("How many clips?");
+    body["model"] = json!("default");
+    let r = h.post("/v1/chat/completions", body.clone()).await;
+    assert_eq!(r.status(), 200);
+    let sent = h.mock.stats.last_request.lock().unwrap().clone().unwrap();
+    assert_eq!(sent["model"], "mock-model");
+    // A name the engine serves goes through as it is.
+    body["model"] = json!("mock-model");
+    assert_eq!(h.post("/v1/chat/completions", body).await.status(), 200);
+
+    let r = h
+        .post("/generate", json!({"prompt_ids": [10, 11, 12], "sampling_params": {"temperature": 1.0, "model": "default"}}))
+        .await;
+    assert_eq!(r.status(), 200);
+    let answer: Value = r.json().await.unwrap();
+    let ids: Vec<u32> = serde_json::from_value(answer["token_ids"].clone()).unwrap();
+    assert!(reply_ids(long).len() > 16);
+    assert_eq!(
+        ids,
+        reply_ids(long),
+        "the whole answer, not vLLM's 16 tokens"
+    );
+    assert_eq!(answer["stop_reason"], "stop");
+
+    // `--model-name client` forwards the agent's name: the engine's 404 reaches the agent.
+    let strict = Harness::with(Options {
+        extra_args: vec!["--model-name".into(), "client".into()],
+        ..Options::default()
+    })
+    .await;
+    let mut body = chat_body("hi");
+    body["model"] = json!("default");
+    let r = strict.post("/v1/chat/completions", body).await;
+    assert_eq!(r.status(), 404);
+    let err: Value = r.json().await.unwrap();
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("does not exist"),
+        "{err}"
+    );
+}
+
+/// A `/generate` prompt near the end of the engine's context gets the room that is left.
+#[tokio::test]
+async fn generate_never_asks_for_more_than_the_context_leaves() {
+    let long = "one two three four five six seven eight nine ten eleven twelve";
+    let h = Harness::with(Options {
+        mock: MockConfig {
+            reply: Some(long.into()),
+            max_model_len: 8,
+            ..MockConfig::default()
+        },
+        ..Options::default()
+    })
+    .await;
+    let r = h
+        .post("/generate", json!({"prompt_ids": [10, 11, 12]}))
+        .await;
+    let answer: Value = r.json().await.unwrap();
+    assert_eq!(answer["token_ids"].as_array().unwrap().len(), 5, "{answer}");
+    assert_eq!(answer["stop_reason"], "length");
+}
+
+#[tokio::test]
+async fn the_gateway_brings_its_own_key_to_an_engine_that_wants_one() {
+    let mock = MockConfig {
+        api_key: Some("engine-secret".into()),
+        ..MockConfig::default()
+    };
+    let without = Harness::with(Options {
+        mock: mock.clone(),
+        ..Options::default()
+    })
+    .await;
+    assert_eq!(
+        without
+            .post("/v1/chat/completions", chat_body("hi"))
+            .await
+            .status(),
+        401
+    );
+    let with = Harness::with(Options {
+        mock,
+        extra_args: vec!["--upstream-api-key".into(), "engine-secret".into()],
+        ..Options::default()
+    })
+    .await;
+    let r = with.post("/v1/chat/completions", chat_body("hi")).await;
+    assert_eq!(r.status(), 200);
+    let models = with
+        .http
+        .get(format!("{}/v1/models", with.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(models.status(), 200);
+    // Claw-R1's launcher waits for FastAPI's docs page.
+    let docs = with
+        .http
+        .get(format!("{}/docs", with.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(docs.status(), 200);
 }

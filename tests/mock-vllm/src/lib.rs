@@ -49,6 +49,10 @@ pub struct MockConfig {
     pub fail_status: Option<u16>,
     /// A fixed reply instead of `echo: <last message>`.
     pub reply: Option<String>,
+    /// Context length reported by `/v1/models` (vLLM's `max_model_len`).
+    pub max_model_len: u64,
+    /// Like `vllm serve --api-key`: every `/v1` request without `Authorization: Bearer <key>` is 401.
+    pub api_key: Option<String>,
 }
 
 impl Default for MockConfig {
@@ -61,6 +65,8 @@ impl Default for MockConfig {
             policy_version: None,
             fail_status: None,
             reply: None,
+            max_model_len: 4096,
+            api_key: None,
         }
     }
 }
@@ -216,7 +222,34 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/collective_rpc", post(weights::collective_rpc))
         .route("/update_weights_from_disk", post(weights::update_from_disk))
         .route("/get_model_info", get(weights::model_info))
+        .layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            require_key,
+        ))
         .with_state(shared)
+}
+
+async fn require_key(
+    State(shared): State<Arc<Shared>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Some(key) = shared.config().api_key
+        && request.uri().path().starts_with("/v1")
+    {
+        let sent = request
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        if sent != Some(format!("Bearer {key}").as_str()) {
+            return (
+                StatusCode::UNAUTHORIZED,
+                axum::Json(json!({"error": "Unauthorized"})),
+            )
+                .into_response();
+        }
+    }
+    next.run(request).await
 }
 
 /// Serves a mock on `listener` until the process ends (for the `clawline-mock-vllm` binary).
@@ -230,13 +263,33 @@ pub async fn serve_forever(
 }
 
 async fn models(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
-    let model = shared.config().model;
-    let mut data = vec![json!({"id": model, "object": "model", "owned_by": "clawline-mock"})];
+    let config = shared.config();
+    let model = config.model;
+    let mut data = vec![
+        json!({"id": model, "object": "model", "owned_by": "clawline-mock", "max_model_len": config.max_model_len}),
+    ];
     let weights = shared.weights.lock().map(|w| w.clone()).unwrap_or_default();
     for (name, path) in weights.adapters {
         data.push(json!({"id": name, "object": "model", "root": path, "parent": model}));
     }
     axum::Json(json!({"object": "list", "data": data}))
+}
+
+/// vLLM's answer to a `model` it does not serve (neither the model nor a loaded adapter): 404.
+pub(crate) fn unknown_model(shared: &Shared, request: &Value) -> Option<Response> {
+    let name = request.get("model").and_then(Value::as_str)?;
+    let served = shared.config().model == name
+        || shared
+            .weights
+            .lock()
+            .is_ok_and(|w| w.adapters.contains_key(name));
+    (!served).then(|| {
+        (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({"error": {"message": format!("The model `{name}` does not exist."), "type": "NotFoundError", "param": null, "code": 404}})),
+        )
+            .into_response()
+    })
 }
 
 pub(crate) fn error(status: StatusCode, message: &str) -> Response {

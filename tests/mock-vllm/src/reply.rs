@@ -138,6 +138,9 @@ pub(crate) async fn chat(State(shared): State<Arc<Shared>>, body: Bytes) -> Resp
         .last_request
         .lock()
         .unwrap_or_else(|p| p.into_inner()) = Some(request.clone());
+    if let Some(response) = crate::unknown_model(&shared, &request) {
+        return response;
+    }
     if !config.delay.is_zero() {
         tokio::time::sleep(config.delay).await;
     }
@@ -375,6 +378,9 @@ pub(crate) async fn completions(State(shared): State<Arc<Shared>>, body: Bytes) 
         Ok(v) => v,
         Err(e) => return error(StatusCode::BAD_REQUEST, &format!("invalid JSON: {e}")),
     };
+    if let Some(response) = crate::unknown_model(&shared, &request) {
+        return response;
+    }
     if !config.delay.is_zero() {
         tokio::time::sleep(config.delay).await;
     }
@@ -399,7 +405,12 @@ pub(crate) async fn completions(State(shared): State<Arc<Shared>>, body: Bytes) 
         .unwrap_or_else(|| "echo completion".into());
     let mut ids = tok.encode(&text).unwrap_or_default();
     let mut finish = "stop";
-    match request.get("max_tokens").and_then(Value::as_u64) {
+    // vLLM's default for `/v1/completions`: 16 tokens.
+    match request
+        .get("max_tokens")
+        .and_then(Value::as_u64)
+        .or(Some(16))
+    {
         Some(max) if ids.len() >= max as usize => {
             ids.truncate(max as usize);
             finish = "length";

@@ -257,8 +257,10 @@ async fn chat(
         })
     });
 
-    if let Some(model) = state.policy_model.read().ok().and_then(|m| m.clone()) {
-        // The serving version is an adapter the engine serves under its own name.
+    if let Some(model) = state
+        .engine_model(request.get("model").and_then(Value::as_str))
+        .await
+    {
         request.insert("model".into(), Value::String(model));
     }
     let plain = serde_json::to_vec(&request).map_err(|e| ApiError::Internal(e.to_string()))?;

@@ -13,10 +13,26 @@ use crate::error::ApiError;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/docs", get(docs))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .route("/v1/models", get(models))
         .route("/{trajectory_uid}/{prompt_uid}/v1/models", get(models))
+}
+
+/// A page naming the endpoints: Claw-R1's launcher waits for `GET /docs` (FastAPI's page) to
+/// answer before it starts its agents.
+async fn docs() -> impl IntoResponse {
+    axum::response::Html(concat!(
+        "<!doctype html><title>clawline gateway</title><h1>clawline gateway ",
+        env!("CARGO_PKG_VERSION"),
+        "</h1><p>OpenAI-compatible: <code>POST /v1/chat/completions</code>, <code>GET /v1/models</code>. ",
+        "Claw-R1: <code>POST /init_trajectory</code>, <code>/{trajectory_uid}/{prompt_uid}/v1/…</code>, ",
+        "<code>/complete_trajectory/{uid}</code>, <code>/submit_steps</code>, <code>/generate</code>, ",
+        "<code>/compute_reward</code>. Feedback: <code>POST /v1/feedback</code>. Operations: ",
+        "<code>/healthz</code>, <code>/ready</code>, <code>/metrics</code>, <code>/dashboard</code>. ",
+        "See the README.</p>"
+    ))
 }
 
 async fn healthz() -> impl IntoResponse {

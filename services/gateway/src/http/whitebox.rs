@@ -269,8 +269,24 @@ async fn generate(
             upstream_body.insert(key.to_string(), v.clone());
         }
     }
-    if let Some(model) = state.policy_model.read().ok().and_then(|m| m.clone()) {
+    if let Some(model) = state
+        .engine_model(params.get("model").and_then(Value::as_str))
+        .await
+    {
         upstream_body.insert("model".into(), json!(model));
+    }
+    if !upstream_body.contains_key("max_tokens") {
+        // The engine's own default would cut the answer (vLLM's: 16 tokens).
+        let room = state
+            .upstreams
+            .served()
+            .await
+            .and_then(|s| s.max_model_len)
+            .map(|len| len.saturating_sub(request.prompt_ids.len() as u64).max(1));
+        let max = room.map_or(state.config.generate_max_tokens, |room| {
+            room.min(state.config.generate_max_tokens)
+        });
+        upstream_body.insert("max_tokens".into(), json!(max));
     }
     upstream_body.insert("prompt".into(), json!(request.prompt_ids));
     upstream_body.insert("logprobs".into(), json!(1));
