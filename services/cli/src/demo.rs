@@ -87,12 +87,25 @@ pub struct Report {
     pub seconds: f64,
 }
 
+/// The trainer's KL coefficient for the demo's built-in model and its updates per version, unless
+/// `--kl-coef` / `--publish-every` say otherwise: the settings its README numbers were measured with.
+const DEMO_KL_COEF: f64 = 0.1;
+const DEMO_PUBLISH_EVERY: u64 = 2;
+
 pub async fn run(args: DemoArgs, log: LogArgs) -> anyhow::Result<()> {
     let prompts = prompts(&args)?;
     let data_dir = args.up.data_dir.clone();
     let gateway = format!("http://{}", args.up.listen);
     let shutdown = Shutdown::on_signals();
-    let running = crate::up::start(args.up.clone(), log, &shutdown).await?;
+    let mut up = args.up.clone();
+    if up.learn.model.is_none() {
+        // The demo's users like what the bundled reward model likes, and the demo shows the reward
+        // rising at the pace the README reports; `up`'s 0.3 holds the language of users with a
+        // taste of their own (benches/results/learn-user.md).
+        up.learn.kl_coef.get_or_insert(DEMO_KL_COEF);
+    }
+    up.learn.publish_every.get_or_insert(DEMO_PUBLISH_EVERY);
+    let running = crate::up::start(up, log, &shutdown).await?;
     let client = async_nats::connect(running.nats_url.clone()).await?;
     let started = Instant::now();
     let rewards: Arc<Mutex<HashMap<String, f64>>> = Arc::default();

@@ -29,11 +29,11 @@ pub struct LearnArgs {
     /// default: the built-in policy server. With `--upstream` and no `--engine`, nothing trains.
     #[arg(long = "engine", value_parser = engine_spec)]
     pub engines: Vec<String>,
-    /// Updates (batches) per published version. One: a user's thumbs-up reaches the served
-    /// weights a batch sooner (median 4.9 s instead of 5.9 s with plain clients on 2 cores,
-    /// `benches/results/learn-user.md`).
-    #[arg(long = "publish-every", default_value_t = 1)]
-    pub publish_every: u64,
+    /// Updates (batches) per published version. Default 1: a user's thumbs-up reaches the served
+    /// weights a batch sooner (median 4.8 s instead of 5.9 s with plain clients on 2 cores,
+    /// `benches/results/learn-user.md`); `clawline demo` publishes every 2.
+    #[arg(long = "publish-every")]
+    pub publish_every: Option<u64>,
     /// The trainer's learning rate (the default suits the tiny built-in model; a real model wants
     /// about 1e-6 to 1e-5).
     #[arg(long, default_value_t = 1e-3)]
@@ -149,7 +149,7 @@ pub async fn spawn(
             "--device",
             &args.device,
             "--publish-every",
-            &args.publish_every.to_string(),
+            &args.publish_every.unwrap_or(1).to_string(),
             "--lr",
             &args.lr.to_string(),
             "--kl-coef",
