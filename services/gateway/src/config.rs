@@ -38,6 +38,24 @@ pub struct Config {
     )]
     pub upstream_api_key: Option<String>,
 
+    /// A client request header to pass on to the engines (e.g. `traceparent`, `x-request-id`,
+    /// an engine's routing or priority header). Repeat for several. None by default; headers that
+    /// describe the connection or the body (Host, Content-Length, Connection, …) are refused, and
+    /// `authorization` only when there is no `--upstream-api-key`.
+    #[arg(
+        long = "forward-header",
+        env = "CLAWLINE_FORWARD_HEADERS",
+        value_delimiter = ','
+    )]
+    pub forward_headers: Vec<String>,
+
+    /// A sampling setting for calls that send none: `KEY=NUMBER` for every call, or
+    /// `CHANNEL/KEY=NUMBER` for one channel's (which wins over the first). Keys: temperature,
+    /// top_p, top_k, min_p, max_tokens, presence_penalty, frequency_penalty, repetition_penalty,
+    /// seed. Repeat for several. The step records what the engine got.
+    #[arg(long = "default-param", env = "CLAWLINE_DEFAULT_PARAMS", value_delimiter = ',', value_parser = default_param)]
+    pub default_params: Vec<DefaultParam>,
+
     /// Which model name goes to the engine. `engine` (default): the client's name when the engine
     /// serves it (its model or a loaded adapter), else the engine's own model, as the engine's
     /// `/v1/models` lists it — agents hard-code names (Claw-R1's `"default"`) that a vLLM-like
@@ -170,9 +188,131 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(seconds))
 }
 
+/// One `--default-param`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DefaultParam {
+    /// `None`: every channel.
+    pub channel: Option<String>,
+    pub key: String,
+    pub value: serde_json::Value,
+}
+
+const SAMPLING_KEYS: [&str; 9] = [
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "max_tokens",
+    "presence_penalty",
+    "frequency_penalty",
+    "repetition_penalty",
+    "seed",
+];
+
+fn default_param(text: &str) -> Result<DefaultParam, String> {
+    let (target, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?}: expected KEY=NUMBER or CHANNEL/KEY=NUMBER"))?;
+    let (channel, key) = match target.split_once('/') {
+        Some((channel, key)) => {
+            if !clawline_nats::subjects::is_valid_token(channel) {
+                return Err(format!(
+                    "{text:?}: channel {channel:?} must be 1-64 of [A-Za-z0-9_-]"
+                ));
+            }
+            (Some(channel.to_string()), key)
+        }
+        None => (None, target),
+    };
+    if !SAMPLING_KEYS.contains(&key) {
+        return Err(format!(
+            "{text:?}: {key:?} is not a sampling setting ({})",
+            SAMPLING_KEYS.join(", ")
+        ));
+    }
+    let value: serde_json::Value = value
+        .trim()
+        .parse::<serde_json::Number>()
+        .map(serde_json::Value::Number)
+        .map_err(|_| format!("{text:?}: {value:?} is not a number"))?;
+    Ok(DefaultParam {
+        channel,
+        key: key.to_string(),
+        value,
+    })
+}
+
+impl Config {
+    /// Fills the sampling settings `request` (a call on `channel`) does not send.
+    pub fn apply_default_params(
+        &self,
+        channel: &str,
+        request: &mut serde_json::Map<String, serde_json::Value>,
+    ) {
+        let for_channel = self
+            .default_params
+            .iter()
+            .filter(|d| d.channel.as_deref() == Some(channel));
+        let everywhere = self.default_params.iter().filter(|d| d.channel.is_none());
+        for d in for_channel.chain(everywhere) {
+            let sent = request.get(&d.key).is_some_and(|v| !v.is_null())
+                || (d.key == "max_tokens"
+                    && request
+                        .get("max_completion_tokens")
+                        .is_some_and(|v| !v.is_null()));
+            if !sent {
+                request.insert(d.key.clone(), d.value.clone());
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn default_params_fill_what_a_call_does_not_send() {
+        let config = Config::try_parse_from([
+            "clawline-gateway",
+            "--upstream",
+            "http://127.0.0.1:1/v1",
+            "--default-param",
+            "temperature=1.0,max_tokens=512",
+            "--default-param",
+            "val/temperature=0",
+        ])
+        .expect("config");
+        let filled = |channel: &str, request: serde_json::Value| {
+            let mut map = request.as_object().cloned().unwrap_or_default();
+            config.apply_default_params(channel, &mut map);
+            serde_json::Value::Object(map)
+        };
+        assert_eq!(
+            filled("train", serde_json::json!({"temperature": 0.2})),
+            serde_json::json!({"temperature": 0.2, "max_tokens": 512})
+        );
+        assert_eq!(
+            filled("val", serde_json::json!({"max_completion_tokens": 9})),
+            serde_json::json!({"temperature": 0, "max_completion_tokens": 9})
+        );
+        for bad in [
+            "temp=1",
+            "temperature=hot",
+            "a.b/temperature=1",
+            "temperature",
+        ] {
+            let err = Config::try_parse_from([
+                "clawline-gateway",
+                "--upstream",
+                "http://127.0.0.1:1/v1",
+                "--default-param",
+                bad,
+            ])
+            .expect_err(bad);
+            assert!(err.to_string().contains("--default-param"), "{bad}: {err}");
+        }
+    }
 
     #[test]
     fn durations_parse_with_units_and_reject_nonsense() {

@@ -35,7 +35,9 @@ pub struct Trajectory {
     /// uids the gateway made, which no earlier run or other gateway can have used.
     pub lease_end: Option<u32>,
     last_active: Instant,
-    fingerprint: Option<Fingerprint>,
+    /// Where the session stands: "messages + answer" of its last call, and the same without a
+    /// trailing context message the agent may not keep in its history.
+    fingerprints: Vec<Fingerprint>,
 }
 
 type Fingerprint = [u8; 32];
@@ -136,7 +138,7 @@ impl Sessions {
             last_step: None,
             lease_end: (origin == Origin::Client).then_some(0),
             last_active: Instant::now(),
-            fingerprint: None,
+            fingerprints: Vec::new(),
         };
         inner.by_uid.insert(uid.to_string(), trajectory.clone());
         Ok((trajectory, true))
@@ -232,7 +234,10 @@ impl Sessions {
             .then(|| t.clone())
     }
 
-    /// Remembers that `messages` plus `answer` is where this session stands now.
+    /// Remembers that `messages` plus `answer` is where this session stands now. When the call
+    /// ended with more than one message after the last answer, the last of them may be context the
+    /// agent adds to each call and never keeps in its history (OpenClaw's internal-context user
+    /// message): the history without it is remembered too.
     pub fn remember_turn(
         &self,
         uid: &str,
@@ -240,16 +245,30 @@ impl Sessions {
         messages: &[serde_json::Value],
         answer: &serde_json::Value,
     ) {
-        let key = fingerprint(tenant, messages, Some(answer));
+        let mut keys = vec![fingerprint(tenant, messages, Some(answer))];
+        let new_since_answer = messages
+            .iter()
+            .rev()
+            .take_while(|m| m.get("role").and_then(|r| r.as_str()) != Some("assistant"))
+            .count();
+        if new_since_answer >= 2 {
+            keys.push(fingerprint(
+                tenant,
+                &messages[..messages.len() - 1],
+                Some(answer),
+            ));
+        }
         let mut inner = self.lock();
         let Some(t) = inner.by_uid.get_mut(uid) else {
             return;
         };
-        let old = t.fingerprint.replace(key);
-        if let Some(old) = old {
-            inner.by_fingerprint.remove(&old);
+        let old = std::mem::replace(&mut t.fingerprints, keys.clone());
+        for key in old {
+            inner.by_fingerprint.remove(&key);
         }
-        inner.by_fingerprint.insert(key, uid.to_string());
+        for key in keys {
+            inner.by_fingerprint.insert(key, uid.to_string());
+        }
     }
 
     /// Forgets what is idle too long or over the cap. Returns the implicit sessions that ended
@@ -268,7 +287,7 @@ impl Sessions {
                 && now.duration_since(t.last_active) >= self.limits.session_idle
             {
                 t.completed = true;
-                if let Some(fp) = t.fingerprint.take() {
+                for fp in std::mem::take(&mut t.fingerprints) {
                     by_fingerprint.remove(&fp);
                 }
                 ended.push(t.clone());
@@ -276,8 +295,10 @@ impl Sessions {
         }
         by_uid.retain(|_, t| {
             let keep = now.duration_since(t.last_active) < self.limits.trajectory_ttl;
-            if !keep && let Some(fp) = t.fingerprint {
-                by_fingerprint.remove(&fp);
+            if !keep {
+                for fp in &t.fingerprints {
+                    by_fingerprint.remove(fp);
+                }
             }
             keep
         });
@@ -289,10 +310,10 @@ impl Sessions {
             ages.sort();
             let excess = by_uid.len() - self.limits.max_trajectories;
             for (_, uid) in ages.into_iter().take(excess) {
-                if let Some(t) = by_uid.remove(&uid)
-                    && let Some(fp) = t.fingerprint
-                {
-                    by_fingerprint.remove(&fp);
+                if let Some(t) = by_uid.remove(&uid) {
+                    for fp in &t.fingerprints {
+                        by_fingerprint.remove(fp);
+                    }
                 }
             }
         }
@@ -337,11 +358,16 @@ fn canonical_message(message: &serde_json::Value, hasher: &mut Sha256) {
             };
             hasher.update(part("name").as_bytes());
             hasher.update([1]);
-            hasher.update(part("arguments").as_bytes());
+            // Agents re-serialize arguments (`{"path":"a"}` for the engine's `{"path": "a"}`).
+            let arguments = part("arguments");
+            match serde_json::from_str::<serde_json::Value>(arguments) {
+                Ok(parsed) => hasher.update(parsed.to_string().as_bytes()),
+                Err(_) => hasher.update(arguments.as_bytes()),
+            }
             hasher.update([2]);
         }
     }
-    hasher.update(field("tool_call_id").as_bytes());
+    // Tool-call ids are left out: agents rename them (OpenClaw, where ids collide).
 }
 
 #[cfg(test)]
@@ -387,6 +413,39 @@ mod tests {
         s.create("t2", "acme", "train", "p", None, Origin::Conversation)
             .unwrap();
         assert_eq!(s.take_leased_step("t2", "acme").unwrap().next_step, 0);
+    }
+
+    /// What OpenClaw does to its history between calls: a context message at the end of each
+    /// call that it never keeps, tool-call arguments re-serialized and tool-call ids renamed.
+    #[test]
+    fn an_agents_rewritten_history_still_continues_its_session() {
+        let s = sessions(60_000);
+        s.create("t1", "acme", "train", "p", None, Origin::Conversation)
+            .expect("create");
+        let context =
+            json!({"role": "user", "content": "<<<BEGIN_OPENCLAW_INTERNAL_CONTEXT>>> cwd=/home"});
+        let mut sent = vec![
+            json!({"role": "system", "content": "You are a helpful agent."}),
+            json!({"role": "user", "content": "[Thu 2026-12-03 06:22 UTC] Read notes.txt"}),
+            context.clone(),
+        ];
+        let answer = json!({"role": "assistant", "content": null, "tool_calls": [
+            {"id": "call_a1", "type": "function", "function": {"name": "read", "arguments": "{\"path\": \"notes.txt\"}"}}]});
+        s.remember_turn("t1", "acme", &sent, &answer);
+
+        // The agent's next call: its own history (no context message), its serialization, its ids.
+        sent.pop();
+        sent.push(json!({"role": "assistant", "content": "", "tool_calls": [
+            {"id": "toolu_1", "type": "function", "function": {"name": "read", "arguments": "{\"path\":\"notes.txt\"}"}}]}));
+        sent.push(json!({"role": "tool", "tool_call_id": "toolu_1", "content": "buy milk"}));
+        sent.push(context);
+        assert_eq!(
+            s.continuing("acme", &sent).map(|t| t.uid),
+            Some("t1".into())
+        );
+        // Other arguments are another call.
+        sent[2]["tool_calls"][0]["function"]["arguments"] = json!("{\"path\":\"other.txt\"}");
+        assert!(s.continuing("acme", &sent).is_none());
     }
 
     #[test]

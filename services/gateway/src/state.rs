@@ -188,7 +188,11 @@ impl AppState {
             "--default-channel {:?} must be 1-64 of [A-Za-z0-9_-]",
             config.default_channel
         );
-        let upstreams = Upstreams::new(&config.upstreams, config.upstream_api_key.clone())?;
+        let upstreams = Upstreams::new(
+            &config.upstreams,
+            config.upstream_api_key.clone(),
+            &config.forward_headers,
+        )?;
         let spool = Spool::open(&config.spool_dir, config.spool_fsync)
             .with_context(|| format!("opening --spool-dir {}", config.spool_dir.display()))?;
         if spool.depth() > 0 {

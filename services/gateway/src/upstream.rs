@@ -54,11 +54,50 @@ pub struct Upstreams {
     next: AtomicUsize,
     client: reqwest::Client,
     api_key: Option<String>,
+    /// Client headers passed on to the engines.
+    forward: Vec<reqwest::header::HeaderName>,
     served: Mutex<Option<(Instant, Option<Served>)>>,
 }
 
+/// Headers that describe the connection or the body: never copied from a client's request.
+const NOT_FORWARDED: [&str; 12] = [
+    "host",
+    "content-length",
+    "content-type",
+    "content-encoding",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "upgrade",
+    "te",
+    "trailer",
+    "proxy-authorization",
+    "proxy-connection",
+];
+
 impl Upstreams {
-    pub fn new(bases: &[String], api_key: Option<String>) -> anyhow::Result<Self> {
+    pub fn new(
+        bases: &[String],
+        api_key: Option<String>,
+        forward: &[String],
+    ) -> anyhow::Result<Self> {
+        let api_key = api_key.filter(|k| !k.is_empty());
+        let forward = forward
+            .iter()
+            .map(|name| {
+                let parsed = reqwest::header::HeaderName::from_bytes(name.trim().as_bytes())
+                    .map_err(|_| anyhow::anyhow!("--forward-header {name:?} is not a header name"))?;
+                anyhow::ensure!(
+                    !NOT_FORWARDED.contains(&parsed.as_str()),
+                    "--forward-header {name:?}: describes the client's connection or body, not its request"
+                );
+                anyhow::ensure!(
+                    !(parsed == reqwest::header::AUTHORIZATION && api_key.is_some()),
+                    "--forward-header authorization and --upstream-api-key both set the engine's key"
+                );
+                Ok(parsed)
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
         anyhow::ensure!(!bases.is_empty(), "at least one --upstream is required");
         let mut list = Vec::new();
         for base in bases {
@@ -84,7 +123,8 @@ impl Upstreams {
             list,
             next: AtomicUsize::new(0),
             client,
-            api_key: api_key.filter(|k| !k.is_empty()),
+            api_key,
+            forward,
             served: Mutex::new(None),
         })
     }
@@ -161,6 +201,7 @@ impl Upstreams {
         path: &str,
         body_for: impl Fn(&Upstream) -> Vec<u8>,
         timeout: Option<Duration>,
+        client_headers: &axum::http::HeaderMap,
     ) -> Result<(reqwest::Response, &Upstream), ApiError> {
         let mut last_error = String::from("no upstream configured");
         for upstream in self.order() {
@@ -168,6 +209,11 @@ impl Upstreams {
                 .authorized(self.client.post(format!("{}{path}", upstream.base)))
                 .header("content-type", "application/json")
                 .body(body_for(upstream));
+            for name in &self.forward {
+                for value in client_headers.get_all(name) {
+                    request = request.header(name, value);
+                }
+            }
             if let Some(t) = timeout {
                 request = request.timeout(t);
             }

@@ -182,6 +182,10 @@ async fn submitted_steps_are_stored_once_with_their_tokens() {
     assert_eq!(steps[0].policy_version, Some(3));
     assert_eq!(steps[1].reward, Some(0.5));
     assert!(steps[1].is_last);
+    // The reward models read the answer as text (decoded without special tokens), not as empty.
+    let tok = clawline_runtime::tokenize::ChatTokenizer::load(&tokenizer_dir()).unwrap();
+    assert_eq!(steps[0].response_text, tok.decode_text(&[4, 5]).unwrap());
+    assert!(!steps[0].response_text.is_empty());
     let completed: Vec<TrajectoryCompleted> = h
         .events("TRAJECTORIES", "clawline.trajectories.completed")
         .await;
@@ -346,6 +350,9 @@ async fn the_gateway_brings_its_own_key_to_an_engine_that_wants_one() {
     .await;
     let r = with.post("/v1/chat/completions", chat_body("hi")).await;
     assert_eq!(r.status(), 200);
+    // The client's own key stays with the gateway.
+    let sent = with.mock.stats.last_headers.lock().unwrap().clone();
+    assert_eq!(sent["authorization"], "Bearer engine-secret");
     let models = with
         .http
         .get(format!("{}/v1/models", with.url))
@@ -361,4 +368,59 @@ async fn the_gateway_brings_its_own_key_to_an_engine_that_wants_one() {
         .await
         .unwrap();
     assert_eq!(docs.status(), 200);
+}
+
+/// Only the client headers the operator lists reach the engine; connection headers never do.
+#[tokio::test]
+async fn listed_client_headers_reach_the_engine_and_no_others() {
+    let h = Harness::with(Options {
+        extra_args: vec![
+            "--forward-header".into(),
+            "traceparent,x-priority".into(),
+            "--default-param".into(),
+            "temperature=0.7".into(),
+        ],
+        ..Options::default()
+    })
+    .await;
+    let r = h
+        .http
+        .post(format!("{}/v1/chat/completions", h.url))
+        .header(
+            "traceparent",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        )
+        .header("x-priority", "high")
+        .header("x-secret-of-the-client", "s3cret")
+        .header("authorization", "Bearer client-key")
+        .json(&chat_body("hi"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let sent = h.mock.stats.last_headers.lock().unwrap().clone();
+    assert_eq!(sent["x-priority"], "high");
+    assert!(sent["traceparent"].to_str().unwrap().starts_with("00-0af7"));
+    assert!(sent.get("x-secret-of-the-client").is_none());
+    assert!(sent.get("authorization").is_none());
+    // A sampling default fills what the call did not send, and the step records it.
+    let body = h.mock.stats.last_request.lock().unwrap().clone().unwrap();
+    assert_eq!(body["temperature"], 0.7);
+    let steps = h.steps().await;
+    let params: Value =
+        serde_json::from_str(steps[0].request_params_json.as_deref().unwrap()).unwrap();
+    assert_eq!(params["temperature"], 0.7);
+
+    let upstream = vec!["http://127.0.0.1:1/v1".to_string()];
+    for (bad, key) in [
+        ("content-length", None),
+        ("bad name", None),
+        ("authorization", Some("engine-secret".to_string())),
+    ] {
+        let err = clawline_gateway::upstream::Upstreams::new(&upstream, key, &[bad.to_string()])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("--forward-header"), "{err}");
+    }
 }

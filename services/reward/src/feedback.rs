@@ -69,9 +69,29 @@ pub fn follow_up_text(messages: &[Message]) -> Option<String> {
         .iter()
         .filter(|m| m.role == "user")
         .filter_map(|m| m.content.as_deref())
+        .map(without_envelope)
         .collect();
     let joined = text.join("\n");
     (!joined.trim().is_empty()).then_some(joined)
+}
+
+/// A user message without the envelope agents put before what the user typed: bracketed
+/// timestamps and tags (OpenClaw: `[Thu 2026-12-03 06:22 UTC] No. Canberra is the capital.`), so
+/// that "No." still opens the message.
+fn without_envelope(text: &str) -> &str {
+    let mut rest = text.trim_start();
+    for _ in 0..3 {
+        let Some(inner) = rest.strip_prefix('[') else {
+            break;
+        };
+        match inner.find(']') {
+            Some(end) if end <= 80 && !inner[..end].contains('\n') => {
+                rest = inner[end + 1..].trim_start();
+            }
+            _ => break,
+        }
+    }
+    rest
 }
 
 /// Classifies follow-up messages by patterns, or by an ONNX classifier when one is configured.
@@ -177,6 +197,38 @@ mod tests {
             ("Know any good restaurants?", ImplicitSignal::FollowUp),
         ] {
             assert_eq!(c.classify(text).await.unwrap(), want, "{text}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_agents_envelope_does_not_hide_a_correction() {
+        let c = ImplicitClassifier::new(&ImplicitConfig::default(), None).unwrap();
+        let message = |role: &str, text: &str| Message {
+            role: role.into(),
+            content: Some(text.into()),
+            ..Default::default()
+        };
+        for (text, want) in [
+            (
+                "[Thu 2026-12-03 06:22 UTC] No. Canberra is the capital.",
+                ImplicitSignal::Correction,
+            ),
+            (
+                "[Thu 2026-12-03 06:23 UTC] Actually, try again.",
+                ImplicitSignal::Correction,
+            ),
+            (
+                "[telegram] [Thu 2026-12-03 06:24 UTC] What about Perth?",
+                ImplicitSignal::FollowUp,
+            ),
+        ] {
+            let messages = [
+                message("user", "Capital of Australia?"),
+                message("assistant", "Sydney."),
+                message("user", text),
+            ];
+            let follow_up = follow_up_text(&messages).unwrap();
+            assert_eq!(c.classify(&follow_up).await.unwrap(), want, "{text}");
         }
     }
 

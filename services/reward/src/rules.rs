@@ -217,7 +217,14 @@ impl Rule {
                 correct,
                 incorrect,
             } => {
-                let expected = match input.metadata?.get(field)? {
+                // verl-style rows (Claw-R1's GSM8K) keep it under `reward_model`.
+                let metadata = input.metadata?;
+                let value = metadata.get(field).or_else(|| {
+                    metadata
+                        .get("reward_model")
+                        .and_then(|r| r.get(field.as_str()))
+                })?;
+                let expected = match value {
                     Value::String(s) => s.clone(),
                     Value::Number(n) => n.to_string(),
                     Value::Null => return None,
@@ -422,5 +429,30 @@ mod tests {
         assert!(answers_equal("$1,000", "1000.0"));
         assert!(answers_equal(" Paris ", "paris"));
         assert!(!answers_equal("41", "42"));
+    }
+
+    #[test]
+    fn the_ground_truth_is_found_where_verl_rows_keep_it() {
+        let rule = Rule::compile(&default_rules().remove(0)).expect("rule");
+        let judge = |metadata: serde_json::Value| {
+            rule.evaluate(&RuleInput {
+                response: "48 + 24 = 72\n#### 72",
+                response_tokens: None,
+                metadata: Some(&metadata),
+                tools_json: None,
+                tool_calls: Vec::new(),
+            })
+            .map(|v| v.value)
+        };
+        assert_eq!(judge(serde_json::json!({"ground_truth": "72"})), Some(1.0));
+        assert_eq!(
+            judge(serde_json::json!({"reward_model": {"ground_truth": "72", "style": "rule"}})),
+            Some(1.0)
+        );
+        assert_eq!(
+            judge(serde_json::json!({"reward_model": {"ground_truth": "71"}})),
+            Some(0.0)
+        );
+        assert_eq!(judge(serde_json::json!({"data_source": "gsm8k"})), None);
     }
 }

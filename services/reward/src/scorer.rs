@@ -182,17 +182,8 @@ impl Scorer {
             .response_text
             .clone()
             .ok_or("no response_text: the gateway needs --tokenizer to decode response_ids")?;
-        let mut metadata = req.dataset_fields.clone().unwrap_or_default();
-        // verl-style datasets nest the ground truth under `reward_model`.
-        if !metadata.contains_key("ground_truth")
-            && let Some(gt) = metadata
-                .get("reward_model")
-                .and_then(|r| r.get("ground_truth"))
-                .cloned()
-        {
-            metadata.insert("ground_truth".into(), gt);
-        }
-        let metadata = Value::Object(metadata);
+        // (The ground-truth rule also finds it under verl's `reward_model`.)
+        let metadata = Value::Object(req.dataset_fields.clone().unwrap_or_default());
         let input = RuleInput {
             response: &response,
             response_tokens: req.response_ids.as_ref().map(Vec::len),

@@ -77,6 +77,8 @@ pub struct Stats {
     pub completion_requests: AtomicU64,
     /// The last chat request body as received.
     pub last_request: Mutex<Option<Value>>,
+    /// The headers of the last `/v1` request.
+    pub last_headers: Mutex<axum::http::HeaderMap>,
 }
 
 pub(crate) struct Shared {
@@ -234,6 +236,13 @@ async fn require_key(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
+    if request.uri().path().starts_with("/v1") {
+        *shared
+            .stats
+            .last_headers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = request.headers().clone();
+    }
     if let Some(key) = shared.config().api_key
         && request.uri().path().starts_with("/v1")
     {

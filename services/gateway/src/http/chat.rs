@@ -240,9 +240,12 @@ async fn chat(
         .and_then(Value::as_bool)
         .unwrap_or(false);
     let tools = request.get("tools").cloned().filter(|t| !t.is_null());
-    let params_json = params_of(&request);
     let (trajectory, prompt_uid, new_registration) =
         resolve(&state, &caller, &headers, path, &messages).await?;
+    state
+        .config
+        .apply_default_params(&trajectory.channel, &mut request);
+    let params_json = params_of(&request);
     let request_id = header(&headers, "x-request-id")
         .map(str::to_string)
         .unwrap_or_else(|| new_event_id("req"));
@@ -279,7 +282,7 @@ async fn chat(
     let timeout = (!stream).then_some(state.config.upstream_timeout);
     let send = state
         .upstreams
-        .post("/chat/completions", &body_for, timeout);
+        .post("/chat/completions", &body_for, timeout, &headers);
     let (mut response, mut upstream) = tokio::time::timeout(state.config.upstream_timeout, send)
         .await
         .map_err(|_| ApiError::GatewayTimeout(state.config.upstream_timeout))??;
@@ -296,7 +299,7 @@ async fn chat(
         upstream.mark_no_token_ids();
         (response, upstream) = state
             .upstreams
-            .post("/chat/completions", &body_for, timeout)
+            .post("/chat/completions", &body_for, timeout, &headers)
             .await?;
     }
     let status = response.status();

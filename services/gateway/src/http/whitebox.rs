@@ -146,6 +146,15 @@ async fn submit_steps(
         if !seen.insert(event_id.clone()) {
             continue; // the same (trajectory, step) twice in one request
         }
+        // The text the reward models read (without it they score the step as empty): the ids
+        // decoded with the gateway's tokenizer, the answer without special tokens.
+        let (prompt_text, response_text) = match &state.tokenizer {
+            Some(tok) => (
+                tok.decode(&step.prompt_ids).ok(),
+                tok.decode_text(&step.response_ids).unwrap_or_default(),
+            ),
+            None => (None, String::new()),
+        };
         let event = StepRecorded {
             event_id,
             event_time: now_ms(),
@@ -161,6 +170,8 @@ async fn submit_steps(
             policy_version: step.policy_version.or_else(|| state.policy.get()),
             source: StepSource::Submitted,
             token_source: TokenSource::Client,
+            prompt_text,
+            response_text,
             prompt_ids: step.prompt_ids,
             response_ids: step.response_ids,
             response_logprobs: step.rollout_log_probs,
@@ -299,6 +310,7 @@ async fn generate(
             "/completions",
             |_| body.clone(),
             Some(state.config.upstream_timeout),
+            &headers,
         )
         .await?;
     let status = response.status();
