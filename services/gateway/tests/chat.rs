@@ -177,7 +177,34 @@ fn weather_tool() -> Value {
 
 #[tokio::test]
 async fn tool_calls_come_back_to_the_client_and_into_the_step_streamed_or_not() {
-    let h = Harness::start().await;
+    // An engine started with a tool-call parser; without one, vLLM refuses `tools` with 400, and
+    // the client gets that answer as it is.
+    let strict = Harness::start().await;
+    let mut body = chat_body("weather in Paris?");
+    body["tools"] = weather_tool();
+    let refused = strict.post("/v1/chat/completions", body).await;
+    assert_eq!(refused.status(), 400);
+    let err: Value = refused.json().await.unwrap();
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--tool-call-parser"),
+        "{err}"
+    );
+    assert_eq!(
+        strict.steps().await.len(),
+        0,
+        "a refused call is not a step"
+    );
+    let h = Harness::with(Options {
+        mock: MockConfig {
+            tool_parser: true,
+            ..MockConfig::default()
+        },
+        ..Options::default()
+    })
+    .await;
     for stream in [false, true] {
         let mut body = chat_body("weather in Paris?");
         body["tools"] = weather_tool();

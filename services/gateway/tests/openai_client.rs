@@ -13,7 +13,15 @@ use clawline_runtime::testing::python;
 
 #[tokio::test]
 async fn the_official_openai_client_works_unchanged() {
-    let h = Harness::start().await;
+    // An engine with a tool-call parser (vLLM's `--enable-auto-tool-choice --tool-call-parser`).
+    let h = Harness::with(Options {
+        mock: clawline_mock_vllm::MockConfig {
+            tool_parser: true,
+            ..Default::default()
+        },
+        ..Options::default()
+    })
+    .await;
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/openai_client.py");
     let output = tokio::process::Command::new(python())
         .arg(&script)

@@ -53,6 +53,9 @@ pub struct MockConfig {
     pub max_model_len: u64,
     /// Like `vllm serve --api-key`: every `/v1` request without `Authorization: Bearer <key>` is 401.
     pub api_key: Option<String>,
+    /// Like `vllm serve --enable-auto-tool-choice --tool-call-parser hermes`: without it (the
+    /// default, as vLLM's), a request with `tools` is answered 400.
+    pub tool_parser: bool,
 }
 
 impl Default for MockConfig {
@@ -67,6 +70,7 @@ impl Default for MockConfig {
             reply: None,
             max_model_len: 4096,
             api_key: None,
+            tool_parser: false,
         }
     }
 }

@@ -24,6 +24,13 @@ struct Args {
     /// A fixed reply for every request.
     #[arg(long)]
     reply: Option<String>,
+    /// Answer `tools` with tool calls, as vLLM does with `--enable-auto-tool-choice
+    /// --tool-call-parser hermes`; without it a request with `tools` is answered 400, as vLLM's.
+    #[arg(long)]
+    tool_call_parser: Option<String>,
+    /// Require `Authorization: Bearer KEY`, as `vllm serve --api-key`.
+    #[arg(long)]
+    api_key: Option<String>,
 }
 
 #[tokio::main]
@@ -39,6 +46,8 @@ async fn main() -> anyhow::Result<()> {
         token_delay: Duration::from_millis(args.token_delay_ms),
         token_ids: !args.no_token_ids,
         reply: args.reply,
+        tool_parser: args.tool_call_parser.is_some(),
+        api_key: args.api_key,
         ..Default::default()
     };
     serve_forever(

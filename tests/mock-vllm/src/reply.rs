@@ -141,6 +141,19 @@ pub(crate) async fn chat(State(shared): State<Arc<Shared>>, body: Bytes) -> Resp
     if let Some(response) = crate::unknown_model(&shared, &request) {
         return response;
     }
+    let tool_choice = request.get("tool_choice").and_then(Value::as_str);
+    if request
+        .get("tools")
+        .and_then(Value::as_array)
+        .is_some_and(|t| !t.is_empty())
+        && !config.tool_parser
+        && tool_choice != Some("none")
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "\"auto\" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set",
+        );
+    }
     if !config.delay.is_zero() {
         tokio::time::sleep(config.delay).await;
     }
