@@ -91,7 +91,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             .ok()
             .and_then(|t| t.trim().parse().ok())
             .unwrap_or(0),
-        None => 0,
+        None => {
+            // The starting weights serve until a version is promoted: say so, so that steps
+            // captured before the first promotion are stamped with version 0, not left unknown.
+            // (`create`: another broadcaster that got there first wins.)
+            if let Err(err) = kv.create(buckets::POLICY_VERSION_KEY, "0".into()).await
+                && err.kind() != async_nats::jetstream::kv::CreateErrorKind::AlreadyExists
+            {
+                return Err(err).context("setting policy.version to 0");
+            }
+            0
+        }
     };
     let history = History::read(&js).await?;
 

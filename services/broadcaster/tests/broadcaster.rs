@@ -38,6 +38,12 @@ async fn versions_go_live_on_every_engine_and_operators_roll_back() {
     ];
     let work = tempfile::tempdir().unwrap();
     let (_, task) = broadcaster(&nats, model.path(), work.path(), &engines, &[], &stop);
+    // Before any version is promoted the starting weights serve, and steps are stamped with v0.
+    wait_for(
+        || async { kv(&js, buckets::POLICY_VERSION_KEY).await.as_deref() == Some("0") },
+        60,
+    )
+    .await;
     let ckpt = tempfile::tempdir().unwrap();
     trainer(&nats, model.path(), ckpt.path(), &[], &stop);
     publish_batches(&js, model.path(), 0..2).await;
@@ -301,5 +307,9 @@ async fn after_a_rejection_the_trainer_continues_from_the_serving_version() {
     assert_eq!((published[1].version, published[1].parent), (2, 0));
     let v1 = std::fs::read(model.path().join("model.safetensors")).unwrap();
     assert_ne!(sha256(&v1), published[1].sha256, "v2 learned its own batch");
-    assert_eq!(kv(&js, buckets::POLICY_VERSION_KEY).await, None);
+    // The starting weights still serve.
+    assert_eq!(
+        kv(&js, buckets::POLICY_VERSION_KEY).await.as_deref(),
+        Some("0")
+    );
 }
