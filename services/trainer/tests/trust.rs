@@ -45,6 +45,20 @@ impl Running {
         }
     }
 
+    /// `/status` once the trainer has loaded its checkpoint (it answers before, with no
+    /// learning-rate scale yet).
+    async fn resumed(&self) -> serde_json::Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let s = self.status().await;
+            if s["lr_scale"].as_f64().is_some_and(|x| x > 0.0) {
+                return s;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "not resumed: {s}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Polls `/status` until the batch at `seq` is done and checkpointed.
     async fn wait_batch(&self, seq: u64) -> serde_json::Value {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
@@ -188,7 +202,7 @@ async fn an_update_over_max_kl_serving_is_undone_and_the_lr_backs_off_across_res
 
     // A restart resumes at the lowered rate: the next update runs with lr 1 × 0.5.
     let trainer = start(&nats, model.path(), ckpt.path(), &huge);
-    let status = trainer.status().await;
+    let status = trainer.resumed().await;
     assert_eq!(
         (status["lr_scale"].as_f64(), status["backoffs"].as_u64()),
         (Some(0.5), Some(1))
