@@ -160,6 +160,30 @@ pub fn strip_unrequested(body: &mut Value, wants: Wants) -> bool {
     changed
 }
 
+/// A whole chat completion as the one stream chunk that would carry it (choices' messages as
+/// deltas, tool calls indexed, usage kept), for a client that asked for a stream from an engine that
+/// answered whole.
+pub fn as_chunk(body: &Value) -> Value {
+    let mut chunk = body.clone();
+    if let Some(choices) = chunk.get_mut("choices").and_then(Value::as_array_mut) {
+        for choice in choices {
+            let Some(obj) = choice.as_object_mut() else {
+                continue;
+            };
+            let mut delta = obj.remove("message").unwrap_or(Value::Null);
+            if let Some(calls) = delta.get_mut("tool_calls").and_then(Value::as_array_mut) {
+                for (i, call) in calls.iter_mut().enumerate() {
+                    if let Some(call) = call.as_object_mut() {
+                        call.entry("index").or_insert(Value::from(i));
+                    }
+                }
+            }
+            obj.insert("delta".into(), delta);
+        }
+    }
+    chunk
+}
+
 /// Largest choice or tool-call index accepted from a stream.
 const MAX_INDEX: usize = 256;
 

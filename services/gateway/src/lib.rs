@@ -15,6 +15,7 @@ pub mod dashboard;
 pub mod error;
 pub mod http;
 pub mod leases;
+pub mod protocols;
 pub mod sessions;
 mod state;
 pub mod upstream;

@@ -151,8 +151,13 @@ pub struct Inner {
     pub producer: String,
     /// What `/v1/dashboard/data` shows (fed by `dashboard::follow` unless `--no-dashboard`).
     pub board: Arc<std::sync::Mutex<crate::dashboard::Board>>,
+    /// Responses-API answers kept for `previous_response_id` and `GET /v1/responses/{id}`.
+    pub responses: Arc<crate::protocols::responses::ResponseStore>,
     client: async_nats::Client,
 }
+
+/// How many Responses-API answers the gateway keeps in memory for `previous_response_id`.
+pub const RESPONSES_KEPT: usize = 10_000;
 
 /// Cheap to clone; what every handler gets.
 #[derive(Clone)]
@@ -223,6 +228,9 @@ impl AppState {
         Ok(Self(Arc::new(Inner {
             limiter: clawline_runtime::limits::RateLimiter::new(Some(config.rate_limit)),
             board: Arc::default(),
+            responses: Arc::new(crate::protocols::responses::ResponseStore::new(
+                RESPONSES_KEPT,
+            )),
             config,
             keys,
             upstreams,

@@ -24,6 +24,7 @@ use crate::chat::{
     Answer, content_text, request_exact_tokens, strip_unrequested, validate_messages,
 };
 use crate::error::ApiError;
+use crate::protocols::Dialect;
 use crate::sessions::{Denied, Origin, Trajectory, Untaken};
 
 mod stream;
@@ -229,9 +230,30 @@ async fn chat(
     path: Option<(String, String)>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    let request: Map<String, Value> = parse_json(&body)?;
+    serve(state, headers, path, request, Reply::Chat).await
+}
+
+/// How the engine's chat-completions answer reaches the client.
+pub(crate) enum Reply {
+    /// As the engine sent it, minus the extensions the client did not ask for.
+    Chat,
+    /// In another protocol, translated by the dialect.
+    Translated(Box<dyn Dialect>),
+}
+
+/// Serves one chat-completions request (the client's own, or one translated from another
+/// protocol): the trajectory it belongs to, the engine's answer, the step recorded before the
+/// response completes.
+pub(crate) async fn serve(
+    state: AppState,
+    headers: HeaderMap,
+    path: Option<(String, String)>,
+    mut request: Map<String, Value>,
+    reply: Reply,
+) -> Result<Response, ApiError> {
     let caller = caller(&state, &headers)?;
     let in_flight = InFlight::new(&state.metrics.in_flight);
-    let mut request: Map<String, Value> = parse_json(&body)?;
     let messages = validate_messages(&request)
         .map_err(|(param, message)| ApiError::bad_param(&param, message))?
         .clone();
@@ -265,6 +287,16 @@ async fn chat(
         .await
     {
         request.insert("model".into(), Value::String(model));
+    }
+    if matches!(reply, Reply::Translated(_)) {
+        cap_max_tokens(&state, &mut request, &messages, tools.as_ref()).await;
+    }
+    if stream && matches!(reply, Reply::Translated(_)) {
+        // Translated streams report usage at their end, as the engine does when asked.
+        request.insert(
+            "stream_options".into(),
+            serde_json::json!({"include_usage": true}),
+        );
     }
     let plain = serde_json::to_vec(&request).map_err(|e| ApiError::Internal(e.to_string()))?;
     let wants = request_exact_tokens(&mut request, true);
@@ -324,6 +356,7 @@ async fn chat(
         messages,
         tools,
         params_json,
+        prompt_text: None,
         request_id,
         stream,
         started,
@@ -337,7 +370,9 @@ async fn chat(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/event-stream"));
     if stream && is_event_stream {
-        return Ok(stream_response(state, ctx, response, wants, in_flight));
+        return Ok(stream_response(
+            state, ctx, response, wants, reply, in_flight,
+        ));
     }
 
     let bytes = response.bytes().await.map_err(|e| {
@@ -355,19 +390,66 @@ async fn chat(
         .map_err(|e| ApiError::BadGateway(format!("the upstream answered invalid JSON: {e}")))?;
     let answer = Answer::from_response(&answer_body);
     record_call(&state, &mut ctx, &answer).await;
-    let out = if strip_unrequested(&mut answer_body, wants) {
-        Bytes::from(
-            serde_json::to_vec(&answer_body).map_err(|e| ApiError::Internal(e.to_string()))?,
-        )
-    } else {
-        bytes
+    let (out, content_type) = match reply {
+        Reply::Chat if strip_unrequested(&mut answer_body, wants) => (
+            Bytes::from(
+                serde_json::to_vec(&answer_body).map_err(|e| ApiError::Internal(e.to_string()))?,
+            ),
+            "application/json",
+        ),
+        Reply::Chat => (bytes, "application/json"),
+        // A client that asked for a stream gets one, even from an engine that answered whole.
+        Reply::Translated(mut dialect) if stream => {
+            let mut events = dialect.chunk(&crate::chat::as_chunk(&answer_body), &ctx);
+            events.extend(dialect.finish(&ctx));
+            (Bytes::from(events.concat()), "text/event-stream")
+        }
+        Reply::Translated(mut dialect) => (
+            Bytes::from(
+                serde_json::to_vec(&dialect.whole(&answer_body, &ctx))
+                    .map_err(|e| ApiError::Internal(e.to_string()))?,
+            ),
+            "application/json",
+        ),
     };
-    let mut response = ([("content-type", "application/json")], out).into_response();
+    let mut response = ([("content-type", content_type)], out).into_response();
     add_call_headers(response.headers_mut(), &ctx);
     Ok(response)
 }
 
-fn add_call_headers(headers: &mut HeaderMap, ctx: &CallContext) {
+/// Caps `max_tokens` at what the engine's context leaves after the prompt. Agents of other
+/// protocols size it for their own provider's models (Claude Code asks for 32000 or more), which a
+/// vLLM engine with a shorter context refuses outright. The prompt is counted with the model's
+/// tokenizer when the gateway has it, else estimated at one token per three bytes.
+async fn cap_max_tokens(
+    state: &AppState,
+    request: &mut Map<String, Value>,
+    messages: &[Value],
+    tools: Option<&Value>,
+) {
+    let Some(asked) = request.get("max_tokens").and_then(Value::as_u64) else {
+        return;
+    };
+    let Some(context) = state.upstreams.served().await.and_then(|s| s.max_model_len) else {
+        return;
+    };
+    let prompt = state
+        .tokenizer
+        .as_ref()
+        .and_then(|t| t.encode_chat(messages, tools).ok())
+        .map(|ids| ids.len() as u64)
+        .unwrap_or_else(|| {
+            let bytes = serde_json::to_vec(messages).map_or(0, |b| b.len())
+                + tools.map_or(0, |t| t.to_string().len());
+            bytes as u64 / 3
+        });
+    let room = context.saturating_sub(prompt).max(1);
+    if asked > room {
+        request.insert("max_tokens".into(), Value::from(room));
+    }
+}
+
+pub(crate) fn add_call_headers(headers: &mut HeaderMap, ctx: &CallContext) {
     let mut set = |name: &'static str, value: &str| {
         if let Ok(v) = HeaderValue::from_str(value) {
             headers.insert(name, v);

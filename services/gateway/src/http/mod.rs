@@ -5,9 +5,11 @@ mod chat;
 mod dashboard;
 mod datapool;
 mod explain;
+mod messages;
 mod ops;
+mod responses;
 mod reward;
-mod steps;
+pub(crate) mod steps;
 mod trajectory;
 mod whitebox;
 
@@ -37,6 +39,8 @@ pub fn app(state: AppState) -> Router {
         .max(state.config.max_body_bytes);
     Router::new()
         .merge(chat::router())
+        .merge(messages::router())
+        .merge(responses::router())
         .merge(trajectory::router())
         .merge(whitebox::router())
         .merge(reward::router())

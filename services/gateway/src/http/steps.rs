@@ -25,6 +25,8 @@ pub struct CallContext {
     pub messages: Vec<Value>,
     pub tools: Option<Value>,
     pub params_json: Option<String>,
+    /// The prompt as text, for calls made with a prompt instead of messages (`/v1/completions`).
+    pub prompt_text: Option<String>,
     pub request_id: String,
     pub stream: bool,
     pub started: Instant,
@@ -64,7 +66,10 @@ fn tokens_for(
         );
     }
     if let Some(tokenizer) = &state.tokenizer {
-        let prompt = tokenizer.encode_chat(&ctx.messages, ctx.tools.as_ref());
+        let prompt = match &ctx.prompt_text {
+            Some(text) => tokenizer.encode(text),
+            None => tokenizer.encode_chat(&ctx.messages, ctx.tools.as_ref()),
+        };
         let text = if choice.tool_calls.is_empty() {
             choice.text.clone()
         } else {
@@ -127,7 +132,7 @@ pub fn build_steps(state: &AppState, ctx: &CallContext, answer: &Answer) -> Vec<
                 messages: messages.clone(),
                 tools_json: ctx.tools.as_ref().map(Value::to_string),
                 request_params_json: ctx.params_json.clone(),
-                prompt_text: None,
+                prompt_text: ctx.prompt_text.clone(),
                 response_text: choice.text.clone(),
                 response_tool_calls: choice.tool_calls.clone(),
                 reasoning_text: choice.reasoning.clone(),

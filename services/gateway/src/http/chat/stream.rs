@@ -1,6 +1,6 @@
 //! Streaming answers: the engine's SSE chunks are forwarded as they arrive (re-encoded only when
-//! extensions the client did not ask for must go), the answer is collected, and the step is acked
-//! before `[DONE]`.
+//! extensions the client did not ask for must go, or translated into another protocol's events),
+//! the answer is collected, and the step is acked before `[DONE]` (or the protocol's closing events).
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderValue};
@@ -11,7 +11,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::add_call_headers;
+use super::{Reply, add_call_headers};
 use crate::AppState;
 use crate::chat::{Answer, Wants, strip_unrequested};
 use crate::http::steps::{CallContext, record_call};
@@ -38,13 +38,14 @@ pub(super) fn stream_response(
     ctx: CallContext,
     upstream: reqwest::Response,
     wants: Wants,
+    reply: Reply,
     in_flight: InFlight,
 ) -> Response {
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::convert::Infallible>>(64);
     let mut headers = HeaderMap::new();
     add_call_headers(&mut headers, &ctx);
     tokio::spawn(async move {
-        pump(state, ctx, upstream, wants, tx).await;
+        pump(state, ctx, upstream, wants, reply, tx).await;
         drop(in_flight);
     });
     let mut response = Response::new(axum::body::Body::from_stream(ReceiverStream::new(rx)));
@@ -70,12 +71,18 @@ fn event_end(buf: &[u8]) -> Option<usize> {
 
 enum Event {
     Done,
-    Forward(Bytes),
+    Forward(Vec<Bytes>),
 }
 
 /// Reads one SSE event: `[DONE]`, or the bytes to forward (re-encoded only when extensions had to
-/// be removed).
-fn process_event(raw: Vec<u8>, answer: &mut Answer, wants: Wants) -> Event {
+/// be removed, translated for another protocol).
+fn process_event(
+    raw: Vec<u8>,
+    answer: &mut Answer,
+    wants: Wants,
+    reply: &mut Reply,
+    ctx: &CallContext,
+) -> Event {
     let text = String::from_utf8_lossy(&raw);
     let data: Vec<&str> = text
         .lines()
@@ -83,7 +90,11 @@ fn process_event(raw: Vec<u8>, answer: &mut Answer, wants: Wants) -> Event {
         .map(|d| d.strip_prefix(' ').unwrap_or(d))
         .collect();
     if data.is_empty() {
-        return Event::Forward(Bytes::from(raw));
+        return match reply {
+            Reply::Chat => Event::Forward(vec![Bytes::from(raw)]),
+            // Comments and keep-alives of the engine's stream mean nothing in another protocol.
+            Reply::Translated(_) => Event::Forward(Vec::new()),
+        };
     }
     let data = data.join("\n");
     if data.trim() == "[DONE]" {
@@ -92,19 +103,29 @@ fn process_event(raw: Vec<u8>, answer: &mut Answer, wants: Wants) -> Event {
     match serde_json::from_str::<Value>(&data) {
         Ok(mut chunk) => {
             answer.push_chunk(&chunk);
-            if strip_unrequested(&mut chunk, wants) {
-                Event::Forward(Bytes::from(format!("data: {chunk}\n\n")))
-            } else {
-                Event::Forward(Bytes::from(raw))
+            match reply {
+                Reply::Translated(dialect) => Event::Forward(dialect.chunk(&chunk, ctx)),
+                Reply::Chat if strip_unrequested(&mut chunk, wants) => {
+                    Event::Forward(vec![Bytes::from(format!("data: {chunk}\n\n"))])
+                }
+                Reply::Chat => Event::Forward(vec![Bytes::from(raw)]),
             }
         }
-        Err(_) => Event::Forward(Bytes::from(raw)),
+        Err(_) => match reply {
+            Reply::Chat => Event::Forward(vec![Bytes::from(raw)]),
+            Reply::Translated(_) => Event::Forward(Vec::new()),
+        },
     }
 }
 
-fn error_event(message: &str) -> Bytes {
-    let body = crate::error::error_body(message, "upstream_error", None, None);
-    Bytes::from(format!("data: {body}\n\n"))
+fn error_event(reply: &mut Reply, message: &str) -> Bytes {
+    match reply {
+        Reply::Chat => {
+            let body = crate::error::error_body(message, "upstream_error", None, None);
+            Bytes::from(format!("data: {body}\n\n"))
+        }
+        Reply::Translated(dialect) => dialect.stream_error(message),
+    }
 }
 
 /// Forwards the engine's stream to the client as it arrives, collecting the answer; records the step
@@ -114,6 +135,7 @@ async fn pump(
     mut ctx: CallContext,
     upstream: reqwest::Response,
     wants: Wants,
+    mut reply: Reply,
     tx: mpsc::Sender<Result<Bytes, std::convert::Infallible>>,
 ) {
     let mut chunks = upstream.bytes_stream();
@@ -128,9 +150,10 @@ async fn pump(
             Ok(Some(Err(err))) => {
                 tracing::warn!(request_id = %ctx.request_id, error = %err, "upstream stream broke; step not recorded");
                 let _ = tx
-                    .send(Ok(error_event(&format!(
-                        "the upstream stream broke: {err}"
-                    ))))
+                    .send(Ok(error_event(
+                        &mut reply,
+                        &format!("the upstream stream broke: {err}"),
+                    )))
                     .await;
                 return;
             }
@@ -140,7 +163,7 @@ async fn pump(
                     "the upstream sent nothing for {:?}",
                     state.config.upstream_timeout
                 );
-                let _ = tx.send(Ok(error_event(&message))).await;
+                let _ = tx.send(Ok(error_event(&mut reply, &message))).await;
                 return;
             }
         };
@@ -150,16 +173,18 @@ async fn pump(
         buf.extend_from_slice(&bytes);
         while let Some(end) = event_end(&buf) {
             let raw: Vec<u8> = buf.drain(..end).collect();
-            match process_event(raw, &mut answer, wants) {
+            match process_event(raw, &mut answer, wants, &mut reply, &ctx) {
                 Event::Done => {
                     done = true;
                     break 'read;
                 }
-                Event::Forward(out) => {
-                    if tx.send(Ok(out)).await.is_err() {
-                        state.metrics.streams_abandoned.inc();
-                        tracing::info!(request_id = %ctx.request_id, "client left the stream; step not recorded");
-                        return;
+                Event::Forward(events) => {
+                    for out in events {
+                        if tx.send(Ok(out)).await.is_err() {
+                            state.metrics.streams_abandoned.inc();
+                            tracing::info!(request_id = %ctx.request_id, "client left the stream; step not recorded");
+                            return;
+                        }
                     }
                 }
             }
@@ -171,7 +196,18 @@ async fn pump(
         .observe(ctx.started.elapsed().as_secs_f64());
     answer.finish_stream();
     record_call(&state, &mut ctx, &answer).await;
-    if done {
-        let _ = tx.send(Ok(Bytes::from_static(b"data: [DONE]\n\n"))).await;
+    match &mut reply {
+        Reply::Chat if done => {
+            let _ = tx.send(Ok(Bytes::from_static(b"data: [DONE]\n\n"))).await;
+        }
+        Reply::Chat => {}
+        // Another protocol's stream ends with its own closing events, once the step is recorded.
+        Reply::Translated(dialect) => {
+            for out in dialect.finish(&ctx) {
+                if tx.send(Ok(out)).await.is_err() {
+                    break;
+                }
+            }
+        }
     }
 }

@@ -1,0 +1,180 @@
+//! Agents that speak other protocols than chat completions, through the gateway to an engine that
+//! speaks only chat completions (the vLLM-faithful mock, tool parser on): each driven by the official
+//! client package of its protocol, none of it written here, and each captured as steps with exact
+//! engine tokens, sessions and tool round trips.
+#![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::*;
+use serde_json::{Value, json};
+
+use clawline_runtime::testing::python;
+
+async fn run_client(h: &Harness, script: &str, base_url: &str) -> Value {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/python")
+        .join(script);
+    let output = tokio::process::Command::new(python())
+        .arg(&script)
+        .env("GATEWAY_BASE_URL", base_url)
+        .output()
+        .await
+        .expect("running python");
+    assert!(
+        output.status.success(),
+        "{} failed:\n{}",
+        script.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let _ = h;
+    serde_json::from_slice(&output.stdout).expect("client output")
+}
+
+fn with_tool_parser() -> Options {
+    Options {
+        mock: clawline_mock_vllm::MockConfig {
+            tool_parser: true,
+            ..Default::default()
+        },
+        ..Options::default()
+    }
+}
+
+#[tokio::test]
+async fn the_official_anthropic_client_works_through_messages() {
+    let h = Harness::with(with_tool_parser()).await;
+    let seen = run_client(&h, "anthropic_client.py", &h.url).await;
+
+    assert_eq!(seen["plain"], "echo: hello from the anthropic client");
+    assert_eq!(seen["plain_stop"], "end_turn");
+    assert_eq!(
+        seen["plain_model"], "claude-sonnet-4-5",
+        "the model the client named"
+    );
+    assert!(seen["plain_usage"][0].as_u64().unwrap() > 0, "{seen}");
+    assert_eq!(seen["streamed"], "echo: now stream it");
+    assert!(
+        seen["streamed_deltas"].as_u64().unwrap() >= 2,
+        "text arrived in pieces: {seen}"
+    );
+    assert_eq!(seen["streamed_stop"], "end_turn");
+    assert!(
+        seen["streamed_usage"].as_u64().unwrap() > 0,
+        "usage at the stream's end"
+    );
+    assert_eq!(
+        seen["tool_use"],
+        json!({"name": "read_file", "input": {"query": "read notes.txt"}, "stop": "tool_use"})
+    );
+    assert_eq!(
+        seen["after_tool"], "echo: buy milk",
+        "the tool result reached the engine"
+    );
+    assert_eq!(seen["bad_request"], json!([400, "invalid_request_error"]));
+
+    let steps = h.steps().await;
+    assert_eq!(steps.len(), 5, "five answered calls: {steps:#?}");
+    assert!(steps.iter().all(|s| s.token_source == TokenSource::Engine));
+    // The engine saw the system prompt first, as the chat template renders it.
+    assert_eq!(steps[0].messages[0].role, "system");
+    assert_eq!(
+        steps[0].messages[0].content.as_deref(),
+        Some("You are terse.")
+    );
+    assert_eq!(
+        steps[1].trajectory_uid, steps[0].trajectory_uid,
+        "history continued the session"
+    );
+    assert_eq!(steps[1].step_index, 1);
+    assert!(steps[1].stream);
+    let task = &steps[2..];
+    assert!(
+        task.iter()
+            .all(|s| s.trajectory_uid == task[0].trajectory_uid)
+    );
+    assert_ne!(task[0].trajectory_uid, steps[0].trajectory_uid);
+    assert_eq!(
+        task.iter().map(|s| s.step_index).collect::<Vec<_>>(),
+        vec![0, 1, 2]
+    );
+    assert_eq!(task[0].response_tool_calls[0].name, "read_file");
+    let tool_message = task[1].messages.iter().find(|m| m.role == "tool").unwrap();
+    assert_eq!(tool_message.content.as_deref(), Some("buy milk"));
+    assert_eq!(
+        tool_message.tool_call_id.as_deref(),
+        Some(task[0].response_tool_calls[0].id.as_str())
+    );
+    assert_eq!(
+        task[2].previous_step_id.as_deref(),
+        Some(task[1].event_id.as_str()),
+        "the correction follows the answer it corrects (implicit feedback)"
+    );
+}
+
+#[tokio::test]
+async fn the_official_openai_client_works_through_responses() {
+    let h = Harness::with(with_tool_parser()).await;
+    let seen = run_client(&h, "responses_client.py", &format!("{}/v1", h.url)).await;
+
+    assert_eq!(seen["plain"], "echo: hello from the responses client");
+    assert_eq!(seen["plain_status"], "completed");
+    assert!(seen["plain_usage"].as_u64().unwrap() > 0);
+    assert_eq!(seen["streamed"], "echo: now stream it");
+    assert_eq!(seen["streamed_final"], "echo: now stream it");
+    assert_eq!(seen["streamed_previous"], true);
+    for event in [
+        "response.created",
+        "response.output_item.added",
+        "response.output_text.delta",
+        "response.output_item.done",
+        "response.completed",
+    ] {
+        assert!(
+            seen["events"].as_array().unwrap().contains(&json!(event)),
+            "{event} missing: {seen}"
+        );
+    }
+    assert_eq!(seen["retrieved"], "echo: now stream it");
+    assert_eq!(
+        seen["call"],
+        json!({"name": "exec_command", "arguments": {"query": "list the files"}})
+    );
+    assert_eq!(seen["after_call"], "echo: notes.txt");
+    assert_eq!(
+        seen["unstored"], 400,
+        "store=false keeps nothing to continue"
+    );
+    assert_eq!(seen["deleted"], 404);
+
+    let steps = h.steps().await;
+    assert_eq!(steps.len(), 5, "five answered calls: {steps:#?}");
+    assert!(steps.iter().all(|s| s.token_source == TokenSource::Engine));
+    // previous_response_id: the engine saw the stored conversation, and it is one trajectory.
+    let roles: Vec<&str> = steps[1].messages.iter().map(|m| m.role.as_str()).collect();
+    assert_eq!(roles, ["system", "user", "assistant", "user"]);
+    assert_eq!(steps[1].trajectory_uid, steps[0].trajectory_uid);
+    assert_eq!(steps[1].step_index, 1);
+    assert!(steps[1].stream);
+    // Codex CLI's way (whole input each turn, store=false) is one trajectory too.
+    let task = &steps[2..];
+    assert!(
+        task.iter()
+            .all(|s| s.trajectory_uid == task[0].trajectory_uid)
+    );
+    assert_eq!(task[0].response_tool_calls[0].name, "exec_command");
+    assert_eq!(
+        task[0]
+            .tools_json
+            .as_deref()
+            .map(|t| t.contains("web_search")),
+        Some(false)
+    );
+    assert_eq!(
+        task[2].previous_step_id.as_deref(),
+        Some(task[1].event_id.as_str()),
+        "the correction follows the answer it corrects"
+    );
+}
