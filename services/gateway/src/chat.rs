@@ -150,6 +150,7 @@ pub fn strip_unrequested(body: &mut Value, wants: Wants) -> bool {
             };
             if !wants.token_ids {
                 changed |= choice.remove("token_ids").is_some();
+                changed |= choice.remove("prompt_token_ids").is_some();
             }
             if !wants.logprobs && choice.get("logprobs").is_some_and(|l| !l.is_null()) {
                 choice.insert("logprobs".into(), Value::Null);
@@ -232,8 +233,14 @@ fn token_ids(value: Option<&Value>) -> Option<Vec<u32>> {
         .collect()
 }
 
+/// Sampled-token logprobs: chat's `{"content": [{"logprob"}]}` or completions'
+/// `{"token_logprobs": [...]}`.
 fn logprobs(value: Option<&Value>) -> Option<Vec<f32>> {
-    value?
+    let value = value?;
+    if let Some(lps) = value.get("token_logprobs").and_then(Value::as_array) {
+        return lps.iter().map(|l| l.as_f64().map(|l| l as f32)).collect();
+    }
+    value
         .get("content")?
         .as_array()?
         .iter()
@@ -260,8 +267,16 @@ impl Answer {
         {
             let message = choice.get("message");
             let field = |name: &str| message.and_then(|m| m.get(name));
+            // vLLM's completions put the prompt's ids in each choice.
+            if answer.prompt_token_ids.is_none() {
+                answer.prompt_token_ids = token_ids(choice.get("prompt_token_ids"));
+            }
             answer.choices.push(Choice {
-                text: content_text(field("content")),
+                // Completions answer with `text` where chat answers with a message.
+                text: match message {
+                    Some(_) => content_text(field("content")),
+                    None => content_text(choice.get("text")),
+                },
                 reasoning: field("reasoning_content")
                     .or_else(|| field("reasoning"))
                     .and_then(Value::as_str)
@@ -309,7 +324,15 @@ impl Answer {
             }
             let delta = choice.get("delta");
             let field = |name: &str| delta.and_then(|d| d.get(name));
-            let text = field("content").and_then(Value::as_str).map(str::to_string);
+            let text = match delta {
+                Some(_) => field("content"),
+                None => choice.get("text"),
+            }
+            .and_then(Value::as_str)
+            .map(str::to_string);
+            if let Some(ids) = token_ids(choice.get("prompt_token_ids")) {
+                self.prompt_token_ids = Some(ids);
+            }
             let reasoning = field("reasoning_content")
                 .or_else(|| field("reasoning"))
                 .and_then(Value::as_str)

@@ -115,7 +115,7 @@ async fn the_official_anthropic_client_works_through_messages() {
 }
 
 #[tokio::test]
-async fn the_official_openai_client_works_through_responses() {
+async fn the_official_openai_client_works_through_responses_and_completions() {
     let h = Harness::with(with_tool_parser()).await;
     let seen = run_client(&h, "responses_client.py", &format!("{}/v1", h.url)).await;
 
@@ -149,9 +149,27 @@ async fn the_official_openai_client_works_through_responses() {
     );
     assert_eq!(seen["deleted"], 404);
 
-    let steps = h.steps().await;
-    assert_eq!(steps.len(), 5, "five answered calls: {steps:#?}");
+    assert_eq!(seen["completion"], "echo completion");
+    assert_eq!(
+        seen["completion_logprobs"],
+        Value::Null,
+        "not asked for, not shown"
+    );
+    assert_eq!(seen["completion_batch"], 400);
+
+    let mut steps = h.steps().await;
+    assert_eq!(steps.len(), 6, "six answered calls: {steps:#?}");
     assert!(steps.iter().all(|s| s.token_source == TokenSource::Engine));
+    let completion = steps.pop().unwrap();
+    assert_eq!(completion.prompt_text.as_deref(), Some("Once upon a time"));
+    assert!(completion.messages.is_empty());
+    assert_eq!(completion.response_text, "echo completion");
+    assert!(!completion.prompt_ids.is_empty() && !completion.response_ids.is_empty());
+    assert_eq!(
+        completion.response_logprobs.as_ref().map(Vec::len),
+        Some(completion.response_ids.len()),
+        "behaviour logprobs captured though the client did not ask"
+    );
     // previous_response_id: the engine saw the stored conversation, and it is one trajectory.
     let roles: Vec<&str> = steps[1].messages.iter().map(|m| m.role.as_str()).collect();
     assert_eq!(roles, ["system", "user", "assistant", "user"]);

@@ -240,6 +240,8 @@ pub(crate) enum Reply {
     Chat,
     /// In another protocol, translated by the dialect.
     Translated(Box<dyn Dialect>),
+    /// A text completion (`/v1/completions`), forwarded to the engine's own and back like `Chat`.
+    Completions,
 }
 
 /// Serves one chat-completions request (the client's own, or one translated from another
@@ -254,9 +256,19 @@ pub(crate) async fn serve(
 ) -> Result<Response, ApiError> {
     let caller = caller(&state, &headers)?;
     let in_flight = InFlight::new(&state.metrics.in_flight);
-    let messages = validate_messages(&request)
-        .map_err(|(param, message)| ApiError::bad_param(&param, message))?
-        .clone();
+    let completions = matches!(reply, Reply::Completions);
+    let (messages, prompt_text) = if completions {
+        let text = prompt_of(&state, &request)?;
+        // A completion's prompt groups and continues like a conversation's single user turn.
+        (
+            vec![serde_json::json!({"role": "user", "content": text})],
+            Some(text),
+        )
+    } else {
+        let messages = validate_messages(&request)
+            .map_err(|(param, message)| ApiError::bad_param(&param, message))?;
+        (messages.clone(), None)
+    };
     let stream = request
         .get("stream")
         .and_then(Value::as_bool)
@@ -299,7 +311,21 @@ pub(crate) async fn serve(
         );
     }
     let plain = serde_json::to_vec(&request).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let wants = request_exact_tokens(&mut request, true);
+    // Completions take a number of top logprobs (0: the sampled token's own), not a flag.
+    let completion_logprobs = request.get("logprobs").filter(|v| v.is_u64()).cloned();
+    let mut wants = request_exact_tokens(&mut request, true);
+    if completions {
+        wants.logprobs = completion_logprobs.is_some();
+        request.insert(
+            "logprobs".into(),
+            completion_logprobs.unwrap_or(Value::from(0)),
+        );
+    }
+    let engine_path = if completions {
+        "/completions"
+    } else {
+        "/chat/completions"
+    };
     let extended = serde_json::to_vec(&request).map_err(|e| ApiError::Internal(e.to_string()))?;
     let body_for = |u: &crate::upstream::Upstream| {
         if u.may_support_token_ids() {
@@ -314,7 +340,7 @@ pub(crate) async fn serve(
     let timeout = (!stream).then_some(state.config.upstream_timeout);
     let send = state
         .upstreams
-        .post("/chat/completions", &body_for, timeout, &headers);
+        .post(engine_path, &body_for, timeout, &headers);
     let (mut response, mut upstream) = tokio::time::timeout(state.config.upstream_timeout, send)
         .await
         .map_err(|_| ApiError::GatewayTimeout(state.config.upstream_timeout))??;
@@ -331,7 +357,7 @@ pub(crate) async fn serve(
         upstream.mark_no_token_ids();
         (response, upstream) = state
             .upstreams
-            .post("/chat/completions", &body_for, timeout, &headers)
+            .post(engine_path, &body_for, timeout, &headers)
             .await?;
     }
     let status = response.status();
@@ -353,10 +379,11 @@ pub(crate) async fn serve(
         trajectory,
         prompt_uid,
         registration,
-        messages,
+        // A completion's step keeps its prompt as text, with no messages.
+        messages: if completions { Vec::new() } else { messages },
         tools,
         params_json,
-        prompt_text: None,
+        prompt_text,
         request_id,
         stream,
         started,
@@ -391,13 +418,13 @@ pub(crate) async fn serve(
     let answer = Answer::from_response(&answer_body);
     record_call(&state, &mut ctx, &answer).await;
     let (out, content_type) = match reply {
-        Reply::Chat if strip_unrequested(&mut answer_body, wants) => (
+        Reply::Chat | Reply::Completions if strip_unrequested(&mut answer_body, wants) => (
             Bytes::from(
                 serde_json::to_vec(&answer_body).map_err(|e| ApiError::Internal(e.to_string()))?,
             ),
             "application/json",
         ),
-        Reply::Chat => (bytes, "application/json"),
+        Reply::Chat | Reply::Completions => (bytes, "application/json"),
         // A client that asked for a stream gets one, even from an engine that answered whole.
         Reply::Translated(mut dialect) if stream => {
             let mut events = dialect.chunk(&crate::chat::as_chunk(&answer_body), &ctx);
@@ -415,6 +442,36 @@ pub(crate) async fn serve(
     let mut response = ([("content-type", content_type)], out).into_response();
     add_call_headers(response.headers_mut(), &ctx);
     Ok(response)
+}
+
+/// A completion request's prompt as text: a string, a one-string list, or token ids (decoded with
+/// the model's tokenizer when the gateway has it). Several prompts in one request would be several
+/// steps with one set of headers; they are refused.
+fn prompt_of(state: &AppState, request: &Map<String, Value>) -> Result<String, ApiError> {
+    let bad = |m: &str| ApiError::bad_param("prompt", m);
+    let ids = |list: &[Value]| -> Option<Vec<u32>> {
+        list.iter()
+            .map(|v| v.as_u64().and_then(|n| u32::try_from(n).ok()))
+            .collect()
+    };
+    match request.get("prompt") {
+        Some(Value::String(text)) => Ok(text.clone()),
+        Some(Value::Array(list)) if list.len() == 1 && list[0].is_string() => {
+            Ok(list[0].as_str().unwrap_or_default().to_string())
+        }
+        Some(Value::Array(list)) if !list.is_empty() && list.iter().all(Value::is_u64) => {
+            let ids = ids(list).ok_or_else(|| bad("token ids must be 32-bit"))?;
+            Ok(state
+                .tokenizer
+                .as_ref()
+                .and_then(|t| t.decode(&ids).ok())
+                .unwrap_or_default())
+        }
+        Some(Value::Array(_)) => Err(bad(
+            "send one prompt per request (a string or a list of token ids): each answer is its own step",
+        )),
+        _ => Err(bad("`prompt` is required: a string or a list of token ids")),
+    }
 }
 
 /// Caps `max_tokens` at what the engine's context leaves after the prompt. Agents of other

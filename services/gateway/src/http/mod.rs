@@ -2,6 +2,7 @@
 //! and request metrics.
 
 mod chat;
+mod completions;
 mod dashboard;
 mod datapool;
 mod explain;
@@ -40,6 +41,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(chat::router())
         .merge(messages::router())
+        .merge(completions::router())
         .merge(responses::router())
         .merge(trajectory::router())
         .merge(whitebox::router())

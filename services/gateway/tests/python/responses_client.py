@@ -1,7 +1,7 @@
 """Drives the gateway's `/v1/responses` with the official `openai` package, as Codex CLI and the Agents
 SDK do: a plain response, a streamed one continuing it through `previous_response_id`, a function-call
 round trip re-sending the whole input with `store=False` (Codex CLI's way), retrieval, deletion and
-errors. Prints one JSON object with what the client saw; the Rust test checks it against the steps.
+errors, and a text completion. Prints one JSON object with what the client saw; the Rust test checks it against the steps.
 """
 import json
 import os
@@ -63,5 +63,15 @@ try:
     out["deleted"] = None
 except openai.NotFoundError as err:
     out["deleted"] = err.status_code
+
+# Text completions (older tools): forwarded to the engine's own endpoint.
+completion = client.completions.create(model="gpt-5-codex", prompt="Once upon a time", max_tokens=32)
+out["completion"] = completion.choices[0].text
+out["completion_logprobs"] = completion.choices[0].logprobs
+try:
+    client.completions.create(model="gpt-5-codex", prompt=["one", "two"], max_tokens=8)
+    out["completion_batch"] = None
+except openai.BadRequestError as err:
+    out["completion_batch"] = err.status_code
 
 json.dump(out, sys.stdout)

@@ -91,7 +91,7 @@ fn process_event(
         .collect();
     if data.is_empty() {
         return match reply {
-            Reply::Chat => Event::Forward(vec![Bytes::from(raw)]),
+            Reply::Chat | Reply::Completions => Event::Forward(vec![Bytes::from(raw)]),
             // Comments and keep-alives of the engine's stream mean nothing in another protocol.
             Reply::Translated(_) => Event::Forward(Vec::new()),
         };
@@ -105,14 +105,14 @@ fn process_event(
             answer.push_chunk(&chunk);
             match reply {
                 Reply::Translated(dialect) => Event::Forward(dialect.chunk(&chunk, ctx)),
-                Reply::Chat if strip_unrequested(&mut chunk, wants) => {
+                Reply::Chat | Reply::Completions if strip_unrequested(&mut chunk, wants) => {
                     Event::Forward(vec![Bytes::from(format!("data: {chunk}\n\n"))])
                 }
-                Reply::Chat => Event::Forward(vec![Bytes::from(raw)]),
+                Reply::Chat | Reply::Completions => Event::Forward(vec![Bytes::from(raw)]),
             }
         }
         Err(_) => match reply {
-            Reply::Chat => Event::Forward(vec![Bytes::from(raw)]),
+            Reply::Chat | Reply::Completions => Event::Forward(vec![Bytes::from(raw)]),
             Reply::Translated(_) => Event::Forward(Vec::new()),
         },
     }
@@ -120,7 +120,7 @@ fn process_event(
 
 fn error_event(reply: &mut Reply, message: &str) -> Bytes {
     match reply {
-        Reply::Chat => {
+        Reply::Chat | Reply::Completions => {
             let body = crate::error::error_body(message, "upstream_error", None, None);
             Bytes::from(format!("data: {body}\n\n"))
         }
@@ -197,10 +197,10 @@ async fn pump(
     answer.finish_stream();
     record_call(&state, &mut ctx, &answer).await;
     match &mut reply {
-        Reply::Chat if done => {
+        Reply::Chat | Reply::Completions if done => {
             let _ = tx.send(Ok(Bytes::from_static(b"data: [DONE]\n\n"))).await;
         }
-        Reply::Chat => {}
+        Reply::Chat | Reply::Completions => {}
         // Another protocol's stream ends with its own closing events, once the step is recorded.
         Reply::Translated(dialect) => {
             for out in dialect.finish(&ctx) {
