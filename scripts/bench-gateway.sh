@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The gateway benchmark (issue: capture): installs oha (cargo) and LiteLLM's proxy (PyPI, into its own
-# venv), builds release binaries, and writes benches/results/gateway.md.
+# venv), builds release binaries, and writes benches/results/gateway.md and gateway-protocols.md
+# (`--protocols-only` with CLAWLINE_BENCH_SKIP_LITELLM=1: just the per-protocol latencies).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

@@ -56,6 +56,10 @@ pub struct MockConfig {
     /// Like `vllm serve --enable-auto-tool-choice --tool-call-parser hermes`: without it (the
     /// default, as vLLM's), a request with `tools` is answered 400.
     pub tool_parser: bool,
+    /// A scripted agent task: the first time a conversation offers this tool (name, JSON
+    /// arguments), the answer calls it; once a tool result is in the conversation, the answer is
+    /// text again. Without it, any user turn with `tools` calls the first tool with `{"query": …}`.
+    pub call_tool: Option<(String, String)>,
 }
 
 impl Default for MockConfig {
@@ -71,6 +75,7 @@ impl Default for MockConfig {
             max_model_len: 4096,
             api_key: None,
             tool_parser: false,
+            call_tool: None,
         }
     }
 }

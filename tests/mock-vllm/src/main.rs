@@ -31,6 +31,10 @@ struct Args {
     /// Require `Authorization: Bearer KEY`, as `vllm serve --api-key`.
     #[arg(long)]
     api_key: Option<String>,
+    /// Script an agent task: call tool NAME with ARGS (JSON) once, e.g.
+    /// `--call-tool 'Bash={"command":"ls"}'`.
+    #[arg(long, value_name = "NAME=ARGS")]
+    call_tool: Option<String>,
 }
 
 #[tokio::main]
@@ -47,6 +51,11 @@ async fn main() -> anyhow::Result<()> {
         token_ids: !args.no_token_ids,
         reply: args.reply,
         tool_parser: args.tool_call_parser.is_some(),
+        call_tool: args
+            .call_tool
+            .as_deref()
+            .and_then(|c| c.split_once('='))
+            .map(|(n, a)| (n.to_string(), a.to_string())),
         api_key: args.api_key,
         ..Default::default()
     };

@@ -56,8 +56,21 @@ fn generate(shared: &Shared, request: &Value, choice: usize) -> Generated {
         .or_else(|| request.get("max_completion_tokens"))
         .and_then(Value::as_u64)
         .map(|m| m as usize);
-    let (text, tool_call) = match tools {
-        Some(tools) if last.get("role").and_then(Value::as_str) == Some("user") => {
+    let offered = |name: &str| {
+        tools.is_some_and(|t| {
+            t.iter()
+                .any(|t| t.pointer("/function/name").and_then(Value::as_str) == Some(name))
+        })
+    };
+    let answered = messages
+        .iter()
+        .any(|m| m.get("role").and_then(Value::as_str) == Some("tool"));
+    let (text, tool_call) = match (tools, &config.call_tool) {
+        (_, Some((name, args))) if offered(name) && !answered => (
+            format!("<tool_call>{name} {args}</tool_call>"),
+            Some((name.clone(), args.clone())),
+        ),
+        (Some(tools), None) if last.get("role").and_then(Value::as_str) == Some("user") => {
             let name = tools[0]
                 .pointer("/function/name")
                 .and_then(Value::as_str)

@@ -13,6 +13,7 @@ use clap::Parser;
 use clawline_nats::server::{LocalServer, LocalServerConfig};
 use serde_json::{Value, json};
 
+mod protocols;
 mod report;
 use report::render;
 
@@ -36,6 +37,14 @@ struct Args {
     serial_requests: u32,
     #[arg(long, default_value = "benches/results/gateway.md")]
     report: PathBuf,
+    /// Only the per-protocol run (chat, Responses, Anthropic Messages, completions).
+    #[arg(long)]
+    protocols_only: bool,
+    /// Calls per protocol row.
+    #[arg(long, default_value_t = 1000)]
+    protocol_requests: u32,
+    #[arg(long, default_value = "benches/results/gateway-protocols.md")]
+    protocols_report: PathBuf,
 }
 
 /// A child process killed on drop.
@@ -271,6 +280,13 @@ async fn main() -> anyhow::Result<()> {
     let gateway = spawn(gw_cmd, &dir.path().join("gateway.log"))?;
     let gw_url = format!("http://127.0.0.1:{gw_port}");
     wait_http(&format!("{gw_url}/ready"), Duration::from_secs(20)).await?;
+
+    let per_protocol = protocols::measure(&args.oha, &mock_url, &gw_url, args.protocol_requests)?;
+    std::fs::write(&args.protocols_report, &per_protocol)?;
+    println!("{per_protocol}");
+    if args.protocols_only {
+        return Ok(());
+    }
 
     let mut _litellm = None;
     let mut litellm_url = None;

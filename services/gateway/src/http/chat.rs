@@ -477,7 +477,9 @@ fn prompt_of(state: &AppState, request: &Map<String, Value>) -> Result<String, A
 /// Caps `max_tokens` at what the engine's context leaves after the prompt. Agents of other
 /// protocols size it for their own provider's models (Claude Code asks for 32000 or more), which a
 /// vLLM engine with a shorter context refuses outright. The prompt is counted with the model's
-/// tokenizer when the gateway has it, else estimated at one token per three bytes.
+/// tokenizer when the gateway has it, else estimated at one token per four bytes. A prompt that
+/// leaves no room is sent as it is, for the engine to refuse with its own message: an answer
+/// capped to nothing would only make the agent ask again.
 async fn cap_max_tokens(
     state: &AppState,
     request: &mut Map<String, Value>,
@@ -498,10 +500,10 @@ async fn cap_max_tokens(
         .unwrap_or_else(|| {
             let bytes = serde_json::to_vec(messages).map_or(0, |b| b.len())
                 + tools.map_or(0, |t| t.to_string().len());
-            bytes as u64 / 3
+            bytes as u64 / 4
         });
-    let room = context.saturating_sub(prompt).max(1);
-    if asked > room {
+    let room = context.saturating_sub(prompt);
+    if room > 0 && asked > room {
         request.insert("max_tokens".into(), Value::from(room));
     }
 }

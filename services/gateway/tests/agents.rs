@@ -1,0 +1,209 @@
+//! Real agents, installed from the npm registry by `scripts/install-agents.sh` and run unchanged
+//! against the gateway, in front of the vLLM-faithful mock engine scripted to call one of the agent's
+//! own tools once: Claude Code (`-p`, Anthropic Messages, base URL from `ANTHROPIC_BASE_URL`) and
+//! Codex CLI (`exec`, OpenAI Responses, a custom model provider). Each runs the tool for real, sends
+//! its result back, answers, and is then told it was wrong; the whole exchange must be one trajectory
+//! with the tool call, its result, engine tokens and the correction following the answer it corrects.
+#![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clawline_schemas::StepRecorded;
+use common::*;
+
+fn agents_dir() -> PathBuf {
+    let cache = std::env::var_os("CLAWLINE_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/clawline")
+        });
+    let dir = cache.join("agents/node_modules/.bin");
+    assert!(
+        dir.exists(),
+        "{} is missing: run scripts/install-agents.sh (the README's test command does)",
+        dir.display()
+    );
+    dir
+}
+
+fn harness_calling(tool: &str, args: &str) -> Options {
+    Options {
+        mock: clawline_mock_vllm::MockConfig {
+            tool_parser: true,
+            call_tool: Some((tool.into(), args.into())),
+            ..Default::default()
+        },
+        ..Options::default()
+    }
+}
+
+/// A working directory with one file for the agent to find, and an empty home.
+fn workspace() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::write(work.join("notes.txt"), "buy milk\n").unwrap();
+    (dir, work, home)
+}
+
+async fn run_agent(mut cmd: tokio::process::Command, what: &str) -> String {
+    cmd.stdin(std::process::Stdio::null()).kill_on_drop(true);
+    let output = tokio::time::timeout(Duration::from_secs(180), cmd.output())
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not finish in 180 s"))
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{what} failed ({}):\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+/// The agent's task as the gateway captured it: one trajectory, a call of `tool` whose result
+/// (the listing, with `notes.txt`) went back to the engine, then the correction.
+fn assert_one_trajectory_with_tool_round_trip(steps: &[StepRecorded], tool: &str) {
+    assert!(steps.len() >= 3, "call, answer, correction: {steps:#?}");
+    let uid = &steps[0].trajectory_uid;
+    assert!(
+        steps.iter().all(|s| &s.trajectory_uid == uid),
+        "one trajectory: {:?}",
+        steps
+            .iter()
+            .map(|s| (&s.trajectory_uid, s.step_index))
+            .collect::<Vec<_>>()
+    );
+    assert!(steps.iter().all(|s| s.token_source == TokenSource::Engine));
+    let call = steps
+        .iter()
+        .find(|s| {
+            s.response_tool_calls
+                .first()
+                .is_some_and(|c| c.name == tool)
+        })
+        .unwrap_or_else(|| panic!("no step called {tool}"));
+    let result = steps
+        .iter()
+        .flat_map(|s| &s.messages)
+        .find(|m| {
+            m.role == "tool"
+                && m.tool_call_id.as_deref() == Some(call.response_tool_calls[0].id.as_str())
+        })
+        .expect("the tool's result went back to the engine");
+    assert!(
+        result
+            .content
+            .as_deref()
+            .unwrap_or("")
+            .contains("notes.txt"),
+        "the tool really ran: {result:?}"
+    );
+    let last = steps.last().unwrap();
+    let before = &steps[steps.len() - 2];
+    assert_eq!(
+        last.previous_step_id.as_deref(),
+        Some(before.event_id.as_str()),
+        "the correction follows the answer it corrects (implicit feedback)"
+    );
+    assert!(
+        last.messages
+            .iter()
+            .any(|m| m.role == "user" && m.content.as_deref().unwrap_or("").contains("wrong")),
+        "the correction is in the last step"
+    );
+}
+
+fn claude(bin: &Path, work: &Path, home: &Path, url: &str) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(bin.join("claude"));
+    cmd.current_dir(work)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap())
+        .env("HOME", home)
+        .env("TERM", "dumb")
+        .env("ANTHROPIC_BASE_URL", url)
+        .env("ANTHROPIC_API_KEY", "unused-without-a-key-file")
+        .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
+        .env("DISABLE_TELEMETRY", "1")
+        .env("DISABLE_AUTOUPDATER", "1")
+        .env("DISABLE_ERROR_REPORTING", "1");
+    cmd
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claude_code_runs_unchanged_through_the_gateway() {
+    let bin = agents_dir();
+    let h = Harness::with(harness_calling(
+        "Bash",
+        r#"{"command": "ls", "description": "List the files"}"#,
+    ))
+    .await;
+    let (_dir, work, home) = workspace();
+    let mut first = claude(&bin, &work, &home, &h.url);
+    first.args(["-p", "list the files here", "--allowedTools", "Bash"]);
+    let out = run_agent(first, "claude -p").await;
+    assert!(out.contains("notes.txt"), "the agent's answer: {out}");
+    let mut again = claude(&bin, &work, &home, &h.url);
+    again.args([
+        "-p",
+        "--continue",
+        "No, that is wrong. Try again.",
+        "--allowedTools",
+        "Bash",
+    ]);
+    run_agent(again, "claude -p --continue").await;
+
+    assert_one_trajectory_with_tool_round_trip(&h.steps().await, "Bash");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codex_cli_runs_unchanged_through_the_gateway() {
+    let bin = agents_dir();
+    let h = Harness::with(harness_calling("exec_command", r#"{"cmd": "ls"}"#)).await;
+    let (dir, work, home) = workspace();
+    let codex_home = dir.path().join("codex");
+    std::fs::create_dir_all(&codex_home).unwrap();
+    std::fs::write(
+        codex_home.join("config.toml"),
+        format!(
+            "model = \"gpt-5.5\"\nmodel_provider = \"clawline\"\n\n[model_providers.clawline]\nname = \"clawline\"\n\
+             base_url = \"{}/v1\"\nwire_api = \"responses\"\nenv_key = \"CLAWLINE_API_KEY\"\n\n\
+             [analytics]\nenabled = false\n\n[features]\nplugins = false\nremote_plugin = false\napps = false\n",
+            h.url
+        ),
+    )
+    .unwrap();
+    let codex = |args: &[&str]| {
+        let mut cmd = tokio::process::Command::new(bin.join("codex"));
+        cmd.current_dir(&work)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap())
+            .env("HOME", &home)
+            .env("TERM", "dumb")
+            .env("CODEX_HOME", &codex_home)
+            .env("CLAWLINE_API_KEY", "unused-without-a-key-file")
+            .args([
+                "exec",
+                "--skip-git-repo-check",
+                "--sandbox",
+                "danger-full-access",
+            ])
+            .args(args);
+        cmd
+    };
+    let out = run_agent(codex(&["list the files here"]), "codex exec").await;
+    assert!(out.contains("notes.txt"), "the agent's answer: {out}");
+    run_agent(
+        codex(&["resume", "--last", "No, that is wrong. Try again."]),
+        "codex exec resume",
+    )
+    .await;
+
+    assert_one_trajectory_with_tool_round_trip(&h.steps().await, "exec_command");
+}
