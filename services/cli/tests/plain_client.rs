@@ -4,7 +4,8 @@
 //! (`open_trajectories: N`, `batches: 0`, trainer version 0). Their taste (answers ending "Anything
 //! else?") is not the bundled reward model's. Whether they learn it is measured by
 //! `scripts/bench-learn-user.sh`, not asserted here: in CI runs of 400 interactions the liked
-//! share rose +0.13 to +0.14 where the benchmark measured +0.44, too unsteady to gate on.
+//! share rose +0.13 to +0.14 where the benchmark measured +0.38 to +0.44, too unsteady to gate on.
+//! It runs the benchmark's 500 interactions and writes what it measured to the log.
 #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
 mod common;
@@ -65,7 +66,7 @@ async fn a_plain_openai_client_trains_the_policy_without_completing_anything() {
         .args(["--sql-url", &format!("http://{sql}/sql")])
         .args([
             "--interactions",
-            "400",
+            "500",
             "--users",
             "4",
             "--think-ms",
@@ -84,6 +85,15 @@ async fn a_plain_openai_client_trains_the_policy_without_completing_anything() {
     let summary: Value =
         serde_json::from_slice(&std::fs::read(out_dir.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["failed"], 0, "{stdout}");
+    // What the users saw, for the log (the benchmark is where it is judged).
+    eprintln!(
+        "liked share {} -> {}, well-formed share {} -> {}, highest version served {}",
+        summary["liked_first"],
+        summary["liked_last"],
+        summary["well_formed_first"],
+        summary["well_formed_last"],
+        summary["versions_served_last"]
+    );
 
     // The steps became batches and the trainer published versions from them, with no completion.
     let deadline = Instant::now() + Duration::from_secs(60);

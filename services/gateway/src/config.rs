@@ -29,14 +29,16 @@ pub struct Config {
     pub upstreams: Vec<String>,
 
     /// API key the gateway sends its engines (`Authorization: Bearer …`): a vLLM started with
-    /// `--api-key`, or a hosted API while you only collect data. Clients' own keys stay with the
+    /// `--api-key`, or a hosted API while you only collect data. One key for every engine, or one
+    /// per `--upstream`, in the same order (repeat the flag). Clients' own keys stay with the
     /// gateway.
     #[arg(
         long = "upstream-api-key",
         env = "CLAWLINE_UPSTREAM_API_KEY",
+        value_delimiter = ',',
         hide_env_values = true
     )]
-    pub upstream_api_key: Option<String>,
+    pub upstream_api_key: Vec<String>,
 
     /// A client request header to pass on to the engines (e.g. `traceparent`, `x-request-id`,
     /// an engine's routing or priority header). Repeat for several. None by default; headers that
@@ -77,6 +79,12 @@ pub struct Config {
         default_value_t = 1024
     )]
     pub generate_max_tokens: u64,
+
+    /// Token-in mode (needs `--tokenizer`): render the chat template here, call the engine's
+    /// `/v1/completions` with the prompt's token ids and parse Hermes tool calls here, as Claw-R1's
+    /// own gateway does. Exact ids by construction; the engine needs no tool-call parser.
+    #[arg(long = "token-in", env = "CLAWLINE_TOKEN_IN", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub token_in: bool,
 
     #[command(flatten)]
     pub nats: NatsArgs,

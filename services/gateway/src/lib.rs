@@ -18,6 +18,7 @@ pub mod leases;
 pub mod protocols;
 pub mod sessions;
 mod state;
+pub mod token_in;
 pub mod upstream;
 
 use anyhow::Context as _;

@@ -189,13 +189,17 @@ impl AppState {
             None => None,
         };
         anyhow::ensure!(
+            !config.token_in || tokenizer.is_some(),
+            "--token-in renders the chat template here: it needs --tokenizer DIR"
+        );
+        anyhow::ensure!(
             clawline_nats::subjects::is_valid_token(&config.default_channel),
             "--default-channel {:?} must be 1-64 of [A-Za-z0-9_-]",
             config.default_channel
         );
         let upstreams = Upstreams::new(
             &config.upstreams,
-            config.upstream_api_key.clone(),
+            &config.upstream_api_key,
             &config.forward_headers,
         )?;
         let spool = Spool::open(&config.spool_dir, config.spool_fsync)

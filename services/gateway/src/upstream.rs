@@ -16,6 +16,8 @@ const TOKEN_IDS_NO: u8 = 2;
 pub struct Upstream {
     /// Base URL without a trailing slash, e.g. `http://127.0.0.1:8000/v1`.
     pub base: String,
+    /// The key this engine wants (`Authorization: Bearer …`).
+    api_key: Option<String>,
     healthy: AtomicBool,
     token_ids: AtomicU8,
 }
@@ -53,7 +55,6 @@ pub struct Upstreams {
     list: Vec<Upstream>,
     next: AtomicUsize,
     client: reqwest::Client,
-    api_key: Option<String>,
     /// Client headers passed on to the engines.
     forward: Vec<reqwest::header::HeaderName>,
     served: Mutex<Option<(Instant, Option<Served>)>>,
@@ -76,12 +77,19 @@ const NOT_FORWARDED: [&str; 12] = [
 ];
 
 impl Upstreams {
-    pub fn new(
-        bases: &[String],
-        api_key: Option<String>,
-        forward: &[String],
-    ) -> anyhow::Result<Self> {
-        let api_key = api_key.filter(|k| !k.is_empty());
+    pub fn new(bases: &[String], api_keys: &[String], forward: &[String]) -> anyhow::Result<Self> {
+        let api_keys: Vec<&String> = api_keys.iter().filter(|k| !k.is_empty()).collect();
+        anyhow::ensure!(
+            api_keys.len() <= 1 || api_keys.len() == bases.len(),
+            "--upstream-api-key: give one key for every engine, or one per --upstream in the same order ({} keys for {} upstreams)",
+            api_keys.len(),
+            bases.len()
+        );
+        let key_of = |i: usize| match api_keys.len() {
+            0 => None,
+            1 => Some(api_keys[0].clone()),
+            _ => Some(api_keys[i].clone()),
+        };
         let forward = forward
             .iter()
             .map(|name| {
@@ -92,7 +100,7 @@ impl Upstreams {
                     "--forward-header {name:?}: describes the client's connection or body, not its request"
                 );
                 anyhow::ensure!(
-                    !(parsed == reqwest::header::AUTHORIZATION && api_key.is_some()),
+                    parsed != reqwest::header::AUTHORIZATION || api_keys.is_empty(),
                     "--forward-header authorization and --upstream-api-key both set the engine's key"
                 );
                 Ok(parsed)
@@ -100,7 +108,7 @@ impl Upstreams {
             .collect::<anyhow::Result<Vec<_>>>()?;
         anyhow::ensure!(!bases.is_empty(), "at least one --upstream is required");
         let mut list = Vec::new();
-        for base in bases {
+        for (i, base) in bases.iter().enumerate() {
             let parsed = reqwest::Url::parse(base)
                 .map_err(|e| anyhow::anyhow!("--upstream {base:?} is not a URL: {e}"))?;
             anyhow::ensure!(
@@ -109,6 +117,7 @@ impl Upstreams {
             );
             list.push(Upstream {
                 base: base.trim_end_matches('/').to_string(),
+                api_key: key_of(i),
                 healthy: AtomicBool::new(true),
                 token_ids: AtomicU8::new(TOKEN_IDS_UNKNOWN),
             });
@@ -123,14 +132,17 @@ impl Upstreams {
             list,
             next: AtomicUsize::new(0),
             client,
-            api_key,
             forward,
             served: Mutex::new(None),
         })
     }
 
-    fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        match &self.api_key {
+    fn authorized(
+        &self,
+        upstream: &Upstream,
+        request: reqwest::RequestBuilder,
+    ) -> reqwest::RequestBuilder {
+        match &upstream.api_key {
             Some(key) => request.bearer_auth(key),
             None => request,
         }
@@ -152,7 +164,10 @@ impl Upstreams {
         }
         let upstream = self.order()[0];
         let answer = self
-            .authorized(self.client.get(format!("{}/models", upstream.base)))
+            .authorized(
+                upstream,
+                self.client.get(format!("{}/models", upstream.base)),
+            )
             .timeout(Duration::from_secs(2))
             .send()
             .await
@@ -206,7 +221,10 @@ impl Upstreams {
         let mut last_error = String::from("no upstream configured");
         for upstream in self.order() {
             let mut request = self
-                .authorized(self.client.post(format!("{}{path}", upstream.base)))
+                .authorized(
+                    upstream,
+                    self.client.post(format!("{}{path}", upstream.base)),
+                )
                 .header("content-type", "application/json")
                 .body(body_for(upstream));
             for name in &self.forward {
@@ -239,11 +257,14 @@ impl Upstreams {
     /// GETs `path` from the first healthy upstream.
     pub async fn get(&self, path: &str) -> Result<reqwest::Response, ApiError> {
         let upstream = self.order()[0];
-        self.authorized(self.client.get(format!("{}{path}", upstream.base)))
-            .timeout(Duration::from_secs(10))
-            .send()
-            .await
-            .map_err(|e| ApiError::BadGateway(format!("{}: {e}", upstream.base)))
+        self.authorized(
+            upstream,
+            self.client.get(format!("{}{path}", upstream.base)),
+        )
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .map_err(|e| ApiError::BadGateway(format!("{}: {e}", upstream.base)))
     }
 
     /// Probes unhealthy upstreams every `interval` and marks the reachable ones healthy again.
@@ -259,7 +280,10 @@ impl Upstreams {
             }
             for upstream in self.list.iter().filter(|u| !u.is_healthy()) {
                 let reachable = self
-                    .authorized(self.client.get(format!("{}/models", upstream.base)))
+                    .authorized(
+                        upstream,
+                        self.client.get(format!("{}/models", upstream.base)),
+                    )
                     .timeout(Duration::from_secs(2))
                     .send()
                     .await

@@ -368,6 +368,40 @@ async fn the_gateway_brings_its_own_key_to_an_engine_that_wants_one() {
         .await
         .unwrap();
     assert_eq!(docs.status(), 200);
+
+    // Two engines with keys of their own: one key per --upstream, in the same order.
+    let other = clawline_mock_vllm::MockVllm::start(MockConfig {
+        api_key: Some("other-secret".into()),
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let both = Harness::with(Options {
+        mock: MockConfig {
+            api_key: Some("engine-secret".into()),
+            ..MockConfig::default()
+        },
+        extra_args: vec![
+            "--upstream".into(),
+            other.url.clone(),
+            "--upstream-api-key".into(),
+            "engine-secret".into(),
+            "--upstream-api-key".into(),
+            "other-secret".into(),
+        ],
+        ..Options::default()
+    })
+    .await;
+    for i in 0..4 {
+        let r = both
+            .post("/v1/chat/completions", chat_body(&format!("call {i}")))
+            .await;
+        assert_eq!(r.status(), 200, "call {i}");
+    }
+    assert!(
+        both.mock.chat_requests() >= 1 && other.chat_requests() >= 1,
+        "round robin"
+    );
 }
 
 /// Only the client headers the operator lists reach the engine; connection headers never do.
@@ -417,7 +451,8 @@ async fn listed_client_headers_reach_the_engine_and_no_others() {
         ("bad name", None),
         ("authorization", Some("engine-secret".to_string())),
     ] {
-        let err = clawline_gateway::upstream::Upstreams::new(&upstream, key, &[bad.to_string()])
+        let keys: Vec<String> = key.into_iter().collect();
+        let err = clawline_gateway::upstream::Upstreams::new(&upstream, &keys, &[bad.to_string()])
             .err()
             .unwrap()
             .to_string();

@@ -1,0 +1,112 @@
+//! Token-in mode (`--token-in`): the gateway renders the chat template with the model's tokenizer,
+//! calls the engine's `/v1/completions` with the prompt's ids and parses Hermes tool calls itself, as
+//! Claw-R1's own gateway does. The engine here has no tool-call parser (vLLM's default), so a chat
+//! request with `tools` sent to it as chat would be refused; in token-in mode it works, and the step's
+//! ids are exactly what the engine consumed and produced.
+#![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+
+const CALL: &str =
+    "<tool_call>\n{\"name\": \"lookup\", \"arguments\": {\"query\": \"weather\"}}\n</tool_call>";
+
+fn token_in(reply: &str) -> Options {
+    Options {
+        mock: clawline_mock_vllm::MockConfig {
+            reply: Some(reply.into()),
+            ..Default::default()
+        },
+        extra_args: vec!["--token-in".into()],
+        ..Options::default()
+    }
+}
+
+fn tools() -> Value {
+    json!([{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object", "properties": {"query": {"type": "string"}}}}}])
+}
+
+#[tokio::test]
+async fn token_in_mode_parses_tool_calls_and_records_the_engines_ids() {
+    let h = Harness::with(token_in(CALL)).await;
+    let messages = json!([{"role": "user", "content": "what is the weather?"}]);
+    // Claw-R1's GSM8K agent hard-codes model "default"; no engine serves that name.
+    let r = h
+        .post(
+            "/v1/chat/completions",
+            json!({"model": "default", "messages": messages, "tools": tools()}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    let choice = &body["choices"][0];
+    assert_eq!(choice["finish_reason"], "tool_calls");
+    assert_eq!(
+        choice["message"]["tool_calls"][0]["function"]["name"],
+        "lookup"
+    );
+    assert_eq!(
+        choice["message"]["tool_calls"][0]["function"]["arguments"],
+        "{\"query\":\"weather\"}"
+    );
+    assert!(
+        body.get("prompt_token_ids").is_none(),
+        "not asked for, not shown"
+    );
+    let stats = &h.mock.stats;
+    assert_eq!(
+        stats
+            .completion_requests
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    assert_eq!(
+        h.mock.chat_requests(),
+        0,
+        "nothing went to the engine's chat endpoint"
+    );
+
+    let steps = h.steps().await;
+    assert_eq!(steps.len(), 1);
+    let step = &steps[0];
+    assert_eq!(step.token_source, TokenSource::Engine);
+    let messages: Vec<Value> = serde_json::from_value(messages).unwrap();
+    assert_eq!(
+        step.prompt_ids,
+        h.mock.prompt_ids(&messages, Some(&tools())),
+        "the prompt rendered with the model's template, as the engine consumed it"
+    );
+    assert_eq!(step.response_ids, reply_ids(CALL));
+    assert_eq!(
+        step.response_logprobs.as_ref().map(Vec::len),
+        Some(step.response_ids.len())
+    );
+    assert_eq!(step.response_tool_calls[0].name, "lookup");
+}
+
+#[tokio::test]
+async fn token_in_answers_a_streaming_client_with_one_chunk() {
+    let h = Harness::with(token_in("It is sunny.")).await;
+    let r = h
+        .post(
+            "/v1/chat/completions",
+            json!({"model": "default", "messages": [{"role": "user", "content": "weather?"}], "stream": true}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let text = r.text().await.unwrap();
+    let first = text.lines().next().unwrap().strip_prefix("data: ").unwrap();
+    let chunk: Value = serde_json::from_str(first).unwrap();
+    assert_eq!(chunk["object"], "chat.completion.chunk");
+    assert_eq!(chunk["choices"][0]["delta"]["content"], "It is sunny.");
+    assert!(text.trim_end().ends_with("data: [DONE]"));
+    assert_eq!(h.steps().await[0].response_text, "It is sunny.");
+}
