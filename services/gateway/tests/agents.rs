@@ -3,7 +3,8 @@
 //! own tools once: Claude Code (`-p`, Anthropic Messages, base URL from `ANTHROPIC_BASE_URL`) and
 //! Codex CLI (`exec`, OpenAI Responses, a custom model provider). Each runs the tool for real, sends
 //! its result back, answers, and is then told it was wrong; the whole exchange must be one trajectory
-//! with the tool call, its result, engine tokens and the correction following the answer it corrects.
+//! with the tool call, its result, engine tokens, the agent's own session id and the correction
+//! following the answer it corrects.
 #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
 mod common;
@@ -81,6 +82,15 @@ fn assert_one_trajectory_with_tool_round_trip(steps: &[StepRecorded], tool: &str
             .collect::<Vec<_>>()
     );
     assert!(steps.iter().all(|s| s.token_source == TokenSource::Engine));
+    assert!(
+        steps[0]
+            .metadata
+            .as_ref()
+            .and_then(|m| m["agent_session"].as_str())
+            .is_some_and(|id| !id.is_empty()),
+        "the agent's own session id is kept: {:?}",
+        steps[0].metadata
+    );
     let call = steps
         .iter()
         .find(|s| {

@@ -142,6 +142,27 @@ async fn leased_step(state: &AppState, tenant: &str, uid: &str) -> Result<Trajec
     }
 }
 
+/// Headers in which agents carry their own session id: Claude Code, Codex CLI (both spellings),
+/// and a generic one for any other agent.
+const AGENT_SESSION_HEADERS: [&str; 4] = [
+    "x-claude-code-session-id",
+    "session-id",
+    "session_id",
+    "x-session-id",
+];
+
+/// The agent's own session id, kept as the trajectory's metadata (`{"agent_session": …}`) so its
+/// trajectories can be found and grouped by it. Trajectories are still told apart by their
+/// history: one agent session holds several conversations (Claude Code's subagents share their
+/// parent's id), and joining them would make a subagent's first message feedback on its parent.
+fn agent_session(headers: &HeaderMap) -> Option<Value> {
+    AGENT_SESSION_HEADERS.iter().find_map(|name| {
+        header(headers, name)
+            .filter(|id| valid_client_id(id))
+            .map(|id| serde_json::json!({"agent_session": id}))
+    })
+}
+
 /// Which trajectory this call belongs to, with this call's step index taken.
 async fn resolve(
     state: &AppState,
@@ -201,7 +222,14 @@ async fn resolve(
     let prompt = derived_prompt_uid(tenant, messages);
     let (created, _) = state
         .sessions
-        .create(&uid, tenant, &channel, &prompt, None, Origin::Conversation)
+        .create(
+            &uid,
+            tenant,
+            &channel,
+            &prompt,
+            agent_session(headers),
+            Origin::Conversation,
+        )
         .map_err(|_| ApiError::Internal("fresh trajectory uid collided".into()))?;
     let t = state
         .sessions
