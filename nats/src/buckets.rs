@@ -48,6 +48,25 @@ pub fn trajectories(opts: &TopologyOptions) -> kv::Config {
     }
 }
 
+/// KV bucket of the Responses-API answers the gateway keeps (`store`, the default): one key per
+/// response id, its tenant, the response it continues, the conversation it added and the response
+/// object, so `previous_response_id` works across gateway restarts and between gateways.
+pub const RESPONSES: &str = "responses";
+/// How long a stored response can be continued or retrieved (OpenAI keeps them 30 days).
+pub const RESPONSE_AGE: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
+
+pub fn responses(opts: &TopologyOptions) -> kv::Config {
+    kv::Config {
+        bucket: RESPONSES.to_string(),
+        description: "Responses-API answers kept for previous_response_id".to_string(),
+        history: 1,
+        max_age: RESPONSE_AGE,
+        storage: StorageType::File,
+        num_replicas: opts.replicas,
+        ..Default::default()
+    }
+}
+
 pub fn weights(opts: &TopologyOptions) -> object_store::Config {
     object_store::Config {
         bucket: WEIGHTS_OBJECTS.to_string(),

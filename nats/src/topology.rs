@@ -62,7 +62,11 @@ pub async fn ensure_topology(
             .await
             .map_err(|source| TopologyError::Stream { name, source })?;
     }
-    for config in [buckets::state(opts), buckets::trajectories(opts)] {
+    for config in [
+        buckets::state(opts),
+        buckets::trajectories(opts),
+        buckets::responses(opts),
+    ] {
         let name = config.bucket.clone();
         js.create_or_update_key_value(config)
             .await

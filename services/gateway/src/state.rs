@@ -156,7 +156,7 @@ pub struct Inner {
     client: async_nats::Client,
 }
 
-/// How many Responses-API answers the gateway keeps in memory for `previous_response_id`.
+/// How many Responses-API answers the gateway also keeps in memory (all are in KV `responses`).
 pub const RESPONSES_KEPT: usize = 10_000;
 
 /// Cheap to clone; what every handler gets.
@@ -234,6 +234,7 @@ impl AppState {
             board: Arc::default(),
             responses: Arc::new(crate::protocols::responses::ResponseStore::new(
                 RESPONSES_KEPT,
+                Some(client.clone()),
             )),
             config,
             keys,

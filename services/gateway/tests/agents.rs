@@ -1,7 +1,8 @@
 //! Real agents, installed from the npm registry by `scripts/install-agents.sh` and run unchanged
 //! against the gateway, in front of the vLLM-faithful mock engine scripted to call one of the agent's
 //! own tools once: Claude Code (`-p`, Anthropic Messages, base URL from `ANTHROPIC_BASE_URL`) and
-//! Codex CLI (`exec`, OpenAI Responses, a custom model provider). Each runs the tool for real, sends
+//! Codex CLI (`exec`, OpenAI Responses, a custom model provider), and OpenClaw (`agent --local`, a
+//! custom provider on each of its three wire APIs). Each runs the tool for real, sends
 //! its result back, answers, and is then told it was wrong; the whole exchange must be one trajectory
 //! with the tool call, its result, engine tokens, the agent's own session id and the correction
 //! following the answer it corrects.
@@ -16,12 +17,17 @@ use clawline_schemas::StepRecorded;
 use common::*;
 
 fn agents_dir() -> PathBuf {
+    installed("agents/node_modules/.bin")
+}
+
+/// A directory `scripts/install-agents.sh` made, under the clawline cache.
+fn installed(under_cache: &str) -> PathBuf {
     let cache = std::env::var_os("CLAWLINE_CACHE")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
             PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/clawline")
         });
-    let dir = cache.join("agents/node_modules/.bin");
+    let dir = cache.join(under_cache);
     assert!(
         dir.exists(),
         "{} is missing: run scripts/install-agents.sh (the README's test command does)",
@@ -69,8 +75,8 @@ async fn run_agent(mut cmd: tokio::process::Command, what: &str) -> String {
 }
 
 /// The agent's task as the gateway captured it: one trajectory, a call of `tool` whose result
-/// (the listing, with `notes.txt`) went back to the engine, then the correction.
-fn assert_one_trajectory_with_tool_round_trip(steps: &[StepRecorded], tool: &str) {
+/// (holding `result`) went back to the engine, then the correction.
+fn assert_one_trajectory_with_tool_round_trip(steps: &[StepRecorded], tool: &str, result: &str) {
     assert!(steps.len() >= 3, "call, answer, correction: {steps:#?}");
     let uid = &steps[0].trajectory_uid;
     assert!(
@@ -82,15 +88,6 @@ fn assert_one_trajectory_with_tool_round_trip(steps: &[StepRecorded], tool: &str
             .collect::<Vec<_>>()
     );
     assert!(steps.iter().all(|s| s.token_source == TokenSource::Engine));
-    assert!(
-        steps[0]
-            .metadata
-            .as_ref()
-            .and_then(|m| m["agent_session"].as_str())
-            .is_some_and(|id| !id.is_empty()),
-        "the agent's own session id is kept: {:?}",
-        steps[0].metadata
-    );
     let call = steps
         .iter()
         .find(|s| {
@@ -99,21 +96,15 @@ fn assert_one_trajectory_with_tool_round_trip(steps: &[StepRecorded], tool: &str
                 .is_some_and(|c| c.name == tool)
         })
         .unwrap_or_else(|| panic!("no step called {tool}"));
-    let result = steps
-        .iter()
-        .flat_map(|s| &s.messages)
-        .find(|m| {
-            m.role == "tool"
-                && m.tool_call_id.as_deref() == Some(call.response_tool_calls[0].id.as_str())
-        })
-        .expect("the tool's result went back to the engine");
+    // Agents may rename tool-call ids when they send them back (OpenClaw does): the result is the
+    // tool message of a later step that holds what the tool produced.
+    let later = &steps[usize::try_from(call.step_index).unwrap() + 1..];
     assert!(
-        result
-            .content
-            .as_deref()
-            .unwrap_or("")
-            .contains("notes.txt"),
-        "the tool really ran: {result:?}"
+        later
+            .iter()
+            .flat_map(|s| &s.messages)
+            .any(|m| m.role == "tool" && m.content.as_deref().unwrap_or("").contains(result)),
+        "the tool really ran and its result went back to the engine: {later:#?}"
     );
     let last = steps.last().unwrap();
     let before = &steps[steps.len() - 2];
@@ -127,6 +118,19 @@ fn assert_one_trajectory_with_tool_round_trip(steps: &[StepRecorded], tool: &str
             .iter()
             .any(|m| m.role == "user" && m.content.as_deref().unwrap_or("").contains("wrong")),
         "the correction is in the last step"
+    );
+}
+
+/// The agent's own session id (a header it sends) is kept with the trajectory.
+fn assert_agent_session(steps: &[StepRecorded]) {
+    assert!(
+        steps[0]
+            .metadata
+            .as_ref()
+            .and_then(|m| m["agent_session"].as_str())
+            .is_some_and(|id| !id.is_empty()),
+        "the agent's own session id is kept: {:?}",
+        steps[0].metadata
     );
 }
 
@@ -169,7 +173,9 @@ async fn claude_code_runs_unchanged_through_the_gateway() {
     ]);
     run_agent(again, "claude -p --continue").await;
 
-    assert_one_trajectory_with_tool_round_trip(&h.steps().await, "Bash");
+    let steps = h.steps().await;
+    assert_one_trajectory_with_tool_round_trip(&steps, "Bash", "notes.txt");
+    assert_agent_session(&steps);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -215,5 +221,88 @@ async fn codex_cli_runs_unchanged_through_the_gateway() {
     )
     .await;
 
-    assert_one_trajectory_with_tool_round_trip(&h.steps().await, "exec_command");
+    let steps = h.steps().await;
+    assert_one_trajectory_with_tool_round_trip(&steps, "exec_command", "notes.txt");
+    assert_agent_session(&steps);
+}
+
+/// OpenClaw with a custom provider on `api`, two turns of one session: read a file, then the
+/// correction. Its internal-context message comes with every call (in the middle of the input on
+/// the Responses API) and must not split the trajectory.
+async fn openclaw_on(api: &str) {
+    let dir = installed("agents/openclaw/node_modules");
+    let path = format!(
+        "{}:{}:{}",
+        dir.join(".bin").display(),
+        dir.join("node/bin").display(),
+        std::env::var("PATH").unwrap()
+    );
+    const ANSWER: &str = "The file says: buy milk.";
+    let h = Harness::with(Options {
+        mock: clawline_mock_vllm::MockConfig {
+            tool_parser: true,
+            call_tool: Some(("read".into(), r#"{"path": "notes.txt"}"#.into())),
+            // A real model does not repeat OpenClaw's context message back (the echo would).
+            reply: Some(ANSWER.into()),
+            ..Default::default()
+        },
+        ..Options::default()
+    })
+    .await;
+    let (_dir, work, home) = workspace();
+    let base_url = match api {
+        "anthropic-messages" => h.url.clone(), // its SDK adds /v1
+        _ => format!("{}/v1", h.url),
+    };
+    std::fs::create_dir_all(home.join(".openclaw")).unwrap();
+    let config = serde_json::json!({
+        "agents": {"defaults": {"workspace": work, "model": {"primary": "clawline/any"}, "skipBootstrap": true}},
+        "models": {"mode": "replace", "providers": {"clawline": {
+            "baseUrl": base_url, "apiKey": "unused-without-a-key-file", "api": api,
+            "models": [{"id": "any", "name": "any", "reasoning": false, "input": ["text"],
+                "cost": {"input": 0, "output": 0, "cacheRead": 0, "cacheWrite": 0},
+                "contextWindow": 128000, "maxTokens": 4096}]}}},
+    });
+    std::fs::write(home.join(".openclaw/openclaw.json"), config.to_string()).unwrap();
+    for message in [
+        "Read the file notes.txt in the workspace and tell me what it says.",
+        "No, that is wrong. Try again.",
+    ] {
+        let mut cmd = tokio::process::Command::new(dir.join(".bin/openclaw"));
+        cmd.current_dir(&work)
+            .env_clear()
+            .env("PATH", &path)
+            .env("HOME", &home)
+            .env("NO_COLOR", "1")
+            .env("OPENCLAW_NO_AUTO_UPDATE", "1")
+            .env("OPENCLAW_DISABLE_BONJOUR", "1")
+            .env("OPENCLAW_SKIP_CHANNELS", "1")
+            .env("OPENCLAW_SKIP_CRON", "1")
+            .args([
+                "agent",
+                "--local",
+                "--session-id",
+                "clawline-test",
+                "--json",
+            ])
+            .args(["--timeout", "170", "--message", message]);
+        let out = run_agent(cmd, &format!("openclaw agent ({api})")).await;
+        assert!(out.contains(ANSWER), "the agent's answer ({api}): {out}");
+    }
+    assert_one_trajectory_with_tool_round_trip(&h.steps().await, "read", "buy milk");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openclaw_runs_unchanged_on_chat_completions() {
+    openclaw_on("openai-completions").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openclaw_runs_unchanged_on_responses() {
+    openclaw_on("openai-responses").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openclaw_runs_unchanged_on_anthropic_messages() {
+    openclaw_on("anthropic-messages").await;
 }

@@ -196,3 +196,57 @@ async fn the_official_openai_client_works_through_responses_and_completions() {
         "the correction follows the answer it corrects"
     );
 }
+
+#[tokio::test]
+async fn stored_responses_survive_a_gateway_restart() {
+    let h = Harness::start().await;
+    let r = h
+        .post(
+            "/v1/responses",
+            json!({"model": "m", "instructions": "Be brief.", "input": "first question"}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let first: Value = r.json().await.unwrap();
+    let id = first["id"].as_str().unwrap().to_string();
+    // Kept in KV `responses` (in the background, right after the answer).
+    let kv = h.js().await.get_key_value("responses").await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while kv.get(&id).await.unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{id} never reached KV"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    let h = h.restart_gateway().await;
+    let r = h
+        .post(
+            "/v1/responses",
+            json!({"model": "m", "input": "second question", "previous_response_id": id}),
+        )
+        .await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let steps = h.steps().await;
+    let roles: Vec<&str> = steps[1].messages.iter().map(|m| m.role.as_str()).collect();
+    assert_eq!(
+        roles,
+        ["user", "assistant", "user"],
+        "the stored turn came back from KV"
+    );
+    assert_eq!(
+        steps[1].messages[0].content.as_deref(),
+        Some("first question")
+    );
+    let got: Value = h
+        .http
+        .get(format!("{}/v1/responses/{id}", h.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(got["output"], first["output"]);
+}

@@ -36,12 +36,16 @@ async fn create(
         None | Some(Value::Null) => Vec::new(),
         Some(Value::String(id)) => {
             let tenant = caller(&state, &headers)?.tenant;
-            state.responses.conversation(&tenant, id).ok_or_else(|| {
-                ApiError::bad_param(
-                    "previous_response_id",
-                    format!("Previous response with id '{id}' not found."),
-                )
-            })?
+            state
+                .responses
+                .conversation(&tenant, id)
+                .await
+                .ok_or_else(|| {
+                    ApiError::bad_param(
+                        "previous_response_id",
+                        format!("Previous response with id '{id}' not found."),
+                    )
+                })?
         }
         Some(_) => {
             return Err(ApiError::bad_param(
@@ -75,6 +79,7 @@ async fn retrieve(
     let stored = state
         .responses
         .get(&tenant, &id)
+        .await
         .ok_or_else(|| not_found(&id))?;
     Ok(Json(stored.response))
 }
@@ -85,7 +90,7 @@ async fn delete(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let tenant = caller(&state, &headers)?.tenant;
-    if !state.responses.remove(&tenant, &id) {
+    if !state.responses.remove(&tenant, &id).await {
         return Err(not_found(&id));
     }
     Ok(Json(

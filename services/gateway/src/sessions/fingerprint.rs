@@ -5,8 +5,23 @@ use sha2::{Digest, Sha256};
 
 pub type Fingerprint = [u8; 32];
 
+/// How OpenClaw's internal-context message begins: a user message it adds to every call and never
+/// keeps in its history. It trails chat-completions and Anthropic calls, but sits in the middle of
+/// a Responses call's input (before the tool calls and results of that turn), so it is recognized
+/// by what it says, wherever it is.
+const OPENCLAW_CONTEXT: &str = "<<<BEGIN_OPENCLAW_INTERNAL_CONTEXT>>>";
+
+/// A message an agent sends with a call but does not keep in the history it sends back.
+fn is_transient(message: &serde_json::Value) -> bool {
+    message.get("role").and_then(|r| r.as_str()) == Some("user")
+        && crate::chat::content_text(message.get("content"))
+            .trim_start()
+            .starts_with(OPENCLAW_CONTEXT)
+}
+
 /// A chained hash of the messages as the model saw them: role, text and tool calls (not ids or
-/// formatting details that clients rewrite when they send history back).
+/// formatting details that clients rewrite when they send history back, nor messages agents send
+/// but do not keep).
 pub fn fingerprint(
     tenant: &str,
     messages: &[serde_json::Value],
@@ -14,7 +29,7 @@ pub fn fingerprint(
 ) -> Fingerprint {
     let mut hasher = Sha256::new();
     hasher.update(tenant.as_bytes());
-    for message in messages.iter().chain(answer) {
+    for message in messages.iter().filter(|m| !is_transient(m)).chain(answer) {
         hasher.update([0xff]);
         canonical_message(message, &mut hasher);
     }
@@ -52,4 +67,33 @@ fn canonical_message(message: &serde_json::Value, hasher: &mut Sha256) {
         }
     }
     // Tool-call ids are left out: agents rename them (OpenClaw, where ids collide).
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// OpenClaw on the Responses API: the context message sits before the turn's tool call and
+    /// result, and the next turn's history leaves it out.
+    #[test]
+    fn a_context_message_anywhere_is_not_part_of_the_history() {
+        let context = json!({"role": "user", "content": [{"type": "text", "text": "<<<BEGIN_OPENCLAW_INTERNAL_CONTEXT>>>\nConversation data"}]});
+        let call = json!({"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "read", "arguments": "{}"}}]});
+        let user = json!({"role": "user", "content": "[Thu 2026-12-03 13:03 UTC] Read notes.txt"});
+        let with = [user.clone(), context, call.clone()];
+        let without = [user.clone(), call];
+        assert_eq!(
+            fingerprint("t", &with, None),
+            fingerprint("t", &without, None)
+        );
+        // A user message that merely mentions the marker later is the user's.
+        let quoted =
+            json!({"role": "user", "content": "what is <<<BEGIN_OPENCLAW_INTERNAL_CONTEXT>>>?"});
+        assert_ne!(
+            fingerprint("t", &[user.clone(), quoted], None),
+            fingerprint("t", &[user], None)
+        );
+    }
 }
