@@ -156,7 +156,7 @@ impl MockVllm {
         let shared = Shared::new(config, tokenizer)?;
         let app = router(shared.clone());
         let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
+            let _ = axum::serve(nodelay(listener), app).await;
         });
         Ok(Self {
             url: format!("http://{addr}/v1"),
@@ -276,8 +276,18 @@ pub async fn serve_forever(
     config: MockConfig,
     tokenizer: &std::path::Path,
 ) -> anyhow::Result<()> {
-    axum::serve(listener, router(Shared::new(config, tokenizer)?)).await?;
+    axum::serve(nodelay(listener), router(Shared::new(config, tokenizer)?)).await?;
     Ok(())
+}
+
+/// Streams go out chunk by chunk, as vLLM's do, not held back by Nagle's algorithm until the
+/// client's delayed ACK (which put ~40 ms into every streamed answer).
+fn nodelay(
+    listener: tokio::net::TcpListener,
+) -> impl axum::serve::Listener<Io = tokio::net::TcpStream, Addr = std::net::SocketAddr> {
+    axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    })
 }
 
 async fn models(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
