@@ -2,10 +2,13 @@
 //! `base_url` changed, single-turn chats rated with thumbs through `POST /v1/feedback`, never a
 //! `complete_trajectory`. Before, every such step waited for a completion that never came
 //! (`open_trajectories: N`, `batches: 0`, trainer version 0). Their taste (answers ending "Anything
-//! else?") is not the bundled reward model's. Whether they learn it is measured by
-//! `scripts/bench-learn-user.sh`, not asserted here: in CI runs of 400 interactions the liked
-//! share rose +0.13 to +0.14 where the benchmark measured +0.38 to +0.44, too unsteady to gate on.
-//! It runs the benchmark's 500 interactions and writes what it measured to the log.
+//! else?") is not the bundled reward model's, and they must come to like more answers while the
+//! answers stay well-formed sentences. Over the benchmark's 500 interactions the liked share rose
+//! +0.31 to +0.44 in six runs (the benchmark three times, this test three times, one of them in
+//! CI) with well-formed shares 1.00-1.15× the start; the gate here (+0.20, 0.85×) sits below that
+//! spread and above the failures it exists for: no learning, and garbled language (0.68-0.74× in
+//! the benchmark's ablations without the canary's drift check). The issue's own targets
+//! (+0.30, 0.95×) are the benchmark's. What it measured goes to the log either way.
 #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
 mod common;
@@ -85,7 +88,7 @@ async fn a_plain_openai_client_trains_the_policy_without_completing_anything() {
     let summary: Value =
         serde_json::from_slice(&std::fs::read(out_dir.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["failed"], 0, "{stdout}");
-    // What the users saw, for the log (the benchmark is where it is judged).
+    // What the users saw, for the log.
     eprintln!(
         "liked share {} -> {}, well-formed share {} -> {}, highest version served {}",
         summary["liked_first"],
@@ -93,6 +96,17 @@ async fn a_plain_openai_client_trains_the_policy_without_completing_anything() {
         summary["well_formed_first"],
         summary["well_formed_last"],
         summary["versions_served_last"]
+    );
+    let share = |k: &str| summary[k].as_f64().unwrap();
+    let rise = share("liked_last") - share("liked_first");
+    assert!(
+        rise >= 0.20,
+        "the users' taste was not learned: liked share rose {rise:+.2} (gate +0.20)\n{stdout}"
+    );
+    let kept = share("well_formed_last") / share("well_formed_first");
+    assert!(
+        kept >= 0.85,
+        "learning garbled the language: well-formed share {kept:.2}× the start (gate 0.85×)\n{stdout}"
     );
 
     // The steps became batches and the trainer published versions from them, with no completion.
