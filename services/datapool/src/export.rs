@@ -1,4 +1,5 @@
-//! Export: a query's rows as Parquet or JSON lines plus a `manifest.json` with provenance.
+//! Export: a query's rows as Parquet or JSON lines plus a `_manifest.json` with provenance (the
+//! leading `_` keeps dataset readers — pyarrow, pandas, Spark — from taking it for data).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -11,7 +12,10 @@ use sha2::{Digest, Sha256};
 use crate::replay::rows;
 use crate::sql::{Format, Scope, SqlEngine, render};
 
-/// Writes `query`'s rows to `dir` as `data.parquet` or `data.jsonl`, plus `manifest.json`.
+/// The provenance file's name: readers of a dataset directory skip names starting with `_`.
+pub const MANIFEST: &str = "_manifest.json";
+
+/// Writes `query`'s rows to `dir` as `data.parquet` or `data.jsonl`, plus `_manifest.json`.
 pub async fn export(
     engine: &SqlEngine,
     query: &str,
@@ -97,7 +101,7 @@ pub async fn export(
         }],
         "producer": format!("clawline-datapool/{}", env!("CARGO_PKG_VERSION")),
     });
-    let manifest_path = dir.join("manifest.json");
+    let manifest_path = dir.join(MANIFEST);
     std::fs::write(&manifest_path, serde_json::to_vec_pretty(&manifest)?)?;
     Ok(manifest_path)
 }

@@ -164,10 +164,16 @@ async fn export_writes_a_dataset_with_a_manifest_that_pyarrow_reads() {
         hex::encode(sha2::Sha256::digest(&bytes))
     );
 
+    // The export directory is a dataset as the Python data stack opens one: the file, the
+    // directory (the manifest beside the data is not taken for data), and pandas.
     let python = clawline_runtime::testing::python();
     let out = Command::new(python)
-        .args(["-c", "import sys, pyarrow.parquet as pq; t = pq.read_table(sys.argv[1]); print(t.num_rows, t.schema.field('response_ids').type, t.column('response_text')[0])"])
+        .args(["-c", "import sys, pyarrow.parquet as pq, pyarrow.dataset as ds, pandas as pd\n\
+t = pq.read_table(sys.argv[1]); d = ds.dataset(sys.argv[2]).to_table(); df = pd.read_parquet(sys.argv[2])\n\
+assert d.num_rows == t.num_rows == len(df), (d.num_rows, len(df))\n\
+print(t.num_rows, t.schema.field('response_ids').type, df['response_text'][0])"])
         .arg(&file)
+        .arg(file.parent().unwrap())
         .output()
         .unwrap();
     assert!(
