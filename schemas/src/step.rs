@@ -120,6 +120,12 @@ pub struct StepRecorded {
     /// steps train one by one, as soon as their rewards and the user's reaction are in.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub implicit_trajectory: bool,
+    /// A turn no user asked for: the agent woke itself (OpenClaw's heartbeat, a scheduled wake) or
+    /// the client said so (`x-clawline-background`). Kept in the history, but no one's reaction
+    /// to it exists, so it does not train unless the channel asks (`train_background`), and it is
+    /// never read as feedback on the step before it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub background: bool,
 
     #[serde(default)]
     pub messages: Vec<Message>,

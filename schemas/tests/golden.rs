@@ -54,6 +54,7 @@ fn step() -> StepRecorded {
         request_id: Some("req-1".into()),
         previous_step_id: None,
         implicit_trajectory: false,
+        background: false,
         messages: vec![
             Message {
                 role: "system".into(),

@@ -109,6 +109,9 @@ pub struct ChannelConfig {
     /// A step that trains on its own waits this long after its answer for the user's reaction
     /// (explicit feedback, or their next turn read as implicit feedback), then trains without.
     pub reaction_wait_secs: u64,
+    /// Train on background turns (an agent's heartbeat or scheduled wake: steps the gateway
+    /// recorded with `background: true`). Off: they are dropped, counted as `background`.
+    pub train_background: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -137,6 +140,7 @@ impl Default for ChannelConfig {
             normalize: false,
             readiness: Readiness::Auto,
             reaction_wait_secs: 30,
+            train_background: false,
         }
     }
 }

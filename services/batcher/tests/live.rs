@@ -274,3 +274,47 @@ fn explain_names_what_a_held_step_waits_for() {
     drain(&mut pool, T0 + 30 * SEC);
     assert_eq!(pool.explain(&s.event_id, T0 + 30 * SEC).state, "done");
 }
+
+#[test]
+fn background_turns_are_kept_out_of_training_unless_the_channel_asks() {
+    // An agent's heartbeat between two user turns: the user's turns train, the heartbeat does
+    // not, and it holds neither back.
+    let mut pool = Pool::new(one_by_one(), "test");
+    let (s0, s2) = (
+        turn("agent", 0, T0, true),
+        turn("agent", 2, T0 + 2 * SEC, true),
+    );
+    let heartbeat = StepRecorded {
+        background: true,
+        ..turn("agent", 1, T0 + SEC, true)
+    };
+    for step in [&s0, &heartbeat, &s2] {
+        pool.add_step(step.clone());
+        pool.add_reward(&reward(step, "rm:x@1", 0.5, step.event_time));
+        pool.add_reward(&reward(step, "feedback:explicit", 1.0, step.event_time));
+    }
+    let batches = drain(&mut pool, T0 + 60 * SEC);
+    let mut trained = ids(&batches);
+    trained.sort();
+    let mut users = vec![s0.event_id.clone(), s2.event_id.clone()];
+    users.sort();
+    assert_eq!(trained, users);
+    let stats = &pool.stats(T0 + 60 * SEC)["train"];
+    assert_eq!(stats.dropped.get("background"), Some(&1), "{stats:?}");
+    assert_eq!(
+        pool.explain(&heartbeat.event_id, T0 + 60 * SEC).state,
+        "done"
+    );
+
+    // A channel that wants them trains them like any step.
+    let mut cfg = one_by_one();
+    cfg.defaults.train_background = true;
+    let mut pool = Pool::new(cfg, "test");
+    pool.add_step(heartbeat.clone());
+    pool.add_reward(&reward(&heartbeat, "rm:x@1", 0.5, T0 + SEC));
+    pool.add_reward(&reward(&heartbeat, "feedback:explicit", 1.0, T0 + SEC));
+    assert_eq!(
+        ids(&drain(&mut pool, T0 + 60 * SEC)),
+        vec![heartbeat.event_id.clone()]
+    );
+}

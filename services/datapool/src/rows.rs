@@ -171,9 +171,10 @@ fn column(c: &Col, rows: &[Row]) -> ArrayRef {
             Arc::new(b.finish())
         }
         Bool => {
+            // Events leave flags out when false (`background`), so absent is false, not unknown.
             let mut b = BooleanBuilder::new();
             for r in rows {
-                b.append_option(value(r).and_then(|v| v.as_bool()));
+                b.append_value(value(r).and_then(|v| v.as_bool()).unwrap_or(false));
             }
             Arc::new(b.finish())
         }

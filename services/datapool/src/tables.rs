@@ -108,6 +108,7 @@ const STEPS_COLS: &[Col] = &[
     col("source", Str),
     col("request_id", Str),
     col("previous_step_id", Str),
+    col("background", Bool),
     at("messages", JsonText, "messages"),
     col("tools_json", Str),
     col("request_params_json", Str),

@@ -80,6 +80,19 @@ pub struct Config {
     )]
     pub generate_max_tokens: u64,
 
+    /// Text that marks a turn no user asked for (an agent waking itself), looked for in the user
+    /// message that starts the turn; adds to the built-in markers (OpenClaw's heartbeat prompts).
+    /// Such steps are recorded with `background: true`, are never read as feedback on the answer
+    /// before them, and do not train unless the channel asks (batcher `train_background`). Repeat
+    /// for several; `none` turns every marker off. A client can also say so per call with
+    /// `x-clawline-background: true`.
+    #[arg(
+        long = "background-marker",
+        env = "CLAWLINE_BACKGROUND_MARKERS",
+        value_delimiter = '\n'
+    )]
+    pub background_markers: Vec<String>,
+
     /// Token-in mode (needs `--tokenizer`): render the chat template here, call the engine's
     /// `/v1/completions` with the prompt's token ids and parse Hermes tool calls here, as Claw-R1's
     /// own gateway does. Exact ids by construction; the engine needs no tool-call parser.

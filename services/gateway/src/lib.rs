@@ -8,6 +8,7 @@
 //! train: that is what the consumers of its events do.
 
 pub mod auth;
+pub mod background;
 pub mod capture;
 pub mod chat;
 pub mod config;

@@ -153,6 +153,8 @@ pub struct Inner {
     pub board: Arc<std::sync::Mutex<crate::dashboard::Board>>,
     /// Responses-API answers kept for `previous_response_id` and `GET /v1/responses/{id}`.
     pub responses: Arc<crate::protocols::responses::ResponseStore>,
+    /// What marks a background turn (`--background-marker` and the built-in ones).
+    pub background_markers: Vec<String>,
     client: async_nats::Client,
 }
 
@@ -218,11 +220,14 @@ impl AppState {
             config.capture_timeout,
             metrics.capture.clone(),
         );
-        let sessions = Sessions::new(Limits {
-            session_idle: config.session_idle,
-            trajectory_ttl: config.trajectory_ttl,
-            max_trajectories: config.max_trajectories,
-        });
+        let sessions = Sessions::new(
+            Limits {
+                session_idle: config.session_idle,
+                trajectory_ttl: config.trajectory_ttl,
+                max_trajectories: config.max_trajectories,
+            },
+            crate::background::markers(&config.background_markers),
+        );
         let leases = crate::leases::Leases::new(client.clone(), config.capture_timeout);
         registry.register(
             "trajectory_lease_fallbacks",
@@ -236,6 +241,7 @@ impl AppState {
                 RESPONSES_KEPT,
                 Some(client.clone()),
             )),
+            background_markers: crate::background::markers(&config.background_markers),
             config,
             keys,
             upstreams,

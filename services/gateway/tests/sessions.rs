@@ -252,3 +252,84 @@ async fn feedback_lands_on_the_step_the_client_names() {
         .await;
     assert_eq!(feedback.len(), 3, "rejected feedback changes nothing");
 }
+
+/// OpenClaw's heartbeat wakes the agent in the user's session every 30 minutes. Its turn stays in
+/// the conversation's trajectory but is background: not the user's reaction to the answer before
+/// it, and the user's next message reacts to the answer they saw, not to the heartbeat's.
+#[tokio::test]
+async fn an_agents_heartbeat_is_a_background_turn_of_the_same_conversation() {
+    let h = Harness::start().await;
+    let mut conversation = vec![
+        json!({"role": "system", "content": "You are a personal assistant."}),
+        json!({"role": "user", "content": "[Thu 2026-12-03 06:22 UTC] What is on my list?"}),
+    ];
+    let (t0, answer, s0) = ask(&h, &conversation).await;
+    conversation.push(answer);
+    // OpenClaw 2026.9's default heartbeat prompt, as it sends it.
+    conversation.push(json!({"role": "user", "content": "Follow the heartbeat monitor scratch context when provided. Recurring tasks are automations; create or change their schedules with the automations tool, not heartbeat scratch. Do not infer or repeat old tasks from prior chats. If nothing needs attention, reply HEARTBEAT_OK.\nWhen reading HEARTBEAT.md, use workspace file /home/u/.openclaw/workspace/HEARTBEAT.md (exact case). Do not read docs/heartbeat.md.\nCurrent time: Thursday, December 3rd, 2026 - 06:52 (UTC)"}));
+    let (t1, _, s1) = ask(&h, &conversation).await;
+    // It had nothing to say, so OpenClaw leaves the exchange out of the history it sends next.
+    conversation.truncate(3);
+    conversation
+        .push(json!({"role": "user", "content": "[Thu 2026-12-03 07:01 UTC] No, that is wrong."}));
+    let (t2, _, s2) = ask(&h, &conversation).await;
+    assert_eq!(
+        (t0.as_str(), t1.as_str()),
+        (t2.as_str(), t2.as_str()),
+        "one conversation"
+    );
+
+    let steps = h.steps().await;
+    let step = |id: &str| steps.iter().find(|s| s.event_id == id).unwrap().clone();
+    assert!(!step(&s0).background);
+    assert!(step(&s1).background, "the heartbeat is background");
+    assert_eq!(
+        step(&s1).previous_step_id,
+        None,
+        "a heartbeat prompt is no feedback"
+    );
+    assert!(!step(&s2).background);
+    assert_eq!(
+        step(&s2).previous_step_id.as_deref(),
+        Some(s0.as_str()),
+        "the correction is feedback on the answer the user saw"
+    );
+
+    // Any client can say so; a value that is neither true nor false is refused.
+    let r = h
+        .http
+        .post(format!("{}/v1/chat/completions", h.url))
+        .header("x-clawline-background", "true")
+        .json(&chat_body("nightly digest"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let id = r.headers()["x-clawline-step-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    h.wait_for_messages("STEPS", 4).await;
+    assert!(
+        h.steps()
+            .await
+            .iter()
+            .any(|s| s.event_id == id && s.background)
+    );
+    let r = h
+        .http
+        .post(format!("{}/v1/chat/completions", h.url))
+        .header("x-clawline-background", "sometimes")
+        .json(&chat_body("hi"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["param"], "x-clawline-background", "{body}");
+    assert_eq!(
+        stream_count(&h.js().await, "STEPS").await,
+        4,
+        "the refused call changed nothing"
+    );
+}

@@ -61,6 +61,8 @@ pub struct StepIn {
     #[serde(default)]
     pub implicit_trajectory: bool,
     #[serde(default)]
+    pub background: bool,
+    #[serde(default)]
     pub policy_version: Option<u64>,
     #[serde(default)]
     pub token_source: TokenSource,
@@ -85,6 +87,7 @@ impl From<StepRecorded> for StepIn {
             choice_index: s.choice_index,
             is_last: s.is_last,
             implicit_trajectory: s.implicit_trajectory,
+            background: s.background,
             policy_version: s.policy_version,
             token_source: s.token_source,
             prompt_ids: s.prompt_ids,

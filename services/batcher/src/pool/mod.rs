@@ -290,6 +290,12 @@ impl Pool {
             self.traj_entry(key, &step.channel, &step.prompt_uid, step.event_time);
             return;
         }
+        if step.background && !self.cfg.channel(&step.channel).train_background {
+            // No user asked for it and no one reacts to it; its trajectory goes on without it.
+            self.drop_step(&step.channel, fp, "background");
+            self.traj_entry(key, &step.channel, &step.prompt_uid, step.event_time);
+            return;
+        }
         let rewards = self.orphan_step_rewards.remove(&fp).unwrap_or_default();
         self.step_home.insert(fp, key.clone());
         let entry = StepEntry {

@@ -145,6 +145,9 @@ fn drop_reason(reason: &str) -> &'static str {
         "zero_variance" => "in groups whose rewards were all equal (zero_variance = \"drop\")",
         "group_timeout" => "in groups still short of group_size at group_timeout_secs",
         "queue_full" => "because the queue was full (max_queue_size)",
+        "background" => {
+            "as background turns (an agent's heartbeat or wake, no user in them; train_background = false)"
+        }
         _ => "",
     }
 }

@@ -82,7 +82,7 @@ pub(super) fn not_reached(name: &str, text: &str) -> Stage {
 }
 
 const STEP: &str = "SELECT step_id, tenant, channel, trajectory_uid, policy_version, token_source, \
-    CAST(event_time AS BIGINT) AS t FROM steps WHERE step_id = $1 ORDER BY stream_seq LIMIT 1";
+    background, CAST(event_time AS BIGINT) AS t FROM steps WHERE step_id = $1 ORDER BY stream_seq LIMIT 1";
 const REWARDS: &str = "SELECT source, value, scope, CAST(event_time AS BIGINT) AS t FROM rewards \
     WHERE tenant = $1 AND (step_id = $2 OR (scope = 'trajectory' AND trajectory_uid = $3)) \
     ORDER BY event_time, stream_seq";
@@ -205,6 +205,9 @@ fn captured(step: &Value) -> Stage {
     );
     if s(step, "token_source") == "untokenized" {
         text.push_str("; it has no token ids (the engine returned none and the gateway has no --tokenizer), so it cannot train");
+    }
+    if step.get("background").and_then(Value::as_bool) == Some(true) {
+        text.push_str("; it is a background turn (no user asked for it: an agent's heartbeat or wake, or x-clawline-background), so it trains only where the channel sets train_background = true");
     }
     stage(
         "captured",

@@ -212,8 +212,10 @@ async fn resolve(
         return Ok((t, prompt_uid, reg));
     }
     if let Some(existing) = state.sessions.continuing(tenant, messages)
-        && let Ok(t) = state.sessions.next_step(&existing.uid, tenant)
+        && let Ok(mut t) = state.sessions.next_step(&existing.uid, tenant)
     {
+        // The step this call's history ends with is the one the new message reacts to.
+        t.last_step = existing.last_step;
         let prompt_uid = t.prompt_uid.clone();
         return Ok((t, prompt_uid, None));
     }

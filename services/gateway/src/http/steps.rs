@@ -33,6 +33,8 @@ pub struct CallContext {
     pub ttft: Option<Duration>,
     pub upstream: String,
     pub policy_version: Option<u64>,
+    /// A turn no user asked for ([`crate::background`]).
+    pub background: bool,
 }
 
 impl CallContext {
@@ -127,8 +129,12 @@ pub fn build_steps(state: &AppState, ctx: &CallContext, answer: &Answer) -> Vec<
                 policy_version: ctx.policy_version,
                 source: StepSource::Chat,
                 request_id: Some(ctx.request_id.clone()),
-                previous_step_id: ctx.trajectory.last_step.as_ref().map(|(_, id)| id.clone()),
+                // A background turn's message is the agent's, not the user's reaction.
+                previous_step_id: (!ctx.background)
+                    .then(|| ctx.trajectory.last_step.as_ref().map(|(_, id)| id.clone()))
+                    .flatten(),
                 implicit_trajectory: ctx.trajectory.implicit,
+                background: ctx.background,
                 messages: messages.clone(),
                 tools_json: ctx.tools.as_ref().map(Value::to_string),
                 request_params_json: ctx.params_json.clone(),
@@ -185,7 +191,8 @@ pub async fn record_call(state: &AppState, ctx: &mut CallContext, answer: &Answe
         .metrics
         .capture_seconds
         .observe(started.elapsed().as_secs_f64());
-    if !steps.is_empty() {
+    // The user's next message reacts to the last answer they saw, not to a background turn's.
+    if !steps.is_empty() && !ctx.background {
         state.sessions.step_recorded(
             &ctx.trajectory.uid,
             &ctx.caller.tenant,
@@ -201,6 +208,8 @@ pub async fn record_call(state: &AppState, ctx: &mut CallContext, answer: &Answe
             &ctx.caller.tenant,
             &ctx.messages,
             &first.as_message(),
+            (ctx.trajectory.next_step, ctx.step_id(0)),
+            ctx.background,
         );
     }
 }

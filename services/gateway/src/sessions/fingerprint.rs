@@ -21,19 +21,47 @@ fn is_transient(message: &serde_json::Value) -> bool {
 
 /// A chained hash of the messages as the model saw them: role, text and tool calls (not ids or
 /// formatting details that clients rewrite when they send history back, nor messages agents send
-/// but do not keep).
+/// but do not keep). System messages are left out: agents rebuild their system prompt for each
+/// call (OpenClaw's differs between a user's turn and a heartbeat), and what identifies a point in a
+/// conversation is what was said in it. A user message carrying one of `wake` (a background turn's
+/// marker) counts as "a wake" whatever its text: OpenClaw sends its heartbeat prompt but keeps
+/// `[timestamp] [OpenClaw heartbeat poll]` in its history.
 pub fn fingerprint(
     tenant: &str,
     messages: &[serde_json::Value],
     answer: Option<&serde_json::Value>,
+    wake: &[String],
 ) -> Fingerprint {
     let mut hasher = Sha256::new();
     hasher.update(tenant.as_bytes());
-    for message in messages.iter().filter(|m| !is_transient(m)).chain(answer) {
+    for message in messages
+        .iter()
+        .filter(|m| !is_transient(m) && !is_system(m))
+        .chain(answer)
+    {
         hasher.update([0xff]);
+        if is_wake(message, wake) {
+            hasher.update(b"user\0\x01wake");
+            continue;
+        }
         canonical_message(message, &mut hasher);
     }
     hasher.finalize().into()
+}
+
+fn is_system(message: &serde_json::Value) -> bool {
+    matches!(
+        message.get("role").and_then(|r| r.as_str()),
+        Some("system" | "developer")
+    )
+}
+
+fn is_wake(message: &serde_json::Value, wake: &[String]) -> bool {
+    if wake.is_empty() || message.get("role").and_then(|r| r.as_str()) != Some("user") {
+        return false;
+    }
+    let text = crate::chat::content_text(message.get("content"));
+    wake.iter().any(|m| text.contains(m.as_str()))
 }
 
 fn canonical_message(message: &serde_json::Value, hasher: &mut Sha256) {
@@ -85,15 +113,15 @@ mod tests {
         let with = [user.clone(), context, call.clone()];
         let without = [user.clone(), call];
         assert_eq!(
-            fingerprint("t", &with, None),
-            fingerprint("t", &without, None)
+            fingerprint("t", &with, None, &[]),
+            fingerprint("t", &without, None, &[])
         );
         // A user message that merely mentions the marker later is the user's.
         let quoted =
             json!({"role": "user", "content": "what is <<<BEGIN_OPENCLAW_INTERNAL_CONTEXT>>>?"});
         assert_ne!(
-            fingerprint("t", &[user.clone(), quoted], None),
-            fingerprint("t", &[user], None)
+            fingerprint("t", &[user.clone(), quoted], None, &[]),
+            fingerprint("t", &[user], None, &[])
         );
     }
 }

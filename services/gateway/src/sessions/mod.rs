@@ -30,7 +30,9 @@ pub struct Trajectory {
     pub completed: bool,
     /// Steps recorded so far; the next step gets this index.
     pub next_step: u32,
-    /// The latest recorded step (index, id of its first choice): what the next call continues.
+    /// The step the next call continues (index, id of its first choice): the latest recorded
+    /// user-facing step; for a call [`Sessions::continuing`] matched, the step whose answer its
+    /// history ends with (which may be a background turn's, when the agent kept it).
     pub last_step: Option<(u32, String)>,
     /// For a uid the client chose: the end of the block of step indexes this gateway leased for
     /// it (KV `trajectories`); a step index at or past it waits for the next lease. `None` for
@@ -38,7 +40,8 @@ pub struct Trajectory {
     pub lease_end: Option<u32>,
     last_active: Instant,
     /// Where the session stands: "messages + answer" of its last call, and the same without a
-    /// trailing context message the agent may not keep in its history.
+    /// trailing context message the agent may not keep in its history; after background turns
+    /// also where it stood before them (agents drop a heartbeat that had nothing to say).
     fingerprints: Vec<Fingerprint>,
 }
 
@@ -51,13 +54,19 @@ pub struct Limits {
 
 pub struct Sessions {
     limits: Limits,
+    /// What marks a background turn's message ([`crate::background`]): such messages match
+    /// whatever the agent keeps of them in its history.
+    wake_markers: Vec<String>,
     inner: Mutex<Inner>,
 }
+
+/// Where a fingerprint leads: the trajectory, and the step whose answer ends that history.
+type Point = (String, (u32, String));
 
 #[derive(Default)]
 struct Inner {
     by_uid: HashMap<String, Trajectory>,
-    by_fingerprint: HashMap<Fingerprint, String>,
+    by_fingerprint: HashMap<Fingerprint, Point>,
 }
 
 /// Why a trajectory cannot be used by this caller.
@@ -88,9 +97,10 @@ pub enum Untaken {
 }
 
 impl Sessions {
-    pub fn new(limits: Limits) -> Self {
+    pub fn new(limits: Limits, wake_markers: Vec<String>) -> Self {
         Self {
             limits,
+            wake_markers,
             inner: Mutex::new(Inner::default()),
         }
     }
@@ -221,31 +231,45 @@ impl Sessions {
         });
     }
 
-    /// The implicit session that `messages` continue, if any.
+    /// The implicit session that `messages` continue, if any, with `last_step` set to the step
+    /// whose answer the history ends with.
     pub fn continuing(&self, tenant: &str, messages: &[serde_json::Value]) -> Option<Trajectory> {
         let last_assistant = messages
             .iter()
             .rposition(|m| m.get("role").and_then(|r| r.as_str()) == Some("assistant"))?;
-        let key = fingerprint(tenant, &messages[..=last_assistant], None);
+        let key = fingerprint(
+            tenant,
+            &messages[..=last_assistant],
+            None,
+            &self.wake_markers,
+        );
         let inner = self.lock();
-        let uid = inner.by_fingerprint.get(&key)?;
+        let (uid, step) = inner.by_fingerprint.get(&key)?;
         let t = inner.by_uid.get(uid)?;
         (!t.completed && t.tenant == tenant && t.last_active.elapsed() < self.limits.session_idle)
-            .then(|| t.clone())
+            .then(|| Trajectory {
+                last_step: Some(step.clone()),
+                ..t.clone()
+            })
     }
 
-    /// Remembers that `messages` plus `answer` is where this session stands now. When the call
-    /// ended with more than one message after the last answer, the last of them may be context the
-    /// agent adds to each call and never keeps in its history (OpenClaw's internal-context user
-    /// message): the history without it is remembered too.
+    /// Remembers that `messages` plus `answer` (step `step`) is where this session stands now.
+    /// When the call ended with more than one message after the last answer, the last of them may
+    /// be context the agent adds to each call and never keeps in its history (OpenClaw's
+    /// internal-context user message): the history without it is remembered too. A background
+    /// turn adds to where the session stands instead of moving it: an agent may keep the turn in
+    /// its history or drop it (OpenClaw keeps a heartbeat only when it had something to say).
     pub fn remember_turn(
         &self,
         uid: &str,
         tenant: &str,
         messages: &[serde_json::Value],
         answer: &serde_json::Value,
+        step: (u32, String),
+        background: bool,
     ) {
-        let mut keys = vec![fingerprint(tenant, messages, Some(answer))];
+        let wake = &self.wake_markers;
+        let mut keys = vec![fingerprint(tenant, messages, Some(answer), wake)];
         let new_since_answer = messages
             .iter()
             .rev()
@@ -256,18 +280,26 @@ impl Sessions {
                 tenant,
                 &messages[..messages.len() - 1],
                 Some(answer),
+                wake,
             ));
         }
         let mut inner = self.lock();
         let Some(t) = inner.by_uid.get_mut(uid) else {
             return;
         };
-        let old = std::mem::replace(&mut t.fingerprints, keys.clone());
+        let old = if background {
+            t.fingerprints.extend(keys.iter().copied());
+            Vec::new()
+        } else {
+            std::mem::replace(&mut t.fingerprints, keys.clone())
+        };
         for key in old {
             inner.by_fingerprint.remove(&key);
         }
         for key in keys {
-            inner.by_fingerprint.insert(key, uid.to_string());
+            inner
+                .by_fingerprint
+                .insert(key, (uid.to_string(), step.clone()));
         }
     }
 
@@ -322,146 +354,4 @@ impl Sessions {
 }
 
 #[cfg(test)]
-mod tests {
-    use serde_json::json;
-
-    use super::*;
-
-    fn sessions(idle_ms: u64) -> Sessions {
-        Sessions::new(Limits {
-            session_idle: Duration::from_millis(idle_ms),
-            trajectory_ttl: Duration::from_secs(3600),
-            max_trajectories: 3,
-        })
-    }
-
-    #[test]
-    fn client_named_trajectories_take_indexes_only_inside_their_leases() {
-        let s = sessions(60_000);
-        s.create("t1", "acme", "train", "p", None, Origin::Client)
-            .expect("create");
-        assert_eq!(
-            s.take_leased_step("t1", "acme").map(|t| t.next_step),
-            Err(Untaken::NeedsLease(0))
-        );
-        // A restarted gateway's lease starts after an earlier run's block.
-        s.grant("t1", "acme", 64..66);
-        assert_eq!(s.take_leased_step("t1", "acme").unwrap().next_step, 64);
-        assert_eq!(s.take_leased_step("t1", "acme").unwrap().next_step, 65);
-        assert_eq!(
-            s.take_leased_step("t1", "acme").map(|t| t.next_step),
-            Err(Untaken::NeedsLease(66))
-        );
-        // Two calls leased at once: the later block wins, the older one changes nothing.
-        s.grant("t1", "acme", 70..72);
-        s.grant("t1", "acme", 66..68);
-        assert_eq!(s.take_leased_step("t1", "acme").unwrap().next_step, 70);
-        assert_eq!(
-            s.take_leased_step("t1", "evil").map(|t| t.next_step),
-            Err(Untaken::Denied(Denied::NotFound))
-        );
-        // Trajectories the gateway named need no lease.
-        s.create("t2", "acme", "train", "p", None, Origin::Conversation)
-            .unwrap();
-        assert_eq!(s.take_leased_step("t2", "acme").unwrap().next_step, 0);
-    }
-
-    /// What OpenClaw does to its history between calls: a context message at the end of each
-    /// call that it never keeps, tool-call arguments re-serialized and tool-call ids renamed.
-    #[test]
-    fn an_agents_rewritten_history_still_continues_its_session() {
-        let s = sessions(60_000);
-        s.create("t1", "acme", "train", "p", None, Origin::Conversation)
-            .expect("create");
-        let context =
-            json!({"role": "user", "content": "<<<BEGIN_OPENCLAW_INTERNAL_CONTEXT>>> cwd=/home"});
-        let mut sent = vec![
-            json!({"role": "system", "content": "You are a helpful agent."}),
-            json!({"role": "user", "content": "[Thu 2026-12-03 06:22 UTC] Read notes.txt"}),
-            context.clone(),
-        ];
-        let answer = json!({"role": "assistant", "content": null, "tool_calls": [
-            {"id": "call_a1", "type": "function", "function": {"name": "read", "arguments": "{\"path\": \"notes.txt\"}"}}]});
-        s.remember_turn("t1", "acme", &sent, &answer);
-
-        // The agent's next call: its own history (no context message), its serialization, its ids.
-        sent.pop();
-        sent.push(json!({"role": "assistant", "content": "", "tool_calls": [
-            {"id": "toolu_1", "type": "function", "function": {"name": "read", "arguments": "{\"path\":\"notes.txt\"}"}}]}));
-        sent.push(json!({"role": "tool", "tool_call_id": "toolu_1", "content": "buy milk"}));
-        sent.push(context);
-        assert_eq!(
-            s.continuing("acme", &sent).map(|t| t.uid),
-            Some("t1".into())
-        );
-        // Other arguments are another call.
-        sent[2]["tool_calls"][0]["function"]["arguments"] = json!("{\"path\":\"other.txt\"}");
-        assert!(s.continuing("acme", &sent).is_none());
-    }
-
-    #[test]
-    fn a_call_extending_the_last_answer_continues_the_session() {
-        let s = sessions(60_000);
-        s.create("t1", "acme", "train", "p", None, Origin::Conversation)
-            .expect("create");
-        let first = vec![json!({"role": "user", "content": "hi"})];
-        let answer = json!({"role": "assistant", "content": "hello"});
-        s.remember_turn("t1", "acme", &first, &answer);
-
-        let mut next = first.clone();
-        next.push(json!({"role": "assistant", "content": "hello ", "tool_calls": null}));
-        next.push(json!({"role": "user", "content": "how are you?"}));
-        assert_eq!(
-            s.continuing("acme", &next).map(|t| t.uid),
-            Some("t1".into())
-        );
-        // Another tenant sending the same history does not join it.
-        assert!(s.continuing("other", &next).is_none());
-        // A different answer in the history is a different conversation.
-        next[1] = json!({"role": "assistant", "content": "bye"});
-        assert!(s.continuing("acme", &next).is_none());
-        // A fresh conversation has no assistant message and never continues anything.
-        assert!(s.continuing("acme", &first).is_none());
-    }
-
-    #[test]
-    fn step_indexes_count_per_trajectory_and_tenants_are_isolated() {
-        let s = sessions(60_000);
-        s.create("t1", "acme", "train", "p", None, Origin::Init)
-            .expect("create");
-        assert_eq!(s.next_step("t1", "acme").expect("step").next_step, 0);
-        assert_eq!(s.next_step("t1", "acme").expect("step").next_step, 1);
-        assert!(s.next_step("t1", "evil").is_err());
-        assert!(
-            s.create("t1", "evil", "train", "p", None, Origin::Init)
-                .is_err()
-        );
-    }
-
-    #[test]
-    fn idle_sessions_end_and_memory_stays_bounded() {
-        let s = sessions(0);
-        for i in 0..5 {
-            s.create(
-                &format!("t{i}"),
-                "acme",
-                "train",
-                "p",
-                None,
-                if i == 0 {
-                    Origin::Conversation
-                } else {
-                    Origin::Init
-                },
-            )
-            .expect("create");
-        }
-        let ended = s.sweep();
-        assert_eq!(
-            ended.iter().map(|t| t.uid.as_str()).collect::<Vec<_>>(),
-            vec!["t0"]
-        );
-        assert_eq!(s.len(), 3, "capped at max_trajectories");
-        assert!(s.sweep().is_empty(), "an ended session is reported once");
-    }
-}
+mod tests;

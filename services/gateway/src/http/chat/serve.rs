@@ -69,6 +69,8 @@ pub(crate) async fn serve(
         .and_then(Value::as_bool)
         .unwrap_or(false);
     let tools = request.get("tools").cloned().filter(|t| !t.is_null());
+    let background =
+        crate::background::is_background(&state.background_markers, &headers, &messages)?;
     let (trajectory, prompt_uid, new_registration) =
         resolve(&state, &caller, &headers, path, &messages).await?;
     state
@@ -208,6 +210,7 @@ pub(crate) async fn serve(
         ttft: None,
         upstream: upstream.base.clone(),
         policy_version,
+        background,
     };
     let is_event_stream = response
         .headers()
