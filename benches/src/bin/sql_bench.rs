@@ -215,7 +215,13 @@ fn generate(root: &Path, steps: u64) -> anyhow::Result<()> {
     for stream in ["STEPS", "REWARDS", "TRAJECTORIES"] {
         let path = checkpoint_path(root, stream);
         std::fs::create_dir_all(path.parent().context("dir")?)?;
-        std::fs::write(path, serde_json::to_vec(&Checkpoint { last_seq: steps })?)?;
+        std::fs::write(
+            path,
+            serde_json::to_vec(&Checkpoint {
+                last_seq: steps,
+                ..Default::default()
+            })?,
+        )?;
     }
     std::fs::write(root.join("_generated"), format!("{steps} {GENERATOR}"))?;
     Ok(())

@@ -35,6 +35,41 @@ pub struct ArchiveConfig {
 pub struct Checkpoint {
     /// Every message up to this stream sequence is in a file.
     pub last_seq: u64,
+    /// When the archived stream was created (Unix nanoseconds, JetStream's stream info): which
+    /// deployment's stream the sequences count in. Absent in archives written before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_created: Option<i64>,
+}
+
+impl Checkpoint {
+    /// Refuses a live stream that is not the one this archive was written from: its sequences
+    /// count something else, so joining the two would mix two histories.
+    pub fn check_stream(
+        &self,
+        root: &ArchiveRoot,
+        stream: &str,
+        created: i64,
+    ) -> anyhow::Result<()> {
+        match self.stream_created {
+            Some(archived) if archived != created => anyhow::bail!(
+                "--archive-dir {root} holds stream {stream} of another NATS deployment (created {}, \
+                 the one at --nats-url was created {}): give the archive of this deployment, or \
+                 --archive-only to query the archive alone",
+                rfc3339(archived),
+                rfc3339(created)
+            ),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A stream's creation time as JetStream reports it, in Unix nanoseconds.
+pub fn created_nanos(info: &jetstream::stream::Info) -> i64 {
+    i64::try_from(info.created.unix_timestamp_nanos()).unwrap_or(i64::MAX)
+}
+
+fn rfc3339(nanos: i64) -> String {
+    crate::explain::rfc3339(nanos / 1_000_000)
 }
 
 /// The checkpoint's path relative to the archive root.
@@ -99,24 +134,32 @@ pub async fn archive_stream(
         tracing::warn!(stream, removed, "removed files of an unfinished flush");
     }
     let mut next = checkpoint.last_seq + 1;
+    // The stream's creation time, read with each (re)connection: the checkpoint names it.
+    let mut created = None;
     tracing::info!(stream, from = next, "archiving");
     let mut buffer: Vec<Row> = Vec::new();
     let mut first_buffered = Instant::now();
     while !shutdown.is_cancelled() {
         let consumer = async {
-            js.get_stream(stream)
-                .await?
+            let s = js.get_stream(stream).await?;
+            let born = created_nanos(s.cached_info());
+            let consumer = s
                 .create_consumer(OrderedConfig {
                     deliver_policy: DeliverPolicy::ByStartSequence {
                         start_sequence: next + buffer.len() as u64,
                     },
                     ..Default::default()
                 })
-                .await
-                .map_err(anyhow::Error::from)
+                .await?;
+            Ok::<_, anyhow::Error>((born, consumer))
         };
         let messages = match consumer.await {
-            Ok(c) => c.messages().await.map_err(anyhow::Error::from),
+            Ok((born, c)) => {
+                // Another deployment's stream: its sequences are not this archive's.
+                checkpoint.check_stream(&config.root, stream, born)?;
+                created = Some(born);
+                c.messages().await.map_err(anyhow::Error::from)
+            }
             Err(e) => Err(e),
         };
         let mut messages = match messages {
@@ -188,12 +231,12 @@ pub async fn archive_stream(
             let due = buffer.len() >= config.roll_rows
                 || (!buffer.is_empty() && first_buffered.elapsed() >= config.roll_every);
             if due {
-                next = flush(&config.root, stream, &mut buffer).await?;
+                next = flush(&config.root, stream, created, &mut buffer).await?;
             }
         }
     }
     if !buffer.is_empty() {
-        flush(&config.root, stream, &mut buffer).await?;
+        flush(&config.root, stream, created, &mut buffer).await?;
     }
     Ok(())
 }
@@ -202,6 +245,7 @@ pub async fn archive_stream(
 async fn flush(
     root: &ArchiveRoot,
     stream: &'static str,
+    created: Option<i64>,
     buffer: &mut Vec<Row>,
 ) -> anyhow::Result<u64> {
     let rows = std::mem::take(buffer);
@@ -214,7 +258,10 @@ async fn flush(
     for (path, bytes) in files {
         root.put(&path, bytes).await?;
     }
-    let checkpoint = Checkpoint { last_seq: last };
+    let checkpoint = Checkpoint {
+        last_seq: last,
+        stream_created: created,
+    };
     root.put(&checkpoint_key(stream), serde_json::to_vec(&checkpoint)?)
         .await?;
     tracing::debug!(stream, first, last, files = written, "archived");

@@ -21,7 +21,7 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::*;
 use futures::StreamExt;
 
-use crate::archive::read_checkpoint;
+use crate::archive::{Checkpoint, read_checkpoint};
 use crate::store::{ArchiveRoot, View};
 use crate::tables::{self, Row, TABLES, Table};
 
@@ -168,7 +168,7 @@ impl SqlEngine {
                 .await
                 .map_err(|e| SqlError::Internal(e.to_string()))?;
             let rows = match &self.js {
-                Some(js) => live_tail(js, stream, checkpoint.last_seq).await?,
+                Some(js) => live_tail(js, stream, &checkpoint, &self.config.root).await?,
                 None => Vec::new(),
             };
             checkpoints.insert(stream.to_string(), checkpoint.last_seq);
@@ -290,20 +290,21 @@ fn plain_strings(schema: SchemaRef, batches: Vec<RecordBatch>) -> Result<Answer,
 async fn live_tail(
     js: &jetstream::Context,
     stream: &str,
-    after: u64,
+    checkpoint: &Checkpoint,
+    root: &ArchiveRoot,
 ) -> Result<Vec<Row>, SqlError> {
+    let after = checkpoint.last_seq;
     let unavailable =
         |e: String| SqlError::Internal(format!("reading the live tail of {stream}: {e}"));
     let mut s = js
         .get_stream(stream)
         .await
         .map_err(|e| unavailable(e.to_string()))?;
-    let last = s
-        .info()
-        .await
-        .map_err(|e| unavailable(e.to_string()))?
-        .state
-        .last_sequence;
+    let info = s.info().await.map_err(|e| unavailable(e.to_string()))?;
+    checkpoint
+        .check_stream(root, stream, crate::archive::created_nanos(info))
+        .map_err(|e| SqlError::Internal(e.to_string()))?;
+    let last = info.state.last_sequence;
     if last <= after {
         return Ok(Vec::new());
     }
