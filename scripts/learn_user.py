@@ -163,6 +163,23 @@ def sql(url: str, query: str) -> list:
     return [dict(zip(names, row)) if isinstance(row, list) else row for row in body["rows"]]
 
 
+def canary_outcomes(args) -> dict:
+    """What happened to the trained versions: published, activated (served) and rejected, with
+    the rejection reasons (numbers blanked so that equal reasons count together)."""
+    try:
+        events = sql(args.sql_url, "SELECT event, reason FROM weights")
+    except Exception as e:  # the summary still says what the users saw
+        return {"error": str(e)}
+    counts, reasons = {}, {}
+    for e in events:
+        counts[e["event"]] = counts.get(e["event"], 0) + 1
+        if e["event"] == "rejected":
+            key = re.sub(r"[0-9][0-9.e+-]*", "#", e.get("reason") or "")[:160]
+            reasons[key] = reasons.get(key, 0) + 1
+    top = sorted(reasons.items(), key=lambda kv: -kv[1])[:5]
+    return {"events": counts, "rejected_because": dict(top)}
+
+
 def ts(value) -> float:
     """SQL timestamps come back as ISO text (UTC)."""
     if isinstance(value, (int, float)):
@@ -320,6 +337,8 @@ def main():
             "median": statistics.median(latencies) if latencies else None,
             "p90": q(latencies, 0.9),
         },
+        "liked_by_window": [share(ok[i : i + args.window], "liked") for i in range(0, len(ok), args.window)],
+        "canary": canary_outcomes(args),
         "examples_first": [r["text"] for r in first[:5]],
         "examples_last": [r["text"] for r in last[-5:]],
     }

@@ -4,9 +4,10 @@
 //! (`open_trajectories: N`, `batches: 0`, trainer version 0). Their taste (answers ending "Anything
 //! else?") is not the bundled reward model's. Whether they learn it is measured by
 //! `scripts/bench-learn-user.sh` and written to this test's log, not asserted: over 500
-//! interactions the liked share rose +0.31 to +0.44 in six runs but +0.16 in one CI run (and
-//! +0.13/+0.14 in two earlier CI runs of 400), a spread wider than sampling noise (a 100-answer
-//! window's share has a standard error of about 0.045), so a gate would be a coin toss in CI.
+//! interactions the liked share rose +0.31 to +0.44 in six runs but +0.07, +0.14 and +0.16 in
+//! three CI runs (and +0.13/+0.14 in two earlier CI runs of 400), a spread wider than sampling
+//! noise (a 100-answer window's share has a standard error of about 0.045), so a gate would be a
+//! coin toss in CI.
 #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
 mod common;
@@ -86,14 +87,18 @@ async fn a_plain_openai_client_trains_the_policy_without_completing_anything() {
     let summary: Value =
         serde_json::from_slice(&std::fs::read(out_dir.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["failed"], 0, "{stdout}");
-    // What the users saw, for the log.
+    // What the users saw, and what became of the trained versions, for the log: runs differ
+    // (see the top), and these say where a weak one lost its way.
     eprintln!(
-        "liked share {} -> {}, well-formed share {} -> {}, highest version served {}",
+        "liked share {} -> {}, well-formed share {} -> {}, highest version served {}\n\
+         liked share per 100 interactions {}\nversions {}",
         summary["liked_first"],
         summary["liked_last"],
         summary["well_formed_first"],
         summary["well_formed_last"],
-        summary["versions_served_last"]
+        summary["versions_served_last"],
+        summary["liked_by_window"],
+        summary["canary"]
     );
     // The steps became batches and the trainer published versions from them, with no completion.
     let deadline = Instant::now() + Duration::from_secs(60);
