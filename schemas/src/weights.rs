@@ -49,6 +49,10 @@ pub struct TrainingSummary {
     /// KL(these weights ‖ base model) on the last batch's response positions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kl_base: Option<f64>,
+    /// How much less likely to the base model these weights' next tokens are than the base's own
+    /// (cross-entropy to the base minus its entropy), on the same positions as `kl_base`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift_base: Option<f64>,
     /// Updates undone since the parent for leaving `--max-kl-serving` (their batches are not in
     /// `batch_ids`).
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -132,6 +136,9 @@ pub struct TrainingMetrics {
     /// KL(updated ‖ base model), measured when the update completes a version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kl_base: Option<f64>,
+    /// Drift from the base model (see `TrainingSummary::drift_base`), measured with `kl_base`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift_base: Option<f64>,
     /// The update left `--max-kl-serving` and was undone (the batch is acked, not learned).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub backed_off: bool,
@@ -184,12 +191,15 @@ pub struct CanaryQuality {
     pub serving_degenerate: DegenerateShares,
     /// How much higher than the serving version's any of these shares may be.
     pub max_degenerate_increase: f64,
-    /// Mean NLL per token of the candidate's sampled answers under the base (starting) model:
-    /// how plausible the starting model finds its language. Anchored to the base, so drift that
-    /// each version's comparison with its parent lets through still adds up here.
+    /// How plausible the base (starting) model finds the candidate's language: the mean
+    /// cross-entropy per token of the candidate's next-token distribution to the base model's,
+    /// exactly over the vocabulary, at the positions of the base model's own sampled answers to
+    /// the evaluation prompts (the same positions for every candidate: no sampling noise).
+    /// Anchored to the base, so drift that each version's comparison with its parent lets
+    /// through still adds up here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub candidate_fluency: Option<f64>,
-    /// The same for the base model's own sampled answers.
+    /// The base model's entropy at the same positions (its own cross-entropy).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_fluency: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -261,6 +261,8 @@ impl Broadcaster {
                 nll = q.candidate_nll,
                 serving_nll = q.serving_nll,
                 kl = q.kl,
+                fluency = q.candidate_fluency,
+                base_fluency = q.base_fluency,
                 repetition = q.candidate_degenerate.repetition,
                 seconds = started.elapsed().as_secs_f64(),
                 "canary"

@@ -118,6 +118,9 @@ async fn the_canary_rejects_a_worse_version_and_promotes_an_equal_one() {
     assert!(q.kl.abs() < 1e-3 && q.kl_tokens > 0, "{q:?}");
     assert_eq!(q.candidate_degenerate, q.serving_degenerate);
     assert!(q.reference_tokens > 500, "{q:?}");
+    // The base model's own weights have not drifted from it: exactly, not up to sampling noise.
+    let (c, b) = (q.candidate_fluency.unwrap(), q.base_fluency.unwrap());
+    assert!((c - b).abs() < 1e-6 && b > 0.0, "{q:?}");
     assert_eq!(served_version(&g.policy_url).await, "2");
 }
 
@@ -178,6 +181,8 @@ async fn broken_language_the_reward_model_likes_is_rejected_and_a_normal_update_
             "{}",
             r.reason
         );
+        // The drift from the starting model (the trainer's `--max-drift-base`) sees it too.
+        assert!(r.reason.contains("its language drifted"), "{}", r.reason);
     }
     assert!(
         rejected[0].reason.contains("answers with repetition"),

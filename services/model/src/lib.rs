@@ -18,7 +18,9 @@ pub use config::LlamaConfig;
 pub use generate::{Finish, Generated, Request, Sampling, generate, generate_with};
 pub use llama::{KvCache, Llama};
 pub use lora::LoraConfig;
-pub use loss::{LossConfig, Metrics, Sample, kl_to_behaviour, kl_to_reference, update};
+pub use loss::{
+    Divergence, LossConfig, Metrics, Sample, divergence_from_reference, kl_to_behaviour, update,
+};
 pub use optim::{AdamW, Optimizer, Undo};
 pub use weights::Loaded;
 

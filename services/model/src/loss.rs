@@ -2,7 +2,7 @@
 //! (ratio = exp(new − old) per response token), asymmetric clip range, truncated importance
 //! weights for stale steps, optional KL to reference weights (k3 estimator), entropy bonus; AdamW
 //! with gradient-norm clipping over micro-batches. Token-level mean over all response tokens of a
-//! batch, so long responses are not down-weighted. `kl_to_behaviour` and `kl_to_reference`
+//! batch, so long responses are not down-weighted. `kl_to_behaviour` and `divergence_from_reference`
 //! measure, without gradients, how far an update moved the policy (the trainer's trust region).
 
 use tch::{Device, Kind, Tensor, nn};
@@ -260,20 +260,43 @@ pub fn kl_to_behaviour(
     Ok(sum / tokens as f64)
 }
 
-/// KL(model ‖ reference) over the whole vocabulary, `Σ_v p(v) (log p(v) − log q(v))` at each
-/// response position of `samples`, averaged over those positions: exact, no sampling noise.
-/// Two forward passes without gradients; memory of two `[micro_batch, len, vocab]` logits.
-pub fn kl_to_reference(
+/// How far a model moved from reference weights, at given positions, exactly over the vocabulary
+/// (no sampling noise): both are means over the positions.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Divergence {
+    /// KL(model ‖ reference): `Σ_v p(v) (log p(v) − log q(v))`.
+    pub kl: f64,
+    /// The cross-entropy of the model's next token to the reference, `Σ_v p(v) (−log q(v))`:
+    /// how unlikely, to the reference, what the model would say is.
+    pub cross_entropy: f64,
+    /// The reference's entropy `Σ_v q(v) (−log q(v))`: the same for the reference itself.
+    pub reference_entropy: f64,
+}
+
+impl Divergence {
+    /// How much less likely to the reference the model's next tokens are than the reference's
+    /// own (`cross_entropy − reference_entropy`). It rises when the model puts mass on tokens
+    /// the reference finds unlikely (broken words, garbled sentences); it does not when the
+    /// model only grows surer of what the reference already found likely (a learned habit).
+    /// 0 for the reference itself.
+    pub fn drift(&self) -> f64 {
+        self.cross_entropy - self.reference_entropy
+    }
+}
+
+/// `Divergence` of `model` from `reference` at each response position of `samples`. Two forward
+/// passes without gradients; memory of two `[micro_batch, len, vocab]` logits.
+pub fn divergence_from_reference(
     model: &Llama,
     reference: &Llama,
     samples: &[Sample],
     micro_batch: usize,
-) -> anyhow::Result<f64> {
-    let mut sum = 0.0;
+) -> anyhow::Result<Divergence> {
+    let (mut kl, mut cross, mut entropy) = (0.0, 0.0, 0.0);
     let mut tokens = 0usize;
     for chunk in samples.chunks(micro_batch.max(1)) {
         let p = pack(chunk, model.device())?;
-        sum += tch::no_grad(|| {
+        let (k, c, h) = tch::no_grad(|| {
             let (b, t) = (p.ids.size()[0], p.ids.size()[1]);
             let positions = Tensor::arange(t, (Kind::Int64, model.device()))
                 .view([1, t])
@@ -285,11 +308,28 @@ pub fn kl_to_reference(
                     .log_softmax(-1, Kind::Float)
             };
             let (lp, lq) = (logp(model), logp(reference));
-            let kl = (lp.exp() * (&lp - lq)).sum_dim_intlist(-1, false, Kind::Float);
-            (kl * &p.response).sum(Kind::Double).double_value(&[])
+            let (pp, pq) = (lp.exp(), lq.exp());
+            let sum = |x: Tensor| {
+                (x.sum_dim_intlist(-1, false, Kind::Float) * &p.response)
+                    .sum(Kind::Double)
+                    .double_value(&[])
+            };
+            (
+                sum(&pp * (&lp - &lq)),
+                sum(pp * lq.neg()),
+                sum(pq * lq.neg()),
+            )
         });
+        kl += k;
+        cross += c;
+        entropy += h;
         tokens += chunk.iter().map(|s| s.response.len()).sum::<usize>();
     }
     anyhow::ensure!(tokens > 0, "no response tokens to measure");
-    Ok(sum / tokens as f64)
+    let n = tokens as f64;
+    Ok(Divergence {
+        kl: kl / n,
+        cross_entropy: cross / n,
+        reference_entropy: entropy / n,
+    })
 }

@@ -12,8 +12,8 @@ use std::time::Instant;
 use clawline_model::init::{IM_START, InitOptions, chat_examples, init};
 use clawline_model::weights::Loaded;
 use clawline_model::{
-    AdamW, LossConfig, Optimizer as _, Request, Sample, Sampling, Undo, generate, kl_to_behaviour,
-    kl_to_reference, update,
+    AdamW, LossConfig, Optimizer as _, Request, Sample, Sampling, Undo, divergence_from_reference,
+    generate, kl_to_behaviour, update,
 };
 use tch::Device;
 
@@ -61,16 +61,70 @@ fn kl_to_behaviour_is_zero_on_policy_and_grows_with_the_learning_rate() {
 }
 
 #[test]
-fn kl_to_reference_is_zero_against_itself_and_positive_after_an_update() {
+fn divergence_from_reference_is_zero_against_itself_and_positive_after_an_update() {
     let m = Loaded::fresh(&common::tiny(64, 32), Device::Cpu, 1).unwrap();
     let base = Loaded::fresh(&common::tiny(64, 32), Device::Cpu, 1).unwrap();
     let samples = batch(&m);
-    let same = kl_to_reference(&m.model, &base.model, &samples, 1).unwrap();
-    assert!(same.abs() < 1e-6, "{same}");
+    let same = divergence_from_reference(&m.model, &base.model, &samples, 1).unwrap();
+    assert!(
+        same.kl.abs() < 1e-6 && same.drift().abs() < 1e-6,
+        "{same:?}"
+    );
     let mut opt = AdamW::new(1e-2);
     update(&m, None, &mut opt, &samples, &LossConfig::default()).unwrap();
-    let moved = kl_to_reference(&m.model, &base.model, &samples, 2).unwrap();
-    assert!(moved > 1e-5, "{moved}");
+    let moved = divergence_from_reference(&m.model, &base.model, &samples, 2).unwrap();
+    assert!(moved.kl > 1e-5, "{moved:?}");
+}
+
+/// Drift tells broken language from a learned habit where KL cannot: reinforcing the token the
+/// reference finds least likely moves the model to text the reference would not write (drift up),
+/// reinforcing the one it finds most likely only makes the model surer (drift down), while both
+/// move it away from the reference (KL up).
+#[test]
+fn drift_rises_for_unlikely_tokens_and_not_for_likely_ones() {
+    let base = Loaded::fresh(&common::tiny(64, 32), Device::Cpu, 1).unwrap();
+    let prompt = [1u32, 2, 3];
+    // The reference's logprob of every next token after the prompt.
+    let lps: Vec<f32> = (0..32u32)
+        .map(|t| base.model.completion_logprobs(&prompt, &[t])[0])
+        .collect();
+    let by = |better: bool| {
+        (0..32u32)
+            .max_by(|&a, &b| {
+                let o = lps[a as usize].total_cmp(&lps[b as usize]);
+                if better { o } else { o.reverse() }
+            })
+            .unwrap()
+    };
+    let trained_on = |token: u32| {
+        let m = Loaded::fresh(&common::tiny(64, 32), Device::Cpu, 1).unwrap();
+        let sample = Sample {
+            prompt: prompt.to_vec(),
+            response: vec![token],
+            old_logprobs: m.model.completion_logprobs(&prompt, &[token]),
+            advantage: 1.0,
+            importance_cap: None,
+        };
+        let mut opt = AdamW::new(1e-2);
+        for _ in 0..3 {
+            update(
+                &m,
+                None,
+                &mut opt,
+                std::slice::from_ref(&sample),
+                &LossConfig::default(),
+            )
+            .unwrap();
+        }
+        divergence_from_reference(&m.model, &base.model, &[sample], 1).unwrap()
+    };
+    let (likely, unlikely) = (trained_on(by(true)), trained_on(by(false)));
+    assert!(
+        likely.kl > 1e-4 && unlikely.kl > 1e-4,
+        "{likely:?} {unlikely:?}"
+    );
+    assert!(likely.drift() < 0.0, "{likely:?}");
+    assert!(unlikely.drift() > 0.0, "{unlikely:?}");
 }
 
 #[test]
@@ -209,7 +263,9 @@ fn measure_kl_of_ordinary_and_runaway_updates_on_the_tiny_model() {
             let t = Instant::now();
             let kl = kl_to_behaviour(&policy.model, &samples, 8).unwrap();
             measure_s += t.elapsed().as_secs_f64();
-            let kl_base = kl_to_reference(&policy.model, &base.model, &samples, 8).unwrap();
+            let kl_base = divergence_from_reference(&policy.model, &base.model, &samples, 8)
+                .unwrap()
+                .kl;
             serving.push(kl);
             line += &format!(
                 "  u{u:02} serving {kl:.4} base {kl_base:.4} (k3 {:.4}) reward {:+.2}\n",

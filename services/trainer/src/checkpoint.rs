@@ -88,6 +88,7 @@ impl Since {
         // The version's distance to the base: the latest measure.
         if trained.kl_base.is_some() {
             s.kl_base = trained.kl_base;
+            s.drift_base = trained.drift_base;
         }
     }
 
@@ -114,6 +115,7 @@ impl Since {
             reward_mean: s.reward_mean / n,
             kl_serving: s.kl_serving.map(|kl| kl / n),
             kl_base: s.kl_base,
+            drift_base: s.drift_base,
             backoffs: s.backoffs,
         }
     }

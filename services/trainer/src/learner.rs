@@ -51,6 +51,8 @@ pub struct Trained {
     pub kl_serving: Option<f64>,
     /// KL(updated ‖ base) on the batch's response positions, measured when a version is due.
     pub kl_base: Option<f64>,
+    /// Drift from the base model, measured with `kl_base`.
+    pub drift_base: Option<f64>,
     /// The update went over `--max-kl-serving` and was undone.
     pub backed_off: bool,
     /// The backoff state after this batch.
@@ -87,13 +89,14 @@ impl Learner {
             Some(lora) => Loaded::adapt(base, lora, seed).context("--lora-r")?,
             None => base,
         };
-        let reference = if loss.kl_coef > 0.0 || bounds.max_kl_base > 0.0 {
-            let mut reference = load()?;
-            reference.vs.freeze();
-            Some(reference)
-        } else {
-            None
-        };
+        let reference =
+            if loss.kl_coef > 0.0 || bounds.max_kl_base > 0.0 || bounds.max_drift_base > 0.0 {
+                let mut reference = load()?;
+                reference.vs.freeze();
+                Some(reference)
+            } else {
+                None
+            };
         Ok(Self {
             model_dir: model_dir.to_path_buf(),
             policy,
@@ -220,12 +223,14 @@ impl Learner {
             } else {
                 out.backoff.within();
                 if version_due && let Some(base) = &self.reference {
-                    out.kl_base = Some(clawline_model::kl_to_reference(
+                    let d = clawline_model::divergence_from_reference(
                         &self.policy.model,
                         &base.model,
                         &samples,
                         micro,
-                    )?);
+                    )?;
+                    out.kl_base = Some(d.kl);
+                    out.drift_base = Some(d.drift());
                 }
             }
             out.measure_seconds = measured.elapsed().as_secs_f64();

@@ -104,6 +104,16 @@ pub struct Config {
     /// is kept in memory (as with `--kl-coef`).
     #[arg(long = "max-kl-base", default_value_t = 0.0)]
     pub max_kl_base: f64,
+    /// Trust region per version, on the broadcaster canary's measure of broken language: a
+    /// version whose drift from the base model (how much less likely to the base its next tokens
+    /// are than the base's own: cross-entropy to the base minus the base's entropy, on the last
+    /// batch's response positions) exceeds this is not published; the trainer returns to the
+    /// serving version (`clawline_trainer_resets_total{reason="drift_base"}`). Unlike KL, a
+    /// habit the base already found likely does not count. Give it the canary's
+    /// `--canary-max-fluency-increase` and versions the canary would reject for drift are caught
+    /// here, before a publish. 0 = off; on, the base model is kept in memory.
+    #[arg(long = "max-drift-base", default_value_t = 0.0)]
+    pub max_drift_base: f64,
     /// Weight of the entropy bonus.
     #[arg(long = "entropy-coef", default_value_t = 0.0)]
     pub entropy_coef: f64,
@@ -164,6 +174,7 @@ impl Config {
         for (flag, value) in [
             ("--max-kl-serving", self.max_kl_serving),
             ("--max-kl-base", self.max_kl_base),
+            ("--max-drift-base", self.max_drift_base),
             ("--kl-coef", self.kl_coef),
         ] {
             anyhow::ensure!(
@@ -197,6 +208,7 @@ impl Config {
         Bounds {
             max_kl_serving: self.max_kl_serving,
             max_kl_base: self.max_kl_base,
+            max_drift_base: self.max_drift_base,
         }
     }
 

@@ -101,9 +101,10 @@ impl Trainer {
         Ok(())
     }
 
-    /// Instead of publishing a version that left the trust region (`reason`, at KL `kl`): back to
+    /// Instead of publishing a version that left the trust region (`reason`, at `kl`): back to
     /// the version the engines serve, or to this trainer's last published one if that is older
-    /// than the serving one (the serving one is then not on this lineage).
+    /// than the serving one (the serving one is then not on this lineage), with the learning rate
+    /// halved.
     pub(crate) async fn reset_to_serving(
         &mut self,
         reason: &'static str,
@@ -117,6 +118,8 @@ impl Trainer {
         };
         let dropped = self.state.since.updates();
         self.return_to(target).await?;
+        // The steps that led out were too long: the next ones are shorter.
+        self.state.backoff.exceeded();
         tracing::warn!(
             reason,
             kl,

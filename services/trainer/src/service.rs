@@ -91,7 +91,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         ack_wait: Duration::from_secs(config.ack_wait_secs),
         publish_every: config.publish_every,
         max_ahead: config.max_ahead,
-        max_kl_base: config.max_kl_base,
+        bounds: config.bounds(),
         checkpoint_every: config.checkpoint_every as usize,
         checkpoints: Arc::new(checkpoints),
         learner: Some(learner),
@@ -155,8 +155,8 @@ pub(crate) struct Trainer {
     publish_every: u64,
     /// Versions this trainer may run ahead of the serving one before it waits (0: no limit).
     max_ahead: u64,
-    /// `--max-kl-base` (0: off).
-    max_kl_base: f64,
+    /// `--max-kl-base` and `--max-drift-base` (0: off).
+    bounds: crate::trust::Bounds,
     checkpoint_every: usize,
     checkpoints: Arc<Checkpoints>,
     /// Taken while a blocking task uses it.
@@ -220,12 +220,23 @@ impl Trainer {
         self.state.last_batch_seq = seq;
         self.held.push(message);
         if self.state.since.updates() >= self.publish_every {
-            match self.state.since.sums.kl_base {
-                Some(kl) if crate::trust::over(kl, self.max_kl_base) => {
-                    self.reset_to_serving("kl_base", kl).await?;
+            let sums = &self.state.since.sums;
+            let over = [
+                ("kl_base", sums.kl_base, self.bounds.max_kl_base),
+                ("drift_base", sums.drift_base, self.bounds.max_drift_base),
+            ]
+            .into_iter()
+            .find_map(|(reason, value, bound)| {
+                value
+                    .filter(|&v| crate::trust::over(v, bound))
+                    .map(|v| (reason, v))
+            });
+            match over {
+                Some((reason, value)) => {
+                    self.reset_to_serving(reason, value).await?;
                     self.checkpoint().await?;
                 }
-                _ => self.publish_version(shutdown).await?,
+                None => self.publish_version(shutdown).await?,
             }
         } else if self.held.len() >= self.checkpoint_every {
             self.checkpoint().await?;
@@ -287,6 +298,7 @@ impl Trainer {
             tokens_per_second: m.tokens as f64 / trained.seconds.max(1e-9),
             kl_serving: trained.kl_serving,
             kl_base: trained.kl_base,
+            drift_base: trained.drift_base,
             backed_off: trained.backed_off,
             backoffs: trained.backoff.total,
             lr: Some(trained.lr),
@@ -300,6 +312,7 @@ impl Trainer {
             reward = report.reward_mean,
             kl_serving = report.kl_serving,
             kl_base = report.kl_base,
+            drift_base = report.drift_base,
             measure_seconds = trained.measure_seconds,
             "trained"
         );

@@ -8,8 +8,10 @@
 //!
 //! Per version: before a version is published, the KL from the new weights to the base model is
 //! measured on the last batch's response positions (the exact divergence over the vocabulary).
-//! Above `--max-kl-base` the version is not published and the trainer returns to the serving
-//! version (`realign::reset_to_serving`).
+//! Above `--max-kl-base`, or with a drift from the base (cross-entropy to the base minus its
+//! entropy, the canary's measure of broken language) above `--max-drift-base`, the version is not
+//! published, the trainer returns to the serving version (`realign::reset_to_serving`) and the
+//! learning rate halves as after an undone update.
 //!
 //! The backoff state is integers kept in the checkpoint's `state.json`, so a restarted trainer
 //! makes the same decision on the same batch.
@@ -26,6 +28,7 @@ pub const RECOVER_AFTER: u32 = 4;
 pub struct Bounds {
     pub max_kl_serving: f64,
     pub max_kl_base: f64,
+    pub max_drift_base: f64,
 }
 
 /// Whether `kl` is over `bound` (0 = off). NaN (a diverged update) is over any bound.

@@ -216,6 +216,17 @@ async fn an_update_over_max_kl_serving_is_undone_and_the_lr_backs_off_across_res
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_version_over_max_kl_base_is_not_published_and_the_trainer_returns_to_serving() {
+    over_a_bound_to_the_base("--max-kl-base", "kl_base").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_over_max_drift_base_is_not_published_and_the_trainer_returns_to_serving() {
+    over_a_bound_to_the_base("--max-drift-base", "drift_base").await;
+}
+
+/// A version past `flag` (a bound to the base model) is not published; the trainer returns to
+/// the serving version's weights with the learning rate halved (`reason` counted).
+async fn over_a_bound_to_the_base(flag: &str, reason: &str) {
     let nats = NatsServer::start().await;
     let js = nats.jetstream().await;
     let model = model_dir();
@@ -250,7 +261,7 @@ async fn a_version_over_max_kl_base_is_not_published_and_the_trainer_returns_to_
         "2",
         "--lr",
         "0.1",
-        "--max-kl-base",
+        flag,
         "0.001",
     ];
     let trainer = start(&nats, model.path(), ckpt.path(), &tight);
@@ -263,8 +274,9 @@ async fn a_version_over_max_kl_base_is_not_published_and_the_trainer_returns_to_
     );
     assert_eq!(status["version"], 1, "{status}");
     assert_eq!(status["updates_since_version"], 0, "{status}");
-    let resets = "clawline_trainer_resets_total{reason=\"kl_base\"}";
-    assert_eq!(metric(trainer.port, resets).await, Some(1.0));
+    assert_eq!(status["lr_scale"].as_f64(), Some(0.5), "{status}");
+    let resets = format!("clawline_trainer_resets_total{{reason=\"{reason}\"}}");
+    assert_eq!(metric(trainer.port, &resets).await, Some(1.0));
     // Back on v1's weights exactly.
     let served = tempfile::tempdir().unwrap();
     let v1_file = served.path().join("v1.safetensors");
@@ -281,7 +293,7 @@ async fn a_version_over_max_kl_base_is_not_published_and_the_trainer_returns_to_
         "2",
         "--lr",
         "0.01",
-        "--max-kl-base",
+        flag,
         "10",
     ];
     let trainer = start(&nats, model.path(), ckpt.path(), &loose);
@@ -291,7 +303,9 @@ async fn a_version_over_max_kl_base_is_not_published_and_the_trainer_returns_to_
         events[1].batch_ids,
         [batches[3].event_id.clone(), batches[4].event_id.clone()]
     );
-    let kl_base = events[1].metrics.kl_base.unwrap();
+    let m = &events[1].metrics;
+    let (kl_base, drift_base) = (m.kl_base.unwrap(), m.drift_base.unwrap());
     assert!(kl_base > 0.0 && kl_base < 10.0, "{kl_base}");
+    assert!(drift_base.abs() < 10.0, "{drift_base}");
     trainer.stop().await;
 }

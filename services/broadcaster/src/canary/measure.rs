@@ -126,6 +126,26 @@ pub fn completion_logprobs(
     Ok(out)
 }
 
+/// How far `model` moved from `base` at the positions of `answers` (exact over the vocabulary).
+pub fn divergence(
+    model: &Llama,
+    base: &Llama,
+    answers: &[Answer],
+) -> anyhow::Result<clawline_model::Divergence> {
+    let samples: Vec<clawline_model::Sample> = answers
+        .iter()
+        .filter(|a| !a.prompt.is_empty() && !a.tokens.is_empty())
+        .map(|a| clawline_model::Sample {
+            prompt: a.prompt.clone(),
+            response: a.tokens.clone(),
+            old_logprobs: vec![0.0; a.tokens.len()],
+            advantage: 0.0,
+            importance_cap: None,
+        })
+        .collect();
+    clawline_model::divergence_from_reference(model, base, &samples, SCORE_BATCH)
+}
+
 /// Mean negative log-likelihood per token of `completions` after their prompts, and the tokens.
 pub fn mean_nll(model: &Llama, pairs: &[(&[u32], &[u32])]) -> anyhow::Result<(f64, usize)> {
     let lps = completion_logprobs(model, pairs)?;

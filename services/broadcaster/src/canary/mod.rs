@@ -6,7 +6,9 @@
 //! - language, independently of the reward models, which score words rather than language:
 //!   the mean per-token NLL of reference answers (teacher-forced), the KL from the serving version
 //!   on the serving version's own sampled answers, and the shares of degenerate sampled answers
-//!   (repetition, special-token markup, control characters, U+FFFD, cut off).
+//!   (repetition, special-token markup, control characters, U+FFFD, cut off); and, anchored to
+//!   the base model, the drift of the candidate's next-token distribution from the base's on the
+//!   base's own sampled answers (exact over the vocabulary, the trainer's `--max-drift-base`).
 //!
 //! The serving version's measurements are kept (per version) and a promoted candidate's become
 //! the next serving ones, so each evaluation samples, scores and rates one version.
@@ -58,8 +60,6 @@ struct Measured {
     reward: f64,
     nll: f64,
     degenerate: DegenerateShares,
-    /// Mean NLL per token of its sampled answers under the base model.
-    fluency: f64,
 }
 
 /// A version's measurements, its answers' texts, and its logprobs of the serving version's answers.
@@ -80,8 +80,8 @@ pub struct Canary {
     serving: Mutex<Option<Arc<Measured>>>,
     /// The last candidate's, until it is promoted or the next one is measured.
     candidate: Mutex<Option<Arc<Measured>>>,
-    /// The base model's fluency (its own answers' NLL), once measured.
-    base_fluency: Mutex<Option<f64>>,
+    /// The base model's own sampled answers (where drift is measured), once measured.
+    base_answers: Mutex<Option<Arc<Vec<Answer>>>>,
 }
 
 fn read_set(flag: &str, path: Option<&Path>, bundled: &str) -> anyhow::Result<(String, String)> {
@@ -153,7 +153,7 @@ impl Canary {
             limits,
             serving: Mutex::new(None),
             candidate: Mutex::new(None),
-            base_fluency: Mutex::new(None),
+            base_answers: Mutex::new(None),
         })
     }
 
@@ -190,31 +190,6 @@ impl Canary {
             }
             None => None,
         };
-        // How the starting model likes these answers: their mean NLL per token under it (a
-        // version's own sampling logprobs when it is the base).
-        let fluency = if candidate.dir.is_none() {
-            let n: usize = answers.iter().map(|a| a.logprobs.len()).sum();
-            let sum: f64 = answers
-                .iter()
-                .flat_map(|a| &a.logprobs)
-                .map(|&x| -f64::from(x))
-                .sum();
-            sum / n.max(1) as f64
-        } else {
-            let base = measure::load(
-                &self.base,
-                &Candidate {
-                    version: 0,
-                    dir: None,
-                    format: WeightsFormat::Full,
-                },
-            )?;
-            let pairs: Vec<(&[u32], &[u32])> = answers
-                .iter()
-                .map(|a| (a.prompt.as_slice(), a.tokens.as_slice()))
-                .collect();
-            measure::mean_nll(&base.model, &pairs)?.0
-        };
         let mut texts = Vec::with_capacity(answers.len());
         let mut marks = Vec::with_capacity(answers.len());
         for a in &answers {
@@ -238,9 +213,24 @@ impl Canary {
             reward: f64::NAN,
             nll,
             degenerate: quality::shares(&marks),
-            fluency,
         };
         Ok((measured, texts, on_serving))
+    }
+
+    /// The candidate's drift from the base model on the base's own answers (blocking).
+    fn drift(
+        &self,
+        candidate: &Candidate,
+        base_answers: &[Answer],
+    ) -> anyhow::Result<clawline_model::Divergence> {
+        let load = |c: &Candidate| measure::load(&self.base, c);
+        let model = load(candidate)?;
+        let base = load(&Candidate {
+            version: 0,
+            dir: None,
+            format: WeightsFormat::Full,
+        })?;
+        measure::divergence(&model.model, &base.model, base_answers)
     }
 
     /// The mean reward of `answers`, rated by the reward scorer (all at once: it batches what
@@ -308,7 +298,10 @@ impl Canary {
         let (measured, on_serving) = self
             .measured(client, candidate, Some(serving_measured.clone()))
             .await?;
-        let base_fluency = self.base_fluency(&serving_measured).await?;
+        let base_answers = self.base_answers(&serving_measured).await?;
+        let this = self.clone();
+        let c = candidate.clone();
+        let drift = tokio::task::spawn_blocking(move || this.drift(&c, &base_answers)).await??;
         let serving_lps: Vec<Vec<f32>> = serving_measured
             .answers
             .iter()
@@ -334,8 +327,8 @@ impl Canary {
                 candidate_degenerate: measured.degenerate.clone(),
                 serving_degenerate: serving_measured.degenerate.clone(),
                 max_degenerate_increase: l.max_degenerate_increase,
-                candidate_fluency: Some(measured.fluency),
-                base_fluency: Some(base_fluency),
+                candidate_fluency: Some(drift.cross_entropy),
+                base_fluency: Some(drift.reference_entropy),
                 max_fluency_increase: Some(l.max_fluency_increase),
             }),
         };
@@ -348,14 +341,22 @@ impl Canary {
         Ok(result)
     }
 
-    /// The base model's fluency: from the serving measurements when the base serves, else
-    /// measured once (sampling only; the reward scorer is not asked).
-    async fn base_fluency(self: &Arc<Self>, serving: &Measured) -> anyhow::Result<f64> {
-        if let Some(f) = *self.base_fluency.lock().unwrap_or_else(|p| p.into_inner()) {
-            return Ok(f);
+    /// The base model's own sampled answers: the serving ones when the base serves, else
+    /// sampled once (the reward scorer is not asked).
+    async fn base_answers(
+        self: &Arc<Self>,
+        serving: &Measured,
+    ) -> anyhow::Result<Arc<Vec<Answer>>> {
+        if let Some(a) = self
+            .base_answers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
+            return Ok(a);
         }
-        let f = if serving.version == 0 {
-            serving.fluency
+        let answers = if serving.version == 0 {
+            serving.answers.clone()
         } else {
             let this = self.clone();
             let base = Candidate {
@@ -366,10 +367,11 @@ impl Canary {
             tokio::task::spawn_blocking(move || this.measure(&base, None))
                 .await??
                 .0
-                .fluency
+                .answers
         };
-        *self.base_fluency.lock().unwrap_or_else(|p| p.into_inner()) = Some(f);
-        Ok(f)
+        let answers = Arc::new(answers);
+        *self.base_answers.lock().unwrap_or_else(|p| p.into_inner()) = Some(answers.clone());
+        Ok(answers)
     }
 
     /// A promoted candidate's measurements become the serving ones, so the next comparison need
@@ -462,8 +464,11 @@ mod tests {
             let t = Instant::now();
             canary.measure(&base, Some(&serving)).unwrap();
             let after = t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            canary.drift(&base, &serving.answers).unwrap();
+            let drift = t.elapsed().as_secs_f64();
             eprintln!(
-                "round {round}: load+sample+decode {before:.3} s; with the language checks {after:.3} s"
+                "round {round}: load+sample+decode {before:.3} s; with the language checks {after:.3} s; drift from the base {drift:.3} s"
             );
         }
     }

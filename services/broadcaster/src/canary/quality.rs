@@ -126,7 +126,7 @@ pub fn regressions(result: &CanaryResult) -> Vec<String> {
         && !within(c - b, max)
     {
         out.push(format!(
-            "its answers' NLL under the starting model {c:.2} vs the starting model's own {b:.2} ({:+.2} > {max:.2} nats/token: its language drifted)",
+            "cross-entropy of its next tokens to the starting model {c:.2} vs the starting model's entropy {b:.2} ({:+.2} > {max:.2} nats/token: its language drifted)",
             c - b
         ));
     }
@@ -252,7 +252,7 @@ mod tests {
                 "mean reward 0.4000 vs serving v3's 0.5000 (-0.1000, tolerance 0.02)",
                 "reference NLL 2.91 vs serving v3's 2.40 (+0.51 > 0.10 nats/token)",
                 "KL to serving v3's answers 0.830 > 0.100 nats/token",
-                "its answers' NLL under the starting model 1.50 vs the starting model's own 0.90 (+0.60 > 0.30 nats/token: its language drifted)",
+                "cross-entropy of its next tokens to the starting model 1.50 vs the starting model's entropy 0.90 (+0.60 > 0.30 nats/token: its language drifted)",
                 "answers with repetition 0.50 vs serving v3's 0.03 (+0.47 > 0.10)",
             ]
         );
