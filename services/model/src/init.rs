@@ -93,6 +93,17 @@ pub fn init(dir: &Path, options: &InitOptions) -> anyhow::Result<LlamaConfig> {
         warm_start(&model, &tokenizer, options.warm_start_steps)?;
     }
     model.save(dir)?;
+    // What transformers' `generate` and vLLM read for stopping (a directory without it stops
+    // only at `eos_token_id` of config.json in some tools).
+    let generation = serde_json::json!({
+        "eos_token_id": [id(IM_END)?, id(END_OF_TEXT)?],
+        "do_sample": true,
+        "temperature": 1.0,
+    });
+    std::fs::write(
+        dir.join("generation_config.json"),
+        serde_json::to_vec_pretty(&generation)?,
+    )?;
     Ok(config)
 }
 

@@ -5,13 +5,17 @@
 //!
 //! Owns: the model's math, its weights format, sampling. Must not know about NATS or HTTP.
 
+mod attention;
 pub mod config;
 pub mod generate;
 pub mod init;
+mod keys;
+mod layers;
 pub mod llama;
 pub mod lora;
 pub mod loss;
 pub mod optim;
+pub mod rope;
 pub mod weights;
 
 pub use config::LlamaConfig;

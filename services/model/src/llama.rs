@@ -10,62 +10,10 @@
 use tch::nn::{self, Module};
 use tch::{Device, Kind, Tensor};
 
+use crate::attention::{Attention, mask_bias};
 use crate::config::LlamaConfig;
-
-struct RmsNorm {
-    weight: Tensor,
-    eps: f64,
-}
-
-impl RmsNorm {
-    fn new(p: nn::Path, dim: i64, eps: f64) -> Self {
-        Self {
-            weight: p.var("weight", &[dim], nn::Init::Const(1.0)),
-            eps,
-        }
-    }
-
-    fn forward(&self, x: &Tensor) -> Tensor {
-        let var = x.pow_tensor_scalar(2.0).mean_dim(-1, true, Kind::Float);
-        x * (var + self.eps).rsqrt() * &self.weight
-    }
-}
-
-/// A projection, with its LoRA adapter when it has one: `x·Wᵀ (+ b) + scale · (x·Aᵀ)·Bᵀ`.
-struct Proj {
-    linear: nn::Linear,
-    lora: Option<(Tensor, Tensor, f64)>,
-}
-
-impl Proj {
-    fn forward(&self, x: &Tensor) -> Tensor {
-        let y = self.linear.forward(x);
-        match &self.lora {
-            Some((a, b, scale)) => y + x.matmul(&a.tr()).matmul(&b.tr()) * *scale,
-            None => y,
-        }
-    }
-
-    /// Folds the adapter into the base weight (for engines that serve full weights).
-    fn merge(&mut self) {
-        if let Some((a, b, scale)) = self.lora.take() {
-            tch::no_grad(|| {
-                let delta = b.matmul(&a) * scale;
-                let _ = self.linear.ws.g_add_(&delta);
-            });
-        }
-    }
-}
-
-struct Attention {
-    q: Proj,
-    k: Proj,
-    v: Proj,
-    o: Proj,
-    heads: i64,
-    kv_heads: i64,
-    head_dim: i64,
-}
+pub use crate::layers::LoraSpec;
+use crate::layers::{Proj, RmsNorm, linear, proj};
 
 struct Mlp {
     gate: Proj,
@@ -117,69 +65,6 @@ pub struct Llama {
     cos: Tensor,
     sin: Tensor,
     device: Device,
-}
-
-/// Where LoRA adapters go: their own VarStore root, PEFT's names, rank, alpha and targets.
-pub struct LoraSpec<'a> {
-    pub root: nn::Path<'a>,
-    pub config: &'a crate::lora::LoraConfig,
-}
-
-impl LoraSpec<'_> {
-    /// The adapter of `module` (`q_proj`, …) in `layer` under `group` (`self_attn` / `mlp`), created
-    /// with PEFT's names and init (A random, B zero: the adapted model starts as the base).
-    fn adapter(
-        &self,
-        layer: usize,
-        group: &str,
-        module: &str,
-        input: i64,
-        output: i64,
-    ) -> Option<(Tensor, Tensor, f64)> {
-        let c = self.config;
-        if !c.target_modules.iter().any(|t| t == module) {
-            return None;
-        }
-        let r = c.r as i64;
-        let p = &self.root / "base_model" / "model" / "model" / "layers" / layer / group / module;
-        let bound = 1.0 / (input as f64).sqrt();
-        let a = (&p / "lora_A").var(
-            "weight",
-            &[r, input],
-            nn::Init::Uniform {
-                lo: -bound,
-                up: bound,
-            },
-        );
-        let b = (&p / "lora_B").var("weight", &[output, r], nn::Init::Const(0.0));
-        Some((a, b, c.alpha / c.r as f64))
-    }
-}
-
-fn proj(
-    p: nn::Path,
-    lora: Option<&LoraSpec>,
-    at: (usize, &str, &str),
-    input: i64,
-    output: i64,
-    bias: bool,
-) -> Proj {
-    Proj {
-        linear: linear(p, input, output, bias),
-        lora: lora.and_then(|l| l.adapter(at.0, at.1, at.2, input, output)),
-    }
-}
-
-fn linear(p: nn::Path, input: i64, output: i64, bias: bool) -> nn::Linear {
-    nn::linear(
-        p,
-        input,
-        output,
-        nn::LinearConfig {
-            bias,
-            ..Default::default()
-        },
-    )
 }
 
 impl Llama {
@@ -250,11 +135,18 @@ impl Llama {
                             (i, "self_attn", "o_proj"),
                             heads * head_dim,
                             hidden,
-                            false,
+                            c.o_bias(),
                         ),
+                        qk_norm: c.qk_norm().then(|| {
+                            (
+                                RmsNorm::new(&a / "q_norm", head_dim, c.rms_norm_eps),
+                                RmsNorm::new(&a / "k_norm", head_dim, c.rms_norm_eps),
+                            )
+                        }),
                         heads,
                         kv_heads,
                         head_dim,
+                        window: c.window_of(i).map(|w| w as i64),
                     },
                     post_norm: RmsNorm::new(
                         &l / "post_attention_layernorm",
@@ -268,7 +160,7 @@ impl Llama {
                             (i, "mlp", "gate_proj"),
                             hidden,
                             inter,
-                            false,
+                            c.mlp_bias(),
                         ),
                         up: proj(
                             &m / "up_proj",
@@ -276,7 +168,7 @@ impl Llama {
                             (i, "mlp", "up_proj"),
                             hidden,
                             inter,
-                            false,
+                            c.mlp_bias(),
                         ),
                         down: proj(
                             &m / "down_proj",
@@ -284,7 +176,7 @@ impl Llama {
                             (i, "mlp", "down_proj"),
                             inter,
                             hidden,
-                            false,
+                            c.mlp_bias(),
                         ),
                     },
                 }
@@ -294,12 +186,14 @@ impl Llama {
         let lm_head = (!c.tie_word_embeddings)
             .then(|| linear(root / "lm_head", hidden, c.vocab_size as i64, false));
         let device = root.device();
-        let (cos, sin) = rotary_tables(
-            head_dim,
-            c.max_position_embeddings as i64,
+        let (inv_freq, scale) = crate::rope::inv_freq(
+            head_dim as usize,
             c.rope_theta,
-            device,
+            c.rope_scaling.as_ref(),
+            c.max_position_embeddings,
         );
+        let (cos, sin) =
+            crate::rope::tables(&inv_freq, scale, c.max_position_embeddings as i64, device);
         Self {
             config: c.clone(),
             embed,
@@ -332,18 +226,14 @@ impl Llama {
     ) -> Tensor {
         let (b, t) = (ids.size()[0], ids.size()[1]);
         let past = cache.as_ref().map_or(0, |c| c.len());
-        let total = past + t;
-        // [b, 1, t, total]: causal, and only real keys.
-        let q_pos = Tensor::arange_start(past, total, (Kind::Int64, self.device)).view([t, 1]);
-        let k_pos = Tensor::arange(total, (Kind::Int64, self.device)).view([1, total]);
-        let mut allowed = k_pos.le_tensor(&q_pos).view([1, 1, t, total]);
-        if let Some(mask) = key_mask {
-            allowed = allowed.logical_and(&mask.to_kind(Kind::Bool).view([b, 1, 1, total]));
+        // [b, 1, t, past + t] per distinct window: causal, only real keys, within the window.
+        let mut biases: Vec<(Option<i64>, Tensor)> = Vec::new();
+        for block in &self.blocks {
+            let w = block.attn.window;
+            if !biases.iter().any(|(x, _)| *x == w) {
+                biases.push((w, mask_bias(b, past, t, key_mask, w, self.device)));
+            }
         }
-        // A large negative rather than -inf: a padding query row with no visible key stays finite.
-        let bias = Tensor::zeros([1], (Kind::Float, self.device))
-            .masked_fill(&allowed.logical_not(), -1e30)
-            .expand([b, 1, t, total], false);
         let flat = positions.reshape([-1]);
         let d = self.cos.size()[1];
         let cos = self.cos.index_select(0, &flat).view([b, 1, t, d]);
@@ -357,9 +247,15 @@ impl Llama {
         let mut x = self.embed.forward(ids);
         for (i, block) in self.blocks.iter().enumerate() {
             let slot = cache.as_deref_mut().map(|c| &mut c.layers[i]);
+            // Every block's window has its bias (built above).
+            let at = biases
+                .iter()
+                .position(|(w, _)| *w == block.attn.window)
+                .unwrap_or(0);
+            let bias = &biases[at].1;
             let h = block
                 .attn
-                .forward(&block.input_norm.forward(&x), &cos, &sin, &bias, slot);
+                .forward(&block.input_norm.forward(&x), &cos, &sin, bias, slot);
             x = &x + h;
             let m = &block.mlp;
             let n = block.post_norm.forward(&x);
@@ -429,60 +325,4 @@ impl Llama {
             .map(|v| v[prompt.len() - 1..].to_vec())
             .unwrap_or_default()
     }
-}
-
-impl Attention {
-    fn forward(
-        &self,
-        x: &Tensor,
-        cos: &Tensor,
-        sin: &Tensor,
-        bias: &Tensor,
-        cache: Option<&mut Option<(Tensor, Tensor)>>,
-    ) -> Tensor {
-        let (b, t) = (x.size()[0], x.size()[1]);
-        let split = |y: Tensor, heads: i64| y.view([b, t, heads, self.head_dim]).transpose(1, 2);
-        let q = rotate(&split(self.q.forward(x), self.heads), cos, sin);
-        let mut k = rotate(&split(self.k.forward(x), self.kv_heads), cos, sin);
-        let mut v = split(self.v.forward(x), self.kv_heads);
-        if let Some(slot) = cache {
-            if let Some((pk, pv)) = slot.as_ref() {
-                k = Tensor::cat(&[pk, &k], 2);
-                v = Tensor::cat(&[pv, &v], 2);
-            }
-            *slot = Some((k.shallow_clone(), v.shallow_clone()));
-        }
-        let rep = self.heads / self.kv_heads;
-        if rep > 1 {
-            k = k.repeat_interleave_self_int(rep, 1, None);
-            v = v.repeat_interleave_self_int(rep, 1, None);
-        }
-        let scores = q.matmul(&k.transpose(-2, -1)) / (self.head_dim as f64).sqrt() + bias;
-        let y = scores.softmax(-1, Kind::Float).matmul(&v);
-        self.o.forward(
-            &y.transpose(1, 2)
-                .contiguous()
-                .view([b, t, self.heads * self.head_dim]),
-        )
-    }
-}
-
-/// `x·cos + rotate_half(x)·sin`, the Hugging Face (non-interleaved) rotary convention.
-fn rotate(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Tensor {
-    let half = x.size()[3] / 2;
-    let x1 = x.narrow(3, 0, half);
-    let x2 = x.narrow(3, half, half);
-    let rotated = Tensor::cat(&[&x2.neg(), &x1], 3);
-    x * cos + rotated * sin
-}
-
-/// cos and sin tables `[positions, head_dim]` of the rotary embedding.
-fn rotary_tables(head_dim: i64, positions: i64, theta: f64, device: Device) -> (Tensor, Tensor) {
-    let exponents =
-        Tensor::arange_start_step(0, head_dim, 2, (Kind::Float, device)) / head_dim as f64;
-    let inv_freq = (exponents * theta.ln()).exp().reciprocal();
-    let t = Tensor::arange(positions, (Kind::Float, device));
-    let freqs = t.outer(&inv_freq);
-    let emb = Tensor::cat(&[&freqs, &freqs], -1);
-    (emb.cos(), emb.sin())
 }

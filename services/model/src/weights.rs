@@ -43,7 +43,7 @@ impl Loaded {
         let config = LlamaConfig::load(&dir.join(CONFIG_FILE))?;
         let mut loaded = Self::fresh(&config, device, 0)?;
         let files = weight_files(dir)?;
-        load_weights(&mut loaded.vs, &files)?;
+        load_checkpoint(&mut loaded.vs, &files)?;
         Ok(loaded)
     }
 
@@ -94,8 +94,22 @@ pub fn weight_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
 }
 
 /// Copies the tensors of `files` into the variables of `vs` (converting dtype and device).
-/// Every variable must be present with its shape; tensors the model does not use are ignored.
+/// Every variable must be present with its shape; tensors the model does not use are ignored
+/// (a checkpoint of the trainable part: LoRA adapters, or a trainer's own checkpoint).
 pub fn load_weights(vs: &mut nn::VarStore, files: &[PathBuf]) -> anyhow::Result<()> {
+    load(vs, files, false)
+}
+
+/// `load_weights` for a whole model's checkpoint: a tensor the model does not use is an error
+/// naming it (a `mlp_bias` or `q_norm` the config does not announce would otherwise be dropped,
+/// computing a different model). Rotary `inv_freq` buffers (recomputed from the config) and
+/// `lm_head.weight` beside tied embeddings (transformers ties it to the embeddings on load) are
+/// the exceptions.
+pub fn load_checkpoint(vs: &mut nn::VarStore, files: &[PathBuf]) -> anyhow::Result<()> {
+    load(vs, files, true)
+}
+
+fn load(vs: &mut nn::VarStore, files: &[PathBuf], strict: bool) -> anyhow::Result<()> {
     let mut tensors: HashMap<String, Tensor> = HashMap::new();
     for file in files {
         let read = Tensor::read_safetensors(file).map_err(|e| {
@@ -106,6 +120,30 @@ pub fn load_weights(vs: &mut nn::VarStore, files: &[PathBuf]) -> anyhow::Result<
     let variables = vs.variables();
     let mut names: Vec<&String> = variables.keys().collect();
     names.sort();
+    if strict {
+        let tied = !variables.contains_key("lm_head.weight");
+        let mut unused: Vec<&String> = tensors
+            .keys()
+            .filter(|n| !variables.contains_key(*n))
+            .filter(|n| !n.ends_with("rotary_emb.inv_freq"))
+            .filter(|n| !(tied && n.as_str() == "lm_head.weight"))
+            .collect();
+        unused.sort();
+        if let Some(first) = unused.first() {
+            anyhow::bail!(
+                "the checkpoint has {} tensor(s) the model does not use, e.g. {first} (the config \
+                 does not announce what they compute; loading without them would be a different \
+                 model): {}",
+                unused.len(),
+                unused
+                    .iter()
+                    .take(8)
+                    .map(|n| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+    }
     // Check everything before copying anything: a refused checkpoint leaves the model as it was.
     for name in &names {
         let var = &variables[*name];

@@ -27,9 +27,18 @@ fn init_writes_a_model_dir_that_hf_tooling_and_the_loader_read() {
         "model.safetensors",
         "tokenizer.json",
         "tokenizer_config.json",
+        "generation_config.json",
     ] {
         assert!(dir.path().join(f).is_file(), "{f}");
     }
+    let generation: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("generation_config.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        generation["eos_token_id"],
+        serde_json::json!(config.eos_ids()),
+        "generation stops where the config says"
+    );
     let tok = ChatTokenizer::load(dir.path()).unwrap();
     assert_eq!(tok.vocab_size(), config.vocab_size);
     assert_eq!(tok.eos_token(), "<|im_end|>");

@@ -1,0 +1,234 @@
+//! Parity with Hugging Face transformers, the reference users' checkpoints are made with: for every
+//! family and config variant the model library supports, a random-weight checkpoint written by
+//! transformers' own `save_pretrained` (config.json as transformers 5 writes it, and the same as 4.x
+//! wrote it) loads here and computes what transformers computed — per-token logprobs within 1e-4
+//! nats, the same greedy tokens teacher-forced and decoding with the KV cache. The fixtures are made
+//! by `scripts/make-parity-fixtures.sh` (transformers and torch pinned in
+//! scripts/requirements-parity.txt) and committed; `index.json` names the versions.
+#![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
+use std::path::{Path, PathBuf};
+
+use clawline_model::weights::Loaded;
+use clawline_model::{Request, Sampling, generate};
+use serde::Deserialize;
+use tch::{Device, Kind, Tensor};
+
+#[derive(Deserialize)]
+struct Index {
+    transformers: String,
+    ids: Vec<u32>,
+    cases: Vec<String>,
+    tf4_layout: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct Expected {
+    logprobs: Vec<f64>,
+    greedy: Vec<i64>,
+    greedy_margin: Vec<f64>,
+    continuation: Vec<u32>,
+    continuation_margin: Vec<f64>,
+}
+
+/// Below this a greedy choice is a tie to float noise, not a check.
+const TIE: f64 = 1e-3;
+const PREFIX: usize = 40;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/parity")
+}
+
+fn index() -> Index {
+    serde_json::from_slice(&std::fs::read(fixtures().join("index.json")).unwrap()).unwrap()
+}
+
+fn expected(case: &str) -> Expected {
+    let path = fixtures().join(case).join("expected.json");
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+/// Compares the model in `dir` with transformers' outputs for `case`; returns the worst logprob
+/// difference.
+fn compare(name: &str, dir: &Path, case: &str, ids: &[u32]) -> f64 {
+    let model = Loaded::load(dir, Device::Cpu).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+    let want = expected(case);
+    let t = ids.len() as i64;
+    let input =
+        Tensor::from_slice(&ids.iter().map(|&i| i64::from(i)).collect::<Vec<_>>()).view([1, t]);
+    let positions = Tensor::arange(t, (Kind::Int64, Device::Cpu)).view([1, t]);
+    let logp = tch::no_grad(|| model.model.forward(&input, &positions, None, None))
+        .log_softmax(-1, Kind::Double)
+        .squeeze_dim(0);
+    let mut worst: f64 = 0.0;
+    for (j, want_lp) in want.logprobs.iter().enumerate() {
+        let got = logp.double_value(&[j as i64, i64::from(ids[j + 1])]);
+        worst = worst.max((got - want_lp).abs());
+    }
+    assert!(
+        worst <= 1e-4,
+        "{name}: logprobs differ by up to {worst:.2e} nats"
+    );
+    let greedy = Vec::<i64>::try_from(logp.argmax(-1, false)).unwrap();
+    for (j, (ours, theirs)) in greedy.iter().zip(&want.greedy).enumerate() {
+        if want.greedy_margin[j] > TIE {
+            assert_eq!(ours, theirs, "{name}: greedy token at position {j}");
+        }
+    }
+    // Decoding with the KV cache (and the sliding window over it) picks what transformers'
+    // full forward passes pick, up to the first near-tie.
+    let out = generate(
+        &model.model,
+        &[Request {
+            prompt: ids[..PREFIX].to_vec(),
+            sampling: Sampling {
+                temperature: 0.0,
+                max_tokens: want.continuation.len(),
+                seed: Some(0),
+                ..Default::default()
+            },
+        }],
+    )
+    .unwrap();
+    let decided = want
+        .continuation_margin
+        .iter()
+        .position(|&m| m <= TIE)
+        .unwrap_or(want.continuation.len());
+    assert!(
+        decided >= 4,
+        "{name}: the fixture's decoding ties too early"
+    );
+    assert_eq!(
+        out[0].tokens[..decided],
+        want.continuation[..decided],
+        "{name}: greedy decoding"
+    );
+    worst
+}
+
+#[test]
+fn every_family_and_variant_computes_what_transformers_computes() {
+    let index = index();
+    let mut report = Vec::new();
+    for case in &index.cases {
+        let worst = compare(case, &fixtures().join(case), case, &index.ids);
+        report.push(format!("{case}: max |Δ logprob| {worst:.1e}"));
+    }
+    eprintln!(
+        "against transformers {}:\n{}",
+        index.transformers,
+        report.join("\n")
+    );
+    assert!(index.cases.len() >= 12, "{:?}", index.cases);
+}
+
+/// The same checkpoints with config.json as transformers 4.x wrote it (`rope_theta` and
+/// `rope_scaling` at the top, `torch_dtype`, no `layer_types`): the same model.
+#[test]
+fn configs_in_the_transformers_4_layout_load_to_the_same_model() {
+    let index = index();
+    assert!(index.tf4_layout.len() >= 6, "{:?}", index.tf4_layout);
+    for case in &index.tf4_layout {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::copy(
+            fixtures().join(format!("{case}-tf4")).join("config.json"),
+            dir.path().join("config.json"),
+        )
+        .unwrap();
+        std::fs::copy(
+            fixtures().join(case).join("model.safetensors"),
+            dir.path().join("model.safetensors"),
+        )
+        .unwrap();
+        compare(
+            &format!("{case} (4.x layout)"),
+            dir.path(),
+            case,
+            &index.ids,
+        );
+    }
+}
+
+/// What would silently change the model is refused, naming it: an unknown config key, a scaling
+/// this library does not compute, a tensor the config does not announce.
+#[test]
+fn what_the_library_does_not_compute_is_refused_by_name() {
+    let base = fixtures().join("llama");
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(base.join("config.json")).unwrap()).unwrap();
+    let with = |edit: &dyn Fn(&mut serde_json::Value)| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = config.clone();
+        edit(&mut c);
+        std::fs::write(dir.path().join("config.json"), c.to_string()).unwrap();
+        std::fs::copy(
+            base.join("model.safetensors"),
+            dir.path().join("model.safetensors"),
+        )
+        .unwrap();
+        let err = Loaded::load(dir.path(), Device::Cpu)
+            .err()
+            .map(|e| format!("{e:#}"));
+        (dir, err)
+    };
+    for (what, edit, says) in [
+        (
+            "an unknown key",
+            Box::new(|c: &mut serde_json::Value| c["logit_softcapping"] = 30.0.into())
+                as Box<dyn Fn(&mut serde_json::Value)>,
+            "\"logit_softcapping\" not understood",
+        ),
+        (
+            "a quantized checkpoint",
+            Box::new(|c: &mut serde_json::Value| {
+                c["quantization_config"] = serde_json::json!({"quant_method": "awq"})
+            }),
+            "\"quantization_config\" not understood",
+        ),
+        (
+            "dynamic RoPE",
+            Box::new(|c: &mut serde_json::Value| {
+                c["rope_parameters"] = serde_json::json!({"rope_type": "dynamic", "factor": 2.0, "rope_theta": 10000.0})
+            }),
+            "rope_type \"dynamic\" is not supported",
+        ),
+        (
+            "a key of another family",
+            Box::new(|c: &mut serde_json::Value| c["sliding_window"] = 4096.into()),
+            "\"sliding_window\" not understood for model_type \"llama\"",
+        ),
+        (
+            "dropout",
+            Box::new(|c: &mut serde_json::Value| c["attention_dropout"] = 0.1.into()),
+            "attention_dropout = 0.1",
+        ),
+        (
+            "a model type",
+            Box::new(|c: &mut serde_json::Value| c["model_type"] = "gemma3".into()),
+            "model_type \"gemma3\"",
+        ),
+    ] {
+        let (_dir, err) = with(&*edit);
+        let err = err.unwrap_or_else(|| panic!("{what} was accepted"));
+        assert!(err.contains(says), "{what}: {err}");
+    }
+    // Biases the config does not announce: refused by name, not dropped.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        fixtures().join("llama-biases/config.json"),
+        dir.path().join("config.json"),
+    )
+    .unwrap();
+    let mut c: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("config.json")).unwrap()).unwrap();
+    c["mlp_bias"] = false.into();
+    std::fs::write(dir.path().join("config.json"), c.to_string()).unwrap();
+    std::fs::copy(
+        fixtures().join("llama-biases/model.safetensors"),
+        dir.path().join("model.safetensors"),
+    )
+    .unwrap();
+    let err = format!("{:#}", Loaded::load(dir.path(), Device::Cpu).err().unwrap());
+    assert!(err.contains("mlp.down_proj.bias"), "{err}");
+}
