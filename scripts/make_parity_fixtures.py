@@ -6,6 +6,9 @@ logprobs and greedy next tokens on a fixed token sequence. Variants in transform
 layout are the same weights with the config rewritten as 4.x wrote it; transformers must load
 them to the same logits, which this script checks.
 
+PEFT adapters (rank and alpha patterns, rsLoRA, DoRA) are made the same way, on the `llama` case's
+weights, with peft.
+
 Run on demand (not in CI), with the pinned versions of scripts/requirements-parity.txt:
 
     ./scripts/make-parity-fixtures.sh     # creates ~/.cache/clawline/parity-venv, runs this
@@ -190,7 +193,47 @@ def main():
             assert worst < 1e-6, f"{name}: the 4.x layout loads to a different model ({worst})"
             index["tf4_layout"].append(name)
         print(f"{name}: {sum(p.numel() for p in model.parameters())} parameters")
+    index["adapters"] = adapters(out, ids)
     (out / "index.json").write_text(json.dumps(index, indent=1) + "\n")
+
+
+# PEFT adapters on the `llama` case's weights: name -> LoraConfig arguments.
+ADAPTERS = {
+    "lora-patterns": dict(
+        r=4,
+        lora_alpha=8,
+        target_modules=["q_proj", "v_proj", "down_proj"],
+        rank_pattern={"layers.1.self_attn.q_proj": 2},
+        alpha_pattern={"down_proj": 32},
+    ),
+    "lora-rslora": dict(r=8, lora_alpha=16, use_rslora=True, target_modules="all-linear"),
+    # Refused (DoRA is not implemented): the test checks the error.
+    "lora-dora": dict(r=4, lora_alpha=8, use_dora=True, target_modules=["q_proj", "v_proj"]),
+}
+
+
+def adapters(out, ids):
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    names = []
+    for seed, (name, args) in enumerate(ADAPTERS.items()):
+        base = AutoModelForCausalLM.from_pretrained(out / "llama", dtype=torch.float32, use_kernels=False)
+        model = get_peft_model(base, LoraConfig(init_lora_weights=False, **args))
+        g = torch.Generator().manual_seed(100 + seed)
+        with torch.no_grad():
+            for pname, p in model.named_parameters():
+                if "lora_" in pname:
+                    p.copy_(0.3 * torch.randn(p.shape, generator=g))
+        d = out / name
+        if d.exists():
+            shutil.rmtree(d)
+        model.save_pretrained(d)
+        (d / "README.md").unlink(missing_ok=True)
+        base = AutoModelForCausalLM.from_pretrained(out / "llama", dtype=torch.float32, use_kernels=False)
+        loaded = PeftModel.from_pretrained(base, d).eval()
+        (d / "expected.json").write_text(json.dumps(outputs(loaded, ids)))
+        names.append(name)
+    return names
 
 
 if __name__ == "__main__":

@@ -96,6 +96,7 @@ impl Versions {
                     r: lora.r as usize,
                     alpha: lora.alpha,
                     target_modules: lora.target_modules.clone(),
+                    ..Default::default()
                 };
                 let text = adapter_config(&config, &self.base.display().to_string());
                 std::fs::write(tmp.join(ADAPTER_CONFIG), text.to_string())

@@ -67,10 +67,13 @@ impl LoraSpec<'_> {
         output: i64,
     ) -> Option<(Tensor, Tensor, f64)> {
         let c = self.config;
-        if !c.target_modules.iter().any(|t| t == module) {
+        let key = format!("model.layers.{layer}.{group}.{module}");
+        if !c.targets(&key) {
             return None;
         }
-        let r = c.r as i64;
+        // `check_modules` ran before the model was built: the patterns resolve.
+        let (r, _, scale) = c.for_module(&key).ok()?;
+        let r = r as i64;
         let p = &self.root / "base_model" / "model" / "model" / "layers" / layer / group / module;
         let bound = 1.0 / (input as f64).sqrt();
         let a = (&p / "lora_A").var(
@@ -82,7 +85,7 @@ impl LoraSpec<'_> {
             },
         );
         let b = (&p / "lora_B").var("weight", &[output, r], nn::Init::Const(0.0));
-        Some((a, b, c.alpha / c.r as f64))
+        Some((a, b, scale))
     }
 }
 

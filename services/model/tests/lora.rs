@@ -18,6 +18,7 @@ fn lora() -> LoraConfig {
         r: 4,
         alpha: 8.0,
         target_modules: vec!["q_proj".into(), "v_proj".into(), "down_proj".into()],
+        ..Default::default()
     }
 }
 

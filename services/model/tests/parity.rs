@@ -20,6 +20,7 @@ struct Index {
     ids: Vec<u32>,
     cases: Vec<String>,
     tf4_layout: Vec<String>,
+    adapters: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -48,10 +49,12 @@ fn expected(case: &str) -> Expected {
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }
 
-/// Compares the model in `dir` with transformers' outputs for `case`; returns the worst logprob
-/// difference.
-fn compare(name: &str, dir: &Path, case: &str, ids: &[u32]) -> f64 {
-    let model = Loaded::load(dir, Device::Cpu).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+fn load(name: &str, dir: &Path) -> Loaded {
+    Loaded::load(dir, Device::Cpu).unwrap_or_else(|e| panic!("{name}: {e:#}"))
+}
+
+/// Compares `model` with transformers' outputs for `case`; returns the worst logprob difference.
+fn compare(name: &str, model: &Loaded, case: &str, ids: &[u32]) -> f64 {
     let want = expected(case);
     let t = ids.len() as i64;
     let input =
@@ -112,7 +115,7 @@ fn every_family_and_variant_computes_what_transformers_computes() {
     let index = index();
     let mut report = Vec::new();
     for case in &index.cases {
-        let worst = compare(case, &fixtures().join(case), case, &index.ids);
+        let worst = compare(case, &load(case, &fixtures().join(case)), case, &index.ids);
         report.push(format!("{case}: max |Δ logprob| {worst:.1e}"));
     }
     eprintln!(
@@ -141,12 +144,8 @@ fn configs_in_the_transformers_4_layout_load_to_the_same_model() {
             dir.path().join("model.safetensors"),
         )
         .unwrap();
-        compare(
-            &format!("{case} (4.x layout)"),
-            dir.path(),
-            case,
-            &index.ids,
-        );
+        let name = format!("{case} (4.x layout)");
+        compare(&name, &load(&name, dir.path()), case, &index.ids);
     }
 }
 
@@ -231,4 +230,54 @@ fn what_the_library_does_not_compute_is_refused_by_name() {
     .unwrap();
     let err = format!("{:#}", Loaded::load(dir.path(), Device::Cpu).err().unwrap());
     assert!(err.contains("mlp.down_proj.bias"), "{err}");
+}
+
+/// PEFT adapters as peft 0.21 saves them (random A and B, so every adapter counts): rank and
+/// alpha patterns per module, rsLoRA's `alpha / √r`, `all-linear` targets written as full module
+/// keys — the same logprobs as `PeftModel`, on the base and merged into it. DoRA is refused.
+#[test]
+fn peft_adapters_compute_what_peft_computes_and_dora_is_refused() {
+    let index = index();
+    let base = fixtures().join("llama");
+    for case in index.adapters.iter().filter(|c| *c != "lora-dora") {
+        let mut adapted = Loaded::load_with_adapter(&base, &fixtures().join(case), Device::Cpu)
+            .unwrap_or_else(|e| panic!("{case}: {e:#}"));
+        compare(case, &adapted, case, &index.ids);
+        adapted.model.merge_lora();
+        compare(&format!("{case} (merged)"), &adapted, case, &index.ids);
+    }
+    let err = Loaded::load_with_adapter(&base, &fixtures().join("lora-dora"), Device::Cpu)
+        .err()
+        .map(|e| format!("{e:#}"))
+        .unwrap_or_default();
+    assert!(err.contains("DoRA"), "{err}");
+    // What PEFT would compute differently is named, not dropped.
+    let text =
+        std::fs::read_to_string(fixtures().join("lora-patterns/adapter_config.json")).unwrap();
+    for (key, value, says) in [
+        ("bias", r#""all""#, r#"bias = "all" is not supported"#),
+        ("modules_to_save", r#"["lm_head"]"#, "modules_to_save"),
+        ("layers_to_transform", "[0]", "layers_to_transform"),
+        ("target_modules", r#"".*proj""#, "a regex is not supported"),
+        (
+            "rank_pattern",
+            r#"{"q_proj": 2, "self_attn.q_proj": 3}"#,
+            "both match",
+        ),
+    ] {
+        let mut c: serde_json::Value = serde_json::from_str(&text).unwrap();
+        c[key] = serde_json::from_str(value).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("adapter_config.json"), c.to_string()).unwrap();
+        std::fs::copy(
+            fixtures().join("lora-patterns/adapter_model.safetensors"),
+            dir.path().join("adapter_model.safetensors"),
+        )
+        .unwrap();
+        let err = Loaded::load_with_adapter(&base, dir.path(), Device::Cpu)
+            .err()
+            .map(|e| format!("{e:#}"))
+            .unwrap_or_else(|| panic!("{key} = {value} was accepted"));
+        assert!(err.contains(says), "{key}: {err}");
+    }
 }

@@ -201,6 +201,7 @@ impl Config {
             r,
             alpha: self.lora_alpha,
             target_modules: self.lora_targets.clone(),
+            ..Default::default()
         })
     }
 
