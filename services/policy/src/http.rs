@@ -250,8 +250,21 @@ async fn completions(State(app): State<Arc<App>>, body: Bytes) -> Response {
         Ok(b) => b,
         Err(r) => return r.into_response(),
     };
+    // As vLLM: a text prompt is tokenized with the tokenizer's special tokens (a BOS where the
+    // model's tokenizer adds one) unless `add_special_tokens` is false.
+    let special = body
+        .get("add_special_tokens")
+        .and_then(Value::as_bool)
+        .unwrap_or(true);
+    let encode = |text: &str| {
+        if special {
+            app.tokenizer.encode_prompt(text)
+        } else {
+            app.tokenizer.encode(text)
+        }
+    };
     let prompt = match body.get("prompt") {
-        Some(Value::String(text)) if !text.is_empty() => match app.tokenizer.encode(text) {
+        Some(Value::String(text)) if !text.is_empty() => match encode(text) {
             Ok(p) => p,
             Err(e) => {
                 return error(

@@ -1,6 +1,10 @@
 //! Chat templates and tokenizers from a Hugging Face model dir (feature `tokenizer`). The gateway
 //! uses it as a fallback when an engine returns no token ids: render the model's chat template
-//! (HF `tokenizer_config.json`, minijinja) and tokenize with the model's `tokenizer.json`.
+//! (HF `chat_template.jinja` or `tokenizer_config.json`, minijinja) and tokenize with the model's
+//! `tokenizer.json`. Rendering follows transformers' `apply_chat_template`: `trim_blocks` and
+//! `lstrip_blocks`, its `tojson` (Python's `json.dumps`: no HTML escaping, `", "` and `": "`,
+//! `indent`), and, as vLLM does before rendering, tool-call `arguments` given as a JSON string are
+//! passed to the template as the object they encode.
 
 use std::path::Path;
 
@@ -54,8 +58,23 @@ impl ChatTokenizer {
         };
         let text = std::fs::read_to_string(&cfg_path).map_err(|e| load_err(e.to_string()))?;
         let config: Value = serde_json::from_str(&text).map_err(|e| load_err(e.to_string()))?;
-        let template = match config.get("chat_template") {
-            Some(Value::String(t)) => t.clone(),
+        // transformers ≥ 4.47 saves the template beside the config, and reads it first.
+        let jinja_path = dir.join("chat_template.jinja");
+        let jinja = match std::fs::read_to_string(&jinja_path) {
+            Ok(t) => Some(t),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                return Err(TokenizerError::Load {
+                    path: jinja_path.display().to_string(),
+                    message: e.to_string(),
+                });
+            }
+        };
+        let template = match jinja
+            .map(Value::String)
+            .or_else(|| config.get("chat_template").cloned())
+        {
+            Some(Value::String(t)) => t,
             // A list of named templates: take "default".
             Some(Value::Array(list)) => list
                 .iter()
@@ -73,7 +92,15 @@ impl ChatTokenizer {
             }
         };
         let mut env = Environment::new();
+        // As transformers' `ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)`.
+        env.set_syntax(
+            minijinja::syntax::SyntaxConfig::builder()
+                .trim_blocks(true)
+                .lstrip_blocks(true)
+                .build()?,
+        );
         minijinja_contrib::add_to_environment(&mut env);
+        env.add_filter("tojson", tojson);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function(
             "raise_exception",
@@ -97,8 +124,9 @@ impl ChatTokenizer {
         tools: Option<&Value>,
     ) -> Result<String, TokenizerError> {
         let template = self.env.get_template("chat")?;
+        let messages: Vec<Value> = messages.iter().map(arguments_as_objects).collect();
         Ok(template.render(context! {
-            messages => minijinja::Value::from(minijinja::value::Serde(messages)),
+            messages => minijinja::Value::from(minijinja::value::Serde(&messages)),
             tools => minijinja::Value::from(minijinja::value::Serde(tools.filter(|t| !t.is_null()))),
             add_generation_prompt => true,
             bos_token => self.bos_token.as_str(),
@@ -110,6 +138,15 @@ impl ChatTokenizer {
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, TokenizerError> {
         self.tokenizer
             .encode(text, false)
+            .map(|e| e.get_ids().to_vec())
+            .map_err(|e| TokenizerError::Encode(e.to_string()))
+    }
+
+    /// Token ids of a text prompt as transformers and vLLM tokenize one (`add_special_tokens`:
+    /// the tokenizer's post-processor adds what it adds, e.g. Llama 3's BOS).
+    pub fn encode_prompt(&self, text: &str) -> Result<Vec<u32>, TokenizerError> {
+        self.tokenizer
+            .encode(text, true)
             .map(|e| e.get_ids().to_vec())
             .map_err(|e| TokenizerError::Encode(e.to_string()))
     }
@@ -164,4 +201,98 @@ impl ChatTokenizer {
     ) -> Result<Vec<u32>, TokenizerError> {
         self.encode(&self.render(messages, tools)?)
     }
+}
+
+/// `message` with each tool call's `function.arguments` that is a JSON string encoding an object
+/// replaced by that object (vLLM does this before rendering; templates write `arguments | tojson`
+/// or iterate over them).
+fn arguments_as_objects(message: &Value) -> Value {
+    let mut message = message.clone();
+    if let Some(calls) = message.get_mut("tool_calls").and_then(Value::as_array_mut) {
+        for call in calls {
+            if let Some(args) = call.pointer_mut("/function/arguments")
+                && let Some(text) = args.as_str()
+                && let Ok(parsed @ Value::Object(_)) = serde_json::from_str::<Value>(text)
+            {
+                *args = parsed;
+            }
+        }
+    }
+    message
+}
+
+/// transformers' `tojson` filter: `json.dumps(x, ensure_ascii=False, indent=indent)`.
+fn tojson(
+    value: minijinja::Value,
+    kwargs: minijinja::value::Kwargs,
+) -> Result<minijinja::Value, minijinja::Error> {
+    let indent: Option<usize> = kwargs.get("indent")?;
+    kwargs.assert_all_used()?;
+    let json = serde_json::to_value(&value)
+        .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, e.to_string()))?;
+    let mut out = String::new();
+    python_json(&json, indent, 0, &mut out);
+    Ok(minijinja::Value::from_safe_string(out))
+}
+
+/// Writes `v` as Python's `json.dumps` does (`ensure_ascii=False`; separators `", "`/`": "`, or
+/// `","` and newlines with `indent`).
+fn python_json(v: &Value, indent: Option<usize>, level: usize, out: &mut String) {
+    let newline = |out: &mut String, level: usize| {
+        if let Some(n) = indent {
+            out.push('\n');
+            out.push_str(&" ".repeat(n * level));
+        }
+    };
+    let separator = if indent.is_some() { "," } else { ", " };
+    match v {
+        Value::Array(items) if !items.is_empty() => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(separator);
+                }
+                newline(out, level + 1);
+                python_json(item, indent, level + 1, out);
+            }
+            newline(out, level);
+            out.push(']');
+        }
+        Value::Object(map) if !map.is_empty() => {
+            out.push('{');
+            for (i, (k, item)) in map.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(separator);
+                }
+                newline(out, level + 1);
+                python_string(k, out);
+                out.push_str(": ");
+                python_json(item, indent, level + 1, out);
+            }
+            newline(out, level);
+            out.push('}');
+        }
+        Value::String(s) => python_string(s, out),
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+/// A JSON string as Python writes it with `ensure_ascii=False`: only `"`, `\\` and control
+/// characters escaped.
+fn python_string(s: &str, out: &mut String) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
 }

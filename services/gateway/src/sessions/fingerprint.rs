@@ -87,14 +87,42 @@ fn canonical_message(message: &serde_json::Value, hasher: &mut Sha256) {
             hasher.update([1]);
             // Agents re-serialize arguments (`{"path":"a"}` for the engine's `{"path": "a"}`).
             let arguments = part("arguments");
+            // Keys sorted: JSON objects keep their order, and an agent may reorder them.
             match serde_json::from_str::<serde_json::Value>(arguments) {
-                Ok(parsed) => hasher.update(parsed.to_string().as_bytes()),
+                Ok(parsed) => sorted_json(&parsed, hasher),
                 Err(_) => hasher.update(arguments.as_bytes()),
             }
             hasher.update([2]);
         }
     }
     // Tool-call ids are left out: agents rename them (OpenClaw, where ids collide).
+}
+
+/// `value` as JSON with every object's keys in sorted order.
+fn sorted_json(value: &serde_json::Value, hasher: &mut Sha256) {
+    match value {
+        serde_json::Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            hasher.update(b"{");
+            for k in keys {
+                hasher.update(serde_json::Value::from(k.as_str()).to_string().as_bytes());
+                hasher.update(b":");
+                sorted_json(&map[k], hasher);
+                hasher.update(b",");
+            }
+            hasher.update(b"}");
+        }
+        serde_json::Value::Array(items) => {
+            hasher.update(b"[");
+            for item in items {
+                sorted_json(item, hasher);
+                hasher.update(b",");
+            }
+            hasher.update(b"]");
+        }
+        other => hasher.update(other.to_string().as_bytes()),
+    }
 }
 
 #[cfg(test)]
@@ -122,6 +150,23 @@ mod tests {
         assert_ne!(
             fingerprint("t", &[user.clone(), quoted], None, &[]),
             fingerprint("t", &[user], None, &[])
+        );
+    }
+
+    /// An agent that re-serializes a tool call's arguments with other spacing or key order is
+    /// still in the same conversation; other values are not.
+    #[test]
+    fn arguments_match_whatever_their_spacing_and_key_order() {
+        let call = |args: &str| json!({"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "read", "arguments": args}}]});
+        let print = |args: &str| fingerprint("t", &[call(args)], None, &[]);
+        let engine = print(r#"{"path": "a.txt", "lines": {"from": 1, "to": 9}}"#);
+        assert_eq!(
+            engine,
+            print(r#"{"lines":{"to":9,"from":1},"path":"a.txt"}"#)
+        );
+        assert_ne!(
+            engine,
+            print(r#"{"path": "b.txt", "lines": {"from": 1, "to": 9}}"#)
         );
     }
 }
