@@ -134,7 +134,10 @@ fn reward_check_passes(result: &CanaryResult) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broken_language_the_reward_model_likes_is_rejected_and_a_normal_update_is_not() {
-    let g = gate(&[]).await;
+    // This test's model is warm-started briefly: its answers carry ~3 nats/token of entropy (the
+    // model `clawline up` creates, ~0.6), and one normal update moves its drift from the start by
+    // 0.08–0.15 (`clawline up`'s: ~0.01). The broken versions measure 1.75–2.6.
+    let g = gate(&["--canary-max-fluency-increase", "0.5"]).await;
     let base = g.model.path();
     // v1: learned to repeat the reward model's favourite words (issue 19's "Anything else.
     // Anything else. Thanks").

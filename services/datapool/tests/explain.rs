@@ -368,7 +368,8 @@ async fn http_explain_and_diagnosis_keep_tenants_apart_and_speak_openai_errors()
         let r = get(key, format!("/explain/{id}")).await.unwrap();
         assert_eq!(r.status(), status, "{key} {id}");
         let err: Value = r.json().await.unwrap();
-        let keys: Vec<&String> = err["error"].as_object().unwrap().keys().collect();
+        let mut keys: Vec<&String> = err["error"].as_object().unwrap().keys().collect();
+        keys.sort();
         assert_eq!(keys, ["code", "message", "param", "type"], "{err}");
         assert_eq!(err["error"]["param"], "step_id");
         if status == 404 {

@@ -149,14 +149,12 @@ pub fn normalize(mut map: Map<String, Value>) -> anyhow::Result<Map<String, Valu
         .unwrap_or("llama")
         .to_string();
     let family = family_keys(&model_type);
+    let read = |k: &str| COMMON.contains(&k) || family.contains(&k);
+    // A key set to null, or one this family does not read set to false, switches nothing on.
+    let off = |k: &str, v: &Value| v.is_null() || (*v == Value::Bool(false) && !read(k));
     let unknown: Vec<&String> = map
         .iter()
-        .filter(|(k, v)| {
-            !COMMON.contains(&k.as_str())
-                && !family.contains(&k.as_str())
-                // A key set to null says nothing.
-                && !v.is_null()
-        })
+        .filter(|(k, v)| !(read(k) || off(k, v)))
         .map(|(k, _)| k)
         .collect();
     anyhow::ensure!(
@@ -169,7 +167,7 @@ pub fn normalize(mut map: Map<String, Value>) -> anyhow::Result<Map<String, Valu
             .join(", "),
         if unknown.len() == 1 { "it" } else { "them" }
     );
-    map.retain(|_, v| !v.is_null());
+    map.retain(|k, v| !off(k, v));
     Ok(map)
 }
 

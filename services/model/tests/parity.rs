@@ -213,6 +213,12 @@ fn what_the_library_does_not_compute_is_refused_by_name() {
         let err = err.unwrap_or_else(|| panic!("{what} was accepted"));
         assert!(err.contains(says), "{what}: {err}");
     }
+    // Another family's switch set to off changes nothing: accepted.
+    let (_dir, err) = with(&|c: &mut serde_json::Value| {
+        c["use_sliding_window"] = false.into();
+        c["sliding_window"] = serde_json::Value::Null;
+    });
+    assert_eq!(err, None);
     // Biases the config does not announce: refused by name, not dropped.
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(
