@@ -63,7 +63,14 @@ struct Measured {
 }
 
 /// A version's measurements, its answers' texts, and its logprobs of the serving version's answers.
-type Measurement = (Measured, Vec<String>, Option<Vec<Vec<f32>>>);
+/// A version's measurements, its answers' texts, its logprobs of the serving version's answers,
+/// and its drift from the base model on the base's own answers.
+type Measurement = (
+    Measured,
+    Vec<String>,
+    Option<Vec<Vec<f32>>>,
+    Option<clawline_model::Divergence>,
+);
 
 pub struct Canary {
     base: PathBuf,
@@ -158,11 +165,12 @@ impl Canary {
     }
 
     /// Loads `candidate` and measures it; with `serving`, also its logprobs of the serving
-    /// version's answers (for the KL). Blocking.
+    /// version's answers (for the KL); with `base_answers`, its drift from the base. Blocking.
     fn measure(
         &self,
         candidate: &Candidate,
         serving: Option<&Measured>,
+        base_answers: Option<&[Answer]>,
     ) -> anyhow::Result<Measurement> {
         let loaded = measure::load(&self.base, candidate)?;
         let model = &loaded.model;
@@ -190,6 +198,7 @@ impl Canary {
             }
             None => None,
         };
+        let drift = base_answers.map(|b| self.drift(model, b)).transpose()?;
         let mut texts = Vec::with_capacity(answers.len());
         let mut marks = Vec::with_capacity(answers.len());
         for a in &answers {
@@ -214,23 +223,24 @@ impl Canary {
             nll,
             degenerate: quality::shares(&marks),
         };
-        Ok((measured, texts, on_serving))
+        Ok((measured, texts, on_serving, drift))
     }
 
-    /// The candidate's drift from the base model on the base's own answers (blocking).
+    /// `model`'s drift from the base model on the base's own answers (blocking).
     fn drift(
         &self,
-        candidate: &Candidate,
+        model: &clawline_model::Llama,
         base_answers: &[Answer],
     ) -> anyhow::Result<clawline_model::Divergence> {
-        let load = |c: &Candidate| measure::load(&self.base, c);
-        let model = load(candidate)?;
-        let base = load(&Candidate {
-            version: 0,
-            dir: None,
-            format: WeightsFormat::Full,
-        })?;
-        measure::divergence(&model.model, &base.model, base_answers)
+        let base = measure::load(
+            &self.base,
+            &Candidate {
+                version: 0,
+                dir: None,
+                format: WeightsFormat::Full,
+            },
+        )?;
+        measure::divergence(model, &base.model, base_answers)
     }
 
     /// The mean reward of `answers`, rated by the reward scorer (all at once: it batches what
@@ -267,13 +277,20 @@ impl Canary {
         client: &async_nats::Client,
         candidate: &Candidate,
         serving: Option<Arc<Measured>>,
-    ) -> anyhow::Result<(Measured, Option<Vec<Vec<f32>>>)> {
+        base_answers: Option<Arc<Vec<Answer>>>,
+    ) -> anyhow::Result<Measurement> {
         let this = self.clone();
         let c = candidate.clone();
-        let (mut measured, texts, on_serving) =
-            tokio::task::spawn_blocking(move || this.measure(&c, serving.as_deref())).await??;
+        let (mut measured, texts, on_serving, drift) = tokio::task::spawn_blocking(move || {
+            this.measure(
+                &c,
+                serving.as_deref(),
+                base_answers.as_deref().map(Vec::as_slice),
+            )
+        })
+        .await??;
         measured.reward = self.rate(client, &texts).await?;
-        Ok((measured, on_serving))
+        Ok((measured, texts, on_serving, drift))
     }
 
     /// Compares `candidate` with `serving`; `regressions` on the result decides.
@@ -292,16 +309,19 @@ impl Canary {
             .filter(|m| m.version == serving.version);
         let serving_measured = match cached {
             Some(m) => m,
-            None => Arc::new(self.measured(client, serving, None).await?.0),
+            None => Arc::new(self.measured(client, serving, None, None).await?.0),
         };
         *self.serving.lock().unwrap_or_else(|p| p.into_inner()) = Some(serving_measured.clone());
-        let (measured, on_serving) = self
-            .measured(client, candidate, Some(serving_measured.clone()))
-            .await?;
         let base_answers = self.base_answers(&serving_measured).await?;
-        let this = self.clone();
-        let c = candidate.clone();
-        let drift = tokio::task::spawn_blocking(move || this.drift(&c, &base_answers)).await??;
+        let (measured, _, on_serving, drift) = self
+            .measured(
+                client,
+                candidate,
+                Some(serving_measured.clone()),
+                Some(base_answers),
+            )
+            .await?;
+        let drift = drift.context("the drift from the base was not measured")?;
         let serving_lps: Vec<Vec<f32>> = serving_measured
             .answers
             .iter()
@@ -364,7 +384,7 @@ impl Canary {
                 dir: None,
                 format: WeightsFormat::Full,
             };
-            tokio::task::spawn_blocking(move || this.measure(&base, None))
+            tokio::task::spawn_blocking(move || this.measure(&base, None, None))
                 .await??
                 .0
                 .answers
@@ -449,7 +469,7 @@ mod tests {
             dir: None,
             format: WeightsFormat::Full,
         };
-        let serving = canary.measure(&base, None).unwrap().0;
+        let serving = canary.measure(&base, None, None).unwrap().0;
         for round in 0..3 {
             // What the canary did before: load, sample, decode (then rate).
             let t = Instant::now();
@@ -462,10 +482,10 @@ mod tests {
             let before = t.elapsed().as_secs_f64();
             // All of it now: the same, the reference NLL, the KL pass and the detectors.
             let t = Instant::now();
-            canary.measure(&base, Some(&serving)).unwrap();
+            canary.measure(&base, Some(&serving), None).unwrap();
             let after = t.elapsed().as_secs_f64();
             let t = Instant::now();
-            canary.drift(&base, &serving.answers).unwrap();
+            canary.drift(&loaded.model, &serving.answers).unwrap();
             let drift = t.elapsed().as_secs_f64();
             eprintln!(
                 "round {round}: load+sample+decode {before:.3} s; with the language checks {after:.3} s; drift from the base {drift:.3} s"
