@@ -23,7 +23,8 @@ pub use generate::{Finish, Generated, Request, Sampling, generate, generate_with
 pub use llama::{KvCache, Llama};
 pub use lora::LoraConfig;
 pub use loss::{
-    Divergence, LossConfig, Metrics, Sample, divergence_from_reference, kl_to_behaviour, update,
+    Divergence, KlPenalty, LossConfig, Metrics, Sample, divergence_from_reference, kl_to_behaviour,
+    update,
 };
 pub use optim::{AdamW, Optimizer, Undo};
 pub use weights::Loaded;

@@ -1,6 +1,6 @@
 //! The policy-gradient update: GRPO / PPO-clip on the behaviour logprobs the steps carry
 //! (ratio = exp(new − old) per response token), asymmetric clip range, truncated importance
-//! weights for stale steps, optional KL to reference weights (k3 estimator), entropy bonus; AdamW
+//! weights for stale steps, optional KL penalty to reference weights (`KlPenalty`), entropy bonus; AdamW
 //! with gradient-norm clipping over micro-batches. Token-level mean over all response tokens of a
 //! batch, so long responses are not down-weighted. `kl_to_behaviour` and `divergence_from_reference`
 //! measure, without gradients, how far an update moved the policy (the trainer's trust region).
@@ -11,6 +11,31 @@ use crate::llama::Llama;
 use crate::optim::Optimizer;
 use crate::weights::Loaded;
 
+/// How the KL penalty to the reference weights is computed at each response position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KlPenalty {
+    /// KL(policy ‖ reference) exactly over the vocabulary, `Σ_v p(v) (log p(v) − log q(v))`:
+    /// no sampling noise, and its gradient pulls back mass the policy puts on tokens the
+    /// reference finds unlikely (broken words), which the canary's drift check measures.
+    #[default]
+    Exact,
+    /// The k3 estimator on the sampled token, `exp(d) − d − 1` with `d = log q − log p` (GRPO's
+    /// penalty). Its expected gradient is that of KL(reference ‖ policy): it resists the policy
+    /// growing surer, and barely the mass it moves onto tokens the reference finds unlikely.
+    K3,
+}
+
+impl std::str::FromStr for KlPenalty {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "exact" => Ok(Self::Exact),
+            "k3" => Ok(Self::K3),
+            other => Err(format!("{other:?}: expected `exact` or `k3`")),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct LossConfig {
     /// PPO clip: ratios are kept within [1 − clip_low, 1 + clip_high].
@@ -18,6 +43,7 @@ pub struct LossConfig {
     pub clip_high: f64,
     /// Weight of the KL penalty to the reference policy (0 = off).
     pub kl_coef: f64,
+    pub kl_penalty: KlPenalty,
     /// Weight of the entropy bonus (0 = off).
     pub entropy_coef: f64,
     /// Samples per forward/backward pass; gradients add up to the whole batch's.
@@ -32,6 +58,7 @@ impl Default for LossConfig {
             clip_low: 0.2,
             clip_high: 0.28,
             kl_coef: 0.0,
+            kl_penalty: KlPenalty::Exact,
             entropy_coef: 0.0,
             micro_batch: 8,
             max_grad_norm: 1.0,
@@ -156,13 +183,16 @@ fn loss(
     {
         let ref_logits =
             tch::no_grad(|| reference.forward(&p.ids, &positions, Some(&p.mask), None));
-        let ref_lp = ref_logits
-            .narrow(1, 0, t - 1)
-            .log_softmax(-1, Kind::Float)
-            .gather(-1, &next, false)
-            .squeeze_dim(-1);
-        let d = &ref_lp - &new;
-        let kl = sum(&(d.exp() - &d - 1.0));
+        let ref_all = ref_logits.narrow(1, 0, t - 1).log_softmax(-1, Kind::Float);
+        let kl =
+            match cfg.kl_penalty {
+                KlPenalty::Exact => sum(&(logp_all.exp() * (&logp_all - &ref_all))
+                    .sum_dim_intlist(-1, false, Kind::Float)),
+                KlPenalty::K3 => {
+                    let d = ref_all.gather(-1, &next, false).squeeze_dim(-1) - &new;
+                    sum(&(d.exp() - &d - 1.0))
+                }
+            };
         kl_value = kl.double_value(&[]);
         total = &total + kl * cfg.kl_coef;
     }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use sha2::Digest as _;
-use tch::{Device, Tensor, nn};
+use tch::{Device, Kind, Tensor, nn};
 
 use crate::config::LlamaConfig;
 use crate::llama::Llama;
@@ -175,10 +175,56 @@ pub fn save_weights(vs: &nn::VarStore, path: &Path) -> anyhow::Result<()> {
         .map(|(n, t)| (n, t.to_device(Device::Cpu).contiguous()))
         .collect();
     named.sort_by(|a, b| a.0.cmp(&b.0));
+    let stored = named
+        .iter()
+        .map(|(n, t)| Ok((n.as_str(), Stored::of(t)?)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    // What `save_pretrained` writes: some loaders refuse a file without `format`.
+    let metadata = Some(HashMap::from([("format".to_string(), "pt".to_string())]));
     write_atomic(path, |tmp| {
-        Tensor::write_safetensors(&named, tmp)
-            .map_err(|e| anyhow::anyhow!("writing {}: {e}", tmp.display()))
+        safetensors::tensor::serialize_to_file(stored.iter().map(|(n, s)| (*n, s)), &metadata, tmp)
+            .map_err(|e| anyhow::anyhow!("writing {}: {e:?}", tmp.display()))
     })
+}
+
+/// A tensor's bytes, as safetensors stores them.
+struct Stored {
+    dtype: safetensors::Dtype,
+    shape: Vec<usize>,
+    data: Vec<u8>,
+}
+
+impl Stored {
+    fn of(t: &Tensor) -> anyhow::Result<Self> {
+        use safetensors::Dtype;
+        let dtype = match t.kind() {
+            Kind::Float => Dtype::F32,
+            Kind::BFloat16 => Dtype::BF16,
+            Kind::Half => Dtype::F16,
+            Kind::Double => Dtype::F64,
+            Kind::Int64 => Dtype::I64,
+            other => anyhow::bail!("cannot write a {other:?} tensor"),
+        };
+        let shape = t.size().iter().map(|&d| d as usize).collect();
+        let bytes = t.contiguous().view_dtype(Kind::Uint8).flatten(0, -1);
+        let data = Vec::<u8>::try_from(&bytes)?;
+        Ok(Self { dtype, shape, data })
+    }
+}
+
+impl safetensors::View for &Stored {
+    fn dtype(&self) -> safetensors::Dtype {
+        self.dtype
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        std::borrow::Cow::Borrowed(&self.data)
+    }
+    fn data_len(&self) -> usize {
+        self.data.len()
+    }
 }
 
 /// Writes through a temporary file renamed into place, so a reader never sees half a file.

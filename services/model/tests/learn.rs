@@ -6,7 +6,7 @@
 mod common;
 
 use clawline_model::weights::Loaded;
-use clawline_model::{LlamaConfig, LossConfig, Sample, update};
+use clawline_model::{KlPenalty, LlamaConfig, LossConfig, Sample, update};
 use tch::nn::OptimizerConfig;
 use tch::{Device, nn};
 
@@ -156,4 +156,53 @@ fn the_kl_term_is_zero_against_itself_and_grows_as_the_policy_moves() {
         later = update(&m, Some(&reference.model), &mut opt, &batch, &cfg).unwrap();
     }
     assert!(later.kl > 1e-4, "{later:?}");
+}
+
+#[test]
+fn the_exact_kl_penalty_is_the_divergence_over_the_vocabulary_and_k3_only_estimates_it() {
+    let m = Loaded::fresh(&tiny(), Device::Cpu, 5).unwrap();
+    let reference = Loaded::fresh(&tiny(), Device::Cpu, 5).unwrap();
+    let batch = vec![
+        sample(&m, &[1, 2, 3], &[9, 9, 9, 4], 1.0),
+        sample(&m, &[5, 6], &[7, 8], -1.0),
+    ];
+    // Move the policy away from the reference first.
+    let mut opt = adamw(&m, 3e-2);
+    for _ in 0..3 {
+        update(&m, None, &mut opt, &batch, &LossConfig::default()).unwrap();
+    }
+    let measured =
+        clawline_model::divergence_from_reference(&m.model, &reference.model, &batch, 8).unwrap();
+    assert!(measured.kl > 0.01, "{measured:?}");
+    // The penalty's value is reported before the optimizer step: the same weights as measured.
+    let penalty = |kl_penalty| {
+        let cfg = LossConfig {
+            kl_coef: 0.1,
+            kl_penalty,
+            ..Default::default()
+        };
+        let mut opt = adamw(&m, 0.0);
+        update(&m, Some(&reference.model), &mut opt, &batch, &cfg)
+            .unwrap()
+            .kl
+    };
+    let exact = penalty(KlPenalty::Exact);
+    assert!(
+        (exact - measured.kl).abs() < 1e-5 * measured.kl.max(1.0),
+        "penalty {exact} vs divergence {}",
+        measured.kl
+    );
+    // k3 on the six sampled tokens is a different (noisy) number for the same weights.
+    let k3 = penalty(KlPenalty::K3);
+    assert!(
+        k3 > 0.0 && (k3 - exact).abs() > 1e-3,
+        "k3 {k3} vs exact {exact}"
+    );
+    assert_eq!("k3".parse::<KlPenalty>(), Ok(KlPenalty::K3));
+    assert!(
+        "sampled"
+            .parse::<KlPenalty>()
+            .unwrap_err()
+            .contains("exact")
+    );
 }

@@ -98,6 +98,11 @@ fn adapters_round_trip_in_the_peft_layout_and_merge_into_full_weights() {
     .unwrap();
     assert_eq!(config["peft_type"], "LORA");
     assert_eq!(config["r"], 4);
+    assert_eq!(
+        common::safetensors_format(&adapter_dir.path().join("adapter_model.safetensors"))
+            .as_deref(),
+        Some("pt")
+    );
     assert_eq!(config["lora_alpha"], 8.0);
     assert_eq!(
         config["target_modules"],

@@ -30,6 +30,11 @@ fn weights_round_trip_through_the_hugging_face_layout() {
     let dir = tempfile::tempdir().unwrap();
     let original = Loaded::fresh(&tiny(), Device::Cpu, 1).unwrap();
     original.save(dir.path()).unwrap();
+    // As `save_pretrained` writes it.
+    assert_eq!(
+        common::safetensors_format(&dir.path().join("model.safetensors")).as_deref(),
+        Some("pt")
+    );
 
     let names: Vec<String> = Tensor::read_safetensors(dir.path().join("model.safetensors"))
         .unwrap()

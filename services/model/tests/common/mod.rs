@@ -14,3 +14,11 @@ pub fn tiny(vocab: usize, positions: usize) -> LlamaConfig {
     c.max_position_embeddings = positions;
     c
 }
+
+/// The `__metadata__` `format` of a safetensors file, read with Hugging Face's `safetensors`.
+#[allow(dead_code, reason = "not every test binary checks it")]
+pub fn safetensors_format(path: &std::path::Path) -> Option<String> {
+    let bytes = std::fs::read(path).unwrap();
+    let (_, metadata) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    metadata.metadata().as_ref()?.get("format").cloned()
+}
