@@ -130,6 +130,14 @@ def outputs(model, ids):
     }
 
 
+def bf16_logprobs(model, ids):
+    """Per-token logprobs of the same sequence computed in bf16 (eager attention: softmax in f32)."""
+    with torch.no_grad():
+        logits = model(torch.tensor([ids])).logits[0].double()
+    logp = torch.log_softmax(logits, dim=-1)
+    return logp[:-1].gather(1, torch.tensor(ids[1:]).unsqueeze(1)).squeeze(1).tolist()
+
+
 def tf4_layout(config: dict) -> dict:
     """The same config as transformers 4.x wrote it: rope_theta and rope_scaling at the top,
     torch_dtype, and no layer_types (4.53 added it; the layers come from max_window_layers)."""
@@ -170,6 +178,12 @@ def main():
         # What a user's checkpoint gives: loaded back from disk.
         loaded = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32, use_kernels=False).eval()
         expected = outputs(loaded, ids)
+        expected["bf16_logprobs"] = bf16_logprobs(
+            AutoModelForCausalLM.from_pretrained(
+                d, dtype=torch.bfloat16, use_kernels=False, attn_implementation="eager"
+            ).eval(),
+            ids,
+        )
         (d / "expected.json").write_text(json.dumps(expected))
         index["cases"].append(name)
         if name in TF4_LAYOUT:
@@ -232,7 +246,13 @@ def adapters(out, ids):
         (d / "README.md").unlink(missing_ok=True)
         base = AutoModelForCausalLM.from_pretrained(out / "llama", dtype=torch.float32, use_kernels=False)
         loaded = PeftModel.from_pretrained(base, d).eval()
-        (d / "expected.json").write_text(json.dumps(outputs(loaded, ids)))
+        expected = outputs(loaded, ids)
+        # A bf16 base with the adapters kept in f32 (PEFT's autocast_adapter_dtype).
+        base16 = AutoModelForCausalLM.from_pretrained(
+            out / "llama", dtype=torch.bfloat16, use_kernels=False, attn_implementation="eager"
+        )
+        expected["bf16_logprobs"] = bf16_logprobs(PeftModel.from_pretrained(base16, d).eval(), ids)
+        (d / "expected.json").write_text(json.dumps(expected))
         names.append(name)
     return names
 

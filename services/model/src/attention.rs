@@ -54,7 +54,8 @@ impl Attention {
             v = v.repeat_interleave_self_int(rep, 1, None);
         }
         let scores = q.matmul(&k.transpose(-2, -1)) / (self.head_dim as f64).sqrt() + bias;
-        let y = scores.softmax(-1, Kind::Float).matmul(&v);
+        // Softmax in f32 whatever the precision, as transformers' eager attention.
+        let y = scores.softmax(-1, Kind::Float).to_kind(v.kind()).matmul(&v);
         self.o.forward(
             &y.transpose(1, 2)
                 .contiguous()

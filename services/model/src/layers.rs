@@ -17,9 +17,12 @@ impl RmsNorm {
         }
     }
 
+    /// Normalised in f32 whatever `x`'s precision, then back to it before the weight, as
+    /// transformers' `LlamaRMSNorm` does.
     pub(crate) fn forward(&self, x: &Tensor) -> Tensor {
-        let var = x.pow_tensor_scalar(2.0).mean_dim(-1, true, Kind::Float);
-        x * (var + self.eps).rsqrt() * &self.weight
+        let xf = x.to_kind(Kind::Float);
+        let var = xf.pow_tensor_scalar(2.0).mean_dim(-1, true, Kind::Float);
+        (xf * (var + self.eps).rsqrt()).to_kind(x.kind()) * &self.weight
     }
 }
 
@@ -30,10 +33,16 @@ pub(crate) struct Proj {
 }
 
 impl Proj {
+    /// With a bf16 base, the adapter computes in its own (f32) precision and the sum is cast back
+    /// to the base's, as PEFT does.
     pub(crate) fn forward(&self, x: &Tensor) -> Tensor {
         let y = self.linear.forward(x);
         match &self.lora {
-            Some((a, b, scale)) => y + x.matmul(&a.tr()).matmul(&b.tr()) * *scale,
+            Some((a, b, scale)) => {
+                let k = a.kind();
+                let delta = x.to_kind(k).matmul(&a.tr()).matmul(&b.tr()) * *scale;
+                (y.to_kind(k) + delta).to_kind(y.kind())
+            }
             None => y,
         }
     }
@@ -42,8 +51,11 @@ impl Proj {
     pub(crate) fn merge(&mut self) {
         if let Some((a, b, scale)) = self.lora.take() {
             tch::no_grad(|| {
-                let delta = b.matmul(&a) * scale;
-                let _ = self.linear.ws.g_add_(&delta);
+                // In f32, rounded once to the weight's precision: the bf16 weight nearest to
+                // base + adapter.
+                let w = &mut self.linear.ws;
+                let merged = (w.to_kind(Kind::Float) + b.matmul(&a) * scale).to_kind(w.kind());
+                w.copy_(&merged);
             });
         }
     }

@@ -227,17 +227,29 @@ impl Llama {
         let (b, t) = (ids.size()[0], ids.size()[1]);
         let past = cache.as_ref().map_or(0, |c| c.len());
         // [b, 1, t, past + t] per distinct window: causal, only real keys, within the window.
+        // The weights' precision is the compute precision (f32 or bf16); the rotary tables are
+        // made in f32 and cast, the logits returned in f32.
+        let kind = self.embed.ws.kind();
         let mut biases: Vec<(Option<i64>, Tensor)> = Vec::new();
         for block in &self.blocks {
             let w = block.attn.window;
             if !biases.iter().any(|(x, _)| *x == w) {
-                biases.push((w, mask_bias(b, past, t, key_mask, w, self.device)));
+                let bias = mask_bias(b, past, t, key_mask, w, self.device).to_kind(kind);
+                biases.push((w, bias));
             }
         }
         let flat = positions.reshape([-1]);
         let d = self.cos.size()[1];
-        let cos = self.cos.index_select(0, &flat).view([b, 1, t, d]);
-        let sin = self.sin.index_select(0, &flat).view([b, 1, t, d]);
+        let cos = self
+            .cos
+            .index_select(0, &flat)
+            .view([b, 1, t, d])
+            .to_kind(kind);
+        let sin = self
+            .sin
+            .index_select(0, &flat)
+            .view([b, 1, t, d])
+            .to_kind(kind);
 
         if let Some(c) = cache.as_deref_mut()
             && c.layers.len() < self.blocks.len()
@@ -264,10 +276,11 @@ impl Llama {
                     .forward(&(m.gate.forward(&n).silu() * m.up.forward(&n)));
         }
         let x = self.norm.forward(&x);
-        match &self.lm_head {
+        let logits = match &self.lm_head {
             Some(head) => head.forward(&x),
             None => x.matmul(&self.embed.ws.tr()),
-        }
+        };
+        logits.to_kind(Kind::Float)
     }
 
     /// Log-probability of each token after the first given the ones before it: `[batch, len-1]`,

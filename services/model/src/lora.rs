@@ -177,7 +177,9 @@ impl Loaded {
         lora.check()?;
         lora.check_modules(base.model.config().num_hidden_layers)?;
         let device = base.vs.device();
+        // The base keeps its precision (bf16 or f32); the adapters are f32, as PEFT keeps them.
         let mut vs = nn::VarStore::new(device);
+        vs.set_kind(base.vs.kind());
         let adapters = nn::VarStore::new(device);
         let model = seeded(seed, || {
             Llama::with_lora(
@@ -205,6 +207,16 @@ impl Loaded {
         adapter_dir: &Path,
         device: Device,
     ) -> anyhow::Result<Self> {
+        Self::load_with_adapter_in(base_dir, adapter_dir, device, tch::Kind::Float)
+    }
+
+    /// `load_with_adapter` with the base weights in `kind`; the adapters stay f32.
+    pub fn load_with_adapter_in(
+        base_dir: &Path,
+        adapter_dir: &Path,
+        device: Device,
+        kind: tch::Kind,
+    ) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(adapter_dir.join(ADAPTER_CONFIG))
             .with_context(|| format!("{}: no {ADAPTER_CONFIG}", adapter_dir.display()))?;
         let lora = parse_adapter_config(&text).with_context(|| {
@@ -213,7 +225,7 @@ impl Loaded {
                 adapter_dir.display()
             )
         })?;
-        let base = Loaded::load(base_dir, device)?;
+        let base = Loaded::load_in(base_dir, device, kind)?;
         let mut adapted = Self::adapt(base, &lora, 0)?;
         if let Some((adapters, _)) = adapted.lora.as_mut() {
             load_weights(adapters, &[adapter_dir.join(ADAPTER_WEIGHTS)])?;

@@ -28,8 +28,23 @@ pub struct Loaded {
 impl Loaded {
     /// A freshly initialised model (deterministic for a given `seed`).
     pub fn fresh(config: &LlamaConfig, device: Device, seed: i64) -> anyhow::Result<Self> {
+        Self::fresh_in(config, device, seed, Kind::Float)
+    }
+
+    /// `fresh` with weights (and so compute) in `kind`: `Kind::Float` or `Kind::BFloat16`.
+    pub fn fresh_in(
+        config: &LlamaConfig,
+        device: Device,
+        seed: i64,
+        kind: Kind,
+    ) -> anyhow::Result<Self> {
         config.check()?;
-        let vs = nn::VarStore::new(device);
+        anyhow::ensure!(
+            matches!(kind, Kind::Float | Kind::BFloat16),
+            "compute precision {kind:?}: float32 or bfloat16"
+        );
+        let mut vs = nn::VarStore::new(device);
+        vs.set_kind(kind);
         let model = seeded(seed, || Llama::new(&vs.root(), config));
         Ok(Self {
             vs,
@@ -40,8 +55,13 @@ impl Loaded {
 
     /// The model in `dir` (`config.json` and its safetensors).
     pub fn load(dir: &Path, device: Device) -> anyhow::Result<Self> {
+        Self::load_in(dir, device, Kind::Float)
+    }
+
+    /// `load` with weights (and so compute) in `kind` (`Precision::kind`).
+    pub fn load_in(dir: &Path, device: Device, kind: Kind) -> anyhow::Result<Self> {
         let config = LlamaConfig::load(&dir.join(CONFIG_FILE))?;
-        let mut loaded = Self::fresh(&config, device, 0)?;
+        let mut loaded = Self::fresh_in(&config, device, 0, kind)?;
         let files = weight_files(dir)?;
         load_checkpoint(&mut loaded.vs, &files)?;
         Ok(loaded)
@@ -55,6 +75,42 @@ impl Loaded {
             Ok(std::fs::write(tmp, &config)?)
         })?;
         save_weights(&self.vs, &dir.join(WEIGHTS_FILE))
+    }
+}
+
+/// The precision a model computes in: `auto` is bf16 on CUDA and f32 elsewhere. In bf16 the
+/// weights, activations and KV cache are bf16; RMSNorm, the attention softmax, the rotary tables
+/// and the logits (so every logprob and sampling) are f32, as in transformers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    #[default]
+    Auto,
+    Float32,
+    BFloat16,
+}
+
+impl Precision {
+    pub fn kind(self, device: Device) -> Kind {
+        match self {
+            Self::Float32 => Kind::Float,
+            Self::BFloat16 => Kind::BFloat16,
+            Self::Auto if device.is_cuda() => Kind::BFloat16,
+            Self::Auto => Kind::Float,
+        }
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "float32" | "f32" => Ok(Self::Float32),
+            "bfloat16" | "bf16" => Ok(Self::BFloat16),
+            other => Err(format!(
+                "{other:?}: expected `auto`, `float32` or `bfloat16`"
+            )),
+        }
     }
 }
 

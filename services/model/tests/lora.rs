@@ -80,6 +80,35 @@ fn a_fresh_adapter_changes_nothing_and_only_adapters_train() {
 }
 
 #[test]
+fn adapters_train_in_f32_on_a_frozen_bf16_base() {
+    // The trainer's `--dtype bfloat16 --lora-r N`: the base in bf16, the adapters f32.
+    let base = Loaded::fresh_in(&tiny(), Device::Cpu, 3, Kind::BFloat16).unwrap();
+    let before = logits(&base);
+    let adapted = Loaded::adapt(base, &lora(), 3).unwrap();
+    for (name, t) in adapted.vs.variables() {
+        assert_eq!(t.kind(), Kind::BFloat16, "{name}");
+    }
+    for (name, t) in adapted.trainable().variables() {
+        assert_eq!(t.kind(), Kind::Float, "{name}");
+    }
+    let frozen = adapted.vs.variables();
+    let frozen: Vec<(String, Tensor)> = frozen.iter().map(|(n, t)| (n.clone(), t.copy())).collect();
+    assert!(diff(&before, &logits(&adapted)) < 1e-6, "B starts at zero");
+    train(&adapted);
+    let after = logits(&adapted);
+    assert_eq!(after.kind(), Kind::Float);
+    assert!(diff(&before, &after) > 1e-3, "the adapters learned");
+    let now = adapted.vs.variables();
+    for (name, t) in &frozen {
+        assert_eq!(
+            diff(&t.to_kind(Kind::Float), &now[name].to_kind(Kind::Float)),
+            0.0,
+            "{name} is frozen"
+        );
+    }
+}
+
+#[test]
 fn adapters_round_trip_in_the_peft_layout_and_merge_into_full_weights() {
     let adapted = Loaded::with_fresh_lora(&tiny(), &lora(), Device::Cpu, 2).unwrap();
     train(&adapted);

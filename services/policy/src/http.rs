@@ -27,6 +27,8 @@ pub struct App {
     pub model_name: String,
     pub keys: ApiKeys,
     pub device: tch::Device,
+    /// The compute precision (`--dtype`): every version is loaded in it.
+    pub kind: tch::Kind,
     pub version: Mutex<String>,
     /// The ids that end an answer (sorted; see [`crate::text`]).
     pub stop_ids: Vec<u32>,
@@ -70,7 +72,7 @@ pub fn error(status: StatusCode, message: impl Into<String>, param: Option<&str>
 impl App {
     pub fn load(config: &Config) -> anyhow::Result<Arc<Self>> {
         let device = clawline_model::device(&config.device)?;
-        let model = Loaded::load(&config.model, device)
+        let model = Loaded::load_in(&config.model, device, config.dtype.kind(device))
             .map_err(|e| anyhow::anyhow!("--model {}: {e:#}", config.model.display()))?;
         let tokenizer = ChatTokenizer::load(&config.model)
             .map_err(|e| anyhow::anyhow!("--model {}: {e}", config.model.display()))?;
@@ -102,6 +104,7 @@ impl App {
             model_name,
             keys,
             device,
+            kind: config.dtype.kind(device),
             version: Mutex::new(config.weights_version.clone()),
             stop_ids,
             special_ids,
@@ -359,9 +362,14 @@ async fn weights(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -
         .get("sha256")
         .and_then(Value::as_str)
         .map(str::to_lowercase);
-    let (config, device, base) = (app.config.clone(), app.device, app.model_dir.clone());
+    let (config, device, kind, base) = (
+        app.config.clone(),
+        app.device,
+        app.kind,
+        app.model_dir.clone(),
+    );
     let loaded = tokio::task::spawn_blocking(move || {
-        load_version(&path, &base, sha256.as_deref(), &config, device)
+        load_version(&path, &base, sha256.as_deref(), &config, device, kind)
     })
     .await;
     let model = match loaded {
@@ -398,11 +406,16 @@ fn load_version(
     sha256: Option<&str>,
     config: &LlamaConfig,
     device: tch::Device,
+    kind: tch::Kind,
 ) -> anyhow::Result<Loaded> {
     if path.join(clawline_model::lora::ADAPTER_CONFIG).is_file() {
         check_sha256(&path.join(clawline_model::lora::ADAPTER_WEIGHTS), sha256)?;
-        let mut adapted = Loaded::load_with_adapter(base, path, device)?;
-        adapted.model.merge_lora();
+        let mut adapted = Loaded::load_with_adapter_in(base, path, device, kind)?;
+        // Merged into bf16 weights an adapter is another model (each weight rounded after the
+        // sum), so in bf16 it stays beside them, as PEFT and vLLM apply it.
+        if kind == tch::Kind::Float {
+            adapted.model.merge_lora();
+        }
         return Ok(adapted);
     }
     let file = if path.is_dir() {
@@ -422,7 +435,7 @@ fn load_version(
         path.to_path_buf()
     };
     check_sha256(&file, sha256)?;
-    let mut model = Loaded::fresh(config, device, 0)?;
+    let mut model = Loaded::fresh_in(config, device, 0, kind)?;
     clawline_model::weights::load_weights(&mut model.vs, &[file])?;
     Ok(model)
 }

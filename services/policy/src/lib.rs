@@ -37,6 +37,11 @@ pub struct Config {
     /// cpu, cuda or auto.
     #[arg(long, default_value = "auto")]
     pub device: String,
+    /// Compute precision: `auto` (bf16 on CUDA, f32 on the CPU), `float32` or `bfloat16`. In bf16
+    /// the weights, activations and KV cache are bf16; RMSNorm, the attention softmax and the
+    /// logits (every logprob, every sampling step) are f32, as in transformers.
+    #[arg(long, env = "CLAWLINE_POLICY_DTYPE", default_value = "auto")]
+    pub dtype: clawline_model::weights::Precision,
     /// Requests decoded together at most.
     #[arg(long, default_value_t = 16)]
     pub max_batch: usize,
@@ -57,7 +62,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .await
         .map_err(|e| anyhow::anyhow!("--listen {}: {e}", config.listen))?;
     let app = http::App::load(&config)?;
-    tracing::info!(listen = %config.listen, model = %config.model.display(), "policy server ready");
+    tracing::info!(
+        listen = %config.listen,
+        model = %config.model.display(),
+        device = ?app.device,
+        precision = ?app.kind,
+        "policy server ready"
+    );
     axum::serve(listener, app.router())
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await?;

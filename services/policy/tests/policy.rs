@@ -438,6 +438,45 @@ async fn a_peft_lora_adapter_is_applied_to_the_served_base_and_swapped_in() {
         before["choices"][0]["logprobs"], served["logprobs"],
         "the adapter changed the policy"
     );
+
+    // In bf16 (`--dtype bfloat16`, the default on CUDA) the adapter stays beside the bf16 base,
+    // as PEFT applies it, and the served logprobs are that model's.
+    let server = start(dir.path(), &["--dtype", "bfloat16"]).await;
+    let (status, _, swapped) = post(
+        &format!("{}/admin/weights", server.url),
+        json!({"path": adapter_dir.path(), "version": "lora-1"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{swapped}");
+    let mut greedy = chat(8, 1);
+    greedy["temperature"] = json!(0.0);
+    greedy["ignore_eos"] = json!(true);
+    let (_, _, after) = post(&format!("{}/v1/chat/completions", server.url), greedy).await;
+    let served = &after["choices"][0];
+    let tokens = ids(&served["token_ids"]);
+    let bf16 = Loaded::load_with_adapter_in(
+        dir.path(),
+        adapter_dir.path(),
+        Device::Cpu,
+        tch::Kind::BFloat16,
+    )
+    .unwrap();
+    let (in_bf16, in_f32) = (
+        bf16.model.completion_logprobs(&prompt, &tokens),
+        local.model.completion_logprobs(&prompt, &tokens),
+    );
+    let gap = |want: &[f32]| -> f32 {
+        served["logprobs"]["content"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(want)
+            .map(|(c, e)| (c["logprob"].as_f64().unwrap() as f32 - e).abs())
+            .fold(0.0, f32::max)
+    };
+    // Measured: 5e-7 from the bf16 recomputation, 0.01 from the f32 one.
+    assert!(gap(&in_bf16) < 2e-3, "{} {after}", gap(&in_bf16));
+    assert!(gap(&in_f32) > 2e-3, "the server computed in f32: {after}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

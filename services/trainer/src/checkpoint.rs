@@ -233,7 +233,7 @@ pub fn resume(
         &config.model,
         lora.as_ref(),
         config.seed,
-        device,
+        (device, config.dtype.kind(device)),
         optimizer,
         config.loss(),
         config.bounds(),

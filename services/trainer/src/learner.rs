@@ -13,7 +13,7 @@ use clawline_model::lora::LoraConfig;
 use clawline_model::weights::{load_weights, save_weights};
 use clawline_model::{AdamW, Loaded, LossConfig, Metrics, Sample, Undo};
 use clawline_schemas::{BatchFormed, BatchStep, LoraAdapter, WeightsFormat};
-use tch::Device;
+use tch::{Device, Kind};
 
 use crate::trust::{Backoff, Bounds, over};
 
@@ -71,27 +71,29 @@ impl Trained {
 
 impl Learner {
     /// The base model in `model_dir`, adapted with fresh LoRA adapters when `lora` is set.
+    /// `at.1` is the precision of the weights that do not train (the frozen base model, and the
+    /// base under LoRA adapters); trained weights and adapters are f32.
     pub fn new(
         model_dir: &Path,
         lora: Option<&LoraConfig>,
         seed: i64,
-        device: Device,
+        at: (Device, Kind),
         optimizer: AdamW,
         loss: LossConfig,
         bounds: Bounds,
     ) -> anyhow::Result<Self> {
-        let load = || {
-            Loaded::load(model_dir, device)
+        let (device, frozen) = at;
+        let load = |kind| {
+            Loaded::load_in(model_dir, device, kind)
                 .with_context(|| format!("--model {}", model_dir.display()))
         };
-        let base = load()?;
         let policy = match lora {
-            Some(lora) => Loaded::adapt(base, lora, seed).context("--lora-r")?,
-            None => base,
+            Some(lora) => Loaded::adapt(load(frozen)?, lora, seed).context("--lora-r")?,
+            None => load(Kind::Float)?,
         };
         let reference =
             if loss.kl_coef > 0.0 || bounds.max_kl_base > 0.0 || bounds.max_drift_base > 0.0 {
-                let mut reference = load()?;
+                let mut reference = load(frozen)?;
                 reference.vs.freeze();
                 Some(reference)
             } else {

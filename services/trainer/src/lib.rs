@@ -60,6 +60,12 @@ pub struct Config {
     /// `cpu`, `cuda`, `cuda:N` or `auto` (CUDA when present).
     #[arg(long, env = "CLAWLINE_TRAINER_DEVICE", default_value = "auto")]
     pub device: String,
+    /// Precision of the weights that do not train: the frozen base model (`--kl-coef`, the
+    /// bounds to the base) and, with `--lora-r`, the base under the adapters. `auto` is bf16 on
+    /// CUDA and f32 on the CPU. Trained weights, adapters, optimizer moments and every logprob
+    /// are f32 whatever it is.
+    #[arg(long, env = "CLAWLINE_TRAINER_DTYPE", default_value = "auto")]
+    pub dtype: clawline_model::weights::Precision,
     /// Channels to train on (repeat or comma-separate).
     #[arg(long = "channel", value_delimiter = ',', default_value = "train")]
     pub channels: Vec<String>,
