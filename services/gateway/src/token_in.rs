@@ -23,11 +23,13 @@ const SHARED: &[&str] = &[
     "repetition_penalty",
     "max_tokens",
     "user",
+    "stream",
+    "stream_options",
 ];
 
 /// The `/v1/completions` request for a chat request whose prompt renders to `prompt_ids`.
 /// `max_tokens` defaults to `default_max` (the engine's own default, 16 on vLLM, would cut the
-/// answer). Always whole, not streamed: tool calls are parsed from the complete text.
+/// answer). Streamed when the chat request is (`StreamParser` turns the chunks back into chat).
 pub fn completion_request(
     chat: &Map<String, Value>,
     prompt_ids: &[u32],
@@ -121,25 +123,9 @@ pub fn chat_completion(completion: &Value, prompt_ids: &[u32], id_seed: &str) ->
                     finish = json!("tool_calls");
                 }
             }
-            let tokens = c.pointer("/logprobs/tokens").and_then(Value::as_array);
-            let logprobs = c
-                .pointer("/logprobs/token_logprobs")
-                .and_then(Value::as_array)
-                .map(|lps| {
-                    let content: Vec<Value> = lps
-                        .iter()
-                        .enumerate()
-                        .map(|(i, l)| {
-                            let token = tokens.and_then(|t| t.get(i)).cloned().unwrap_or(json!(""));
-                            json!({"token": token, "logprob": l, "top_logprobs": []})
-                        })
-                        .collect();
-                    json!({"content": content})
-                })
-                .unwrap_or(Value::Null);
             json!({
                 "index": index, "message": message, "finish_reason": finish,
-                "logprobs": logprobs, "token_ids": c.get("token_ids").cloned().unwrap_or(Value::Null),
+                "logprobs": chat_logprobs(c), "token_ids": c.get("token_ids").cloned().unwrap_or(Value::Null),
             })
         })
         .collect();
@@ -152,6 +138,165 @@ pub fn chat_completion(completion: &Value, prompt_ids: &[u32], id_seed: &str) ->
         "usage": completion.get("usage").cloned().unwrap_or(Value::Null),
         "prompt_token_ids": prompt_ids,
     })
+}
+
+/// A completion choice's logprobs (`tokens`, `token_logprobs`) in chat's shape.
+fn chat_logprobs(choice: &Value) -> Value {
+    let tokens = choice.pointer("/logprobs/tokens").and_then(Value::as_array);
+    choice
+        .pointer("/logprobs/token_logprobs")
+        .and_then(Value::as_array)
+        .map(|lps| {
+            let content: Vec<Value> = lps
+                .iter()
+                .enumerate()
+                .map(|(i, l)| {
+                    let token = tokens.and_then(|t| t.get(i)).cloned().unwrap_or(json!(""));
+                    json!({"token": token, "logprob": l, "top_logprobs": []})
+                })
+                .collect();
+            json!({"content": content})
+        })
+        .unwrap_or(Value::Null)
+}
+
+/// The engine's streamed text completion turned into chat-completion chunks as it arrives. Text is
+/// content until a `<tool_call>` opens; the call goes out whole, as one `tool_calls` delta, once
+/// `</tool_call>` closes it (or the answer ends); text that may be the start of the tag waits for
+/// the next chunk. Every chunk keeps the engine's token ids and logprobs, so the step is the same
+/// as from a whole answer; a call that is not valid JSON stays text, as in `split_tool_calls`.
+pub struct StreamParser {
+    prompt_ids: Vec<u32>,
+    id_seed: String,
+    first: bool,
+    choices: std::collections::BTreeMap<u64, Parsing>,
+}
+
+#[derive(Default)]
+struct Parsing {
+    pending: String,
+    in_call: bool,
+    calls: usize,
+}
+
+const OPEN: &str = "<tool_call>";
+const CLOSE: &str = "</tool_call>";
+
+impl Parsing {
+    /// Releases what is decided: content, and complete calls. `last`: nothing more will come.
+    fn advance(&mut self, last: bool, id_seed: &str) -> (String, Vec<Value>) {
+        let (mut content, mut calls) = (String::new(), Vec::new());
+        loop {
+            if !self.in_call {
+                if let Some(i) = self.pending.find(OPEN) {
+                    content.push_str(&self.pending[..i]);
+                    self.pending.drain(..i + OPEN.len());
+                    self.in_call = true;
+                    continue;
+                }
+                // The longest end of the text that could still become `<tool_call>` waits.
+                let keep = if last {
+                    0
+                } else {
+                    (1..OPEN.len())
+                        .rev()
+                        .find(|&k| self.pending.ends_with(&OPEN[..k]))
+                        .unwrap_or(0)
+                };
+                let cut = self.pending.len() - keep;
+                content.push_str(&self.pending[..cut]);
+                self.pending.drain(..cut);
+                return (content, calls);
+            }
+            let inner = match self.pending.find(CLOSE) {
+                Some(j) => {
+                    let inner = self.pending[..j].to_string();
+                    self.pending.drain(..j + CLOSE.len());
+                    inner
+                }
+                // An unclosed last call still counts.
+                None if last => std::mem::take(&mut self.pending),
+                None => return (content, calls),
+            };
+            self.in_call = false;
+            match parse_call(&inner, self.calls, id_seed) {
+                Some(mut call) => {
+                    call["index"] = json!(self.calls);
+                    self.calls += 1;
+                    calls.push(call);
+                }
+                None => {
+                    content.push_str(OPEN);
+                    content.push_str(&inner);
+                }
+            }
+        }
+    }
+}
+
+impl StreamParser {
+    pub fn new(prompt_ids: Vec<u32>, id_seed: &str) -> Self {
+        Self {
+            prompt_ids,
+            id_seed: id_seed.to_string(),
+            first: true,
+            choices: std::collections::BTreeMap::new(),
+        }
+    }
+
+    /// The chat chunk for one chunk of the engine's text completion.
+    pub fn chunk(&mut self, completion: &Value) -> Value {
+        let mut choices = Vec::new();
+        for c in completion
+            .get("choices")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let index = c.get("index").and_then(Value::as_u64).unwrap_or(0);
+            let finish = c.get("finish_reason").filter(|f| !f.is_null()).cloned();
+            let state = self.choices.entry(index).or_default();
+            state
+                .pending
+                .push_str(c.get("text").and_then(Value::as_str).unwrap_or(""));
+            let seed = format!("{}{index}", self.id_seed);
+            let (content, calls) = state.advance(finish.is_some(), &seed);
+            let mut delta = serde_json::Map::new();
+            if self.first {
+                delta.insert("role".into(), json!("assistant"));
+            }
+            if !content.is_empty() || self.first {
+                delta.insert("content".into(), json!(content));
+            }
+            if !calls.is_empty() {
+                delta.insert("tool_calls".into(), Value::Array(calls));
+            }
+            let finish = match finish {
+                Some(f) if f == "stop" && state.calls > 0 => json!("tool_calls"),
+                Some(f) => f,
+                None => Value::Null,
+            };
+            choices.push(json!({
+                "index": index, "delta": delta, "finish_reason": finish,
+                "logprobs": chat_logprobs(c), "token_ids": c.get("token_ids").cloned().unwrap_or(Value::Null),
+            }));
+        }
+        let mut chunk = json!({
+            "id": completion.get("id").cloned().unwrap_or(json!("chatcmpl-token-in")),
+            "object": "chat.completion.chunk",
+            "created": completion.get("created").cloned().unwrap_or(json!(0)),
+            "model": completion.get("model").cloned().unwrap_or(Value::Null),
+            "choices": choices,
+        });
+        if let Some(usage) = completion.get("usage").filter(|u| !u.is_null()) {
+            chunk["usage"] = usage.clone();
+        }
+        if self.first && !chunk["choices"].as_array().is_none_or(Vec::is_empty) {
+            chunk["prompt_token_ids"] = json!(self.prompt_ids);
+            self.first = false;
+        }
+        chunk
+    }
 }
 
 #[cfg(test)]
@@ -175,6 +320,53 @@ mod tests {
         let (text, calls) = split_tool_calls("<tool_call>not json</tool_call> ok", "x");
         assert!(calls.is_empty());
         assert_eq!(text, "<tool_call>not json ok");
+    }
+
+    #[test]
+    fn a_streamed_completion_becomes_chat_chunks_with_calls_whole_and_ids_kept() {
+        let mut parser = StreamParser::new(vec![1, 2], "s");
+        let pieces = [
+            "Let me look.",
+            " <tool",
+            "_call>{\"name\": \"read\", ",
+            "\"arguments\": {\"path\": \"a\"}}</tool_call>",
+            " <to",
+            "day",
+        ];
+        let mut out = Vec::new();
+        for (k, text) in pieces.iter().enumerate() {
+            out.push(parser.chunk(
+                &json!({"choices": [{"index": 0, "text": text, "token_ids": [k],
+                "logprobs": {"tokens": [text], "token_logprobs": [-0.5]}, "finish_reason": null}]}),
+            ));
+        }
+        out.push(parser.chunk(&json!({"choices": [{"index": 0, "text": "", "token_ids": [9], "finish_reason": "stop"}]})));
+        let content: Vec<&str> = out
+            .iter()
+            .map(|c| c["choices"][0]["delta"]["content"].as_str().unwrap_or(""))
+            .collect();
+        // "<tool" waits for the next piece; "<to" + "day" is text after all.
+        assert_eq!(content, ["Let me look.", " ", "", "", " ", "<today", ""]);
+        assert_eq!(out[0]["prompt_token_ids"], json!([1, 2]));
+        assert_eq!(out[0]["choices"][0]["delta"]["role"], "assistant");
+        assert!(out[1].get("prompt_token_ids").is_none());
+        let call = &out[3]["choices"][0]["delta"]["tool_calls"][0];
+        assert_eq!(call["index"], 0);
+        assert_eq!(call["function"]["name"], "read");
+        assert_eq!(call["function"]["arguments"], "{\"path\":\"a\"}");
+        assert_eq!(out[6]["choices"][0]["finish_reason"], "tool_calls");
+        for (k, c) in out.iter().enumerate().take(6) {
+            assert_eq!(
+                c["choices"][0]["token_ids"],
+                json!([k]),
+                "ids of every piece"
+            );
+            assert_eq!(c["choices"][0]["logprobs"]["content"][0]["logprob"], -0.5);
+        }
+        // The same answer whole: the same call.
+        let (_, calls) = split_tool_calls(&pieces.concat(), "s0");
+        assert_eq!(calls[0]["function"], call["function"]);
+        assert_eq!(calls[0]["id"], call["id"]);
     }
 
     #[test]

@@ -86,9 +86,18 @@ async fn token_in_mode_parses_tool_calls_and_records_the_engines_ids() {
     assert_eq!(step.response_tool_calls[0].name, "lookup");
 }
 
+/// The chunks of an SSE body, without `[DONE]`.
+fn sse_chunks(text: &str) -> Vec<Value> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect()
+}
+
 #[tokio::test]
-async fn token_in_answers_a_streaming_client_with_one_chunk() {
-    let h = Harness::with(token_in("It is sunny.")).await;
+async fn token_in_streams_as_the_engine_generates_and_records_the_same_step() {
+    let h = Harness::with(token_in("It is sunny today.")).await;
     let r = h
         .post(
             "/v1/chat/completions",
@@ -103,10 +112,72 @@ async fn token_in_answers_a_streaming_client_with_one_chunk() {
             .starts_with("text/event-stream")
     );
     let text = r.text().await.unwrap();
-    let first = text.lines().next().unwrap().strip_prefix("data: ").unwrap();
-    let chunk: Value = serde_json::from_str(first).unwrap();
-    assert_eq!(chunk["object"], "chat.completion.chunk");
-    assert_eq!(chunk["choices"][0]["delta"]["content"], "It is sunny.");
     assert!(text.trim_end().ends_with("data: [DONE]"));
-    assert_eq!(h.steps().await[0].response_text, "It is sunny.");
+    let chunks = sse_chunks(&text);
+    let pieces: Vec<&str> = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .filter(|t| !t.is_empty())
+        .collect();
+    assert!(pieces.len() > 3, "streamed as generated: {pieces:?}");
+    assert_eq!(pieces.concat(), "It is sunny today.");
+    assert!(
+        chunks
+            .iter()
+            .all(|c| c["object"] == "chat.completion.chunk")
+    );
+    assert_eq!(
+        chunks.last().unwrap()["choices"][0]["finish_reason"],
+        "stop"
+    );
+    let step = &h.steps().await[0];
+    assert_eq!(step.response_text, "It is sunny today.");
+    assert_eq!(step.token_source, TokenSource::Engine);
+    assert_eq!(step.response_ids, reply_ids("It is sunny today."));
+    assert_eq!(
+        step.response_logprobs.as_ref().map(Vec::len),
+        Some(step.response_ids.len())
+    );
+
+    // A tool call streams as one delta once it is complete; the step is the whole answer's.
+    let h = Harness::with(token_in(&format!("Let me check.{CALL}"))).await;
+    let messages = json!([{"role": "user", "content": "what is the weather?"}]);
+    let body = json!({"model": "default", "messages": messages, "tools": tools(), "stream": true});
+    let text = h
+        .post("/v1/chat/completions", body)
+        .await
+        .text()
+        .await
+        .unwrap();
+    let chunks = sse_chunks(&text);
+    let content: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(content, "Let me check.", "no markup reaches the client");
+    let calls: Vec<&Value> = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"].get("tool_calls"))
+        .collect();
+    assert_eq!(calls.len(), 1, "{text}");
+    assert_eq!(calls[0][0]["function"]["name"], "lookup");
+    assert_eq!(
+        calls[0][0]["function"]["arguments"],
+        "{\"query\":\"weather\"}"
+    );
+    assert_eq!(
+        chunks.last().unwrap()["choices"][0]["finish_reason"],
+        "tool_calls"
+    );
+    let step = &h.steps().await[0];
+    assert_eq!(
+        step.response_ids,
+        reply_ids(&format!("Let me check.{CALL}"))
+    );
+    assert_eq!(step.response_tool_calls[0].name, "lookup");
+    let messages: Vec<Value> = serde_json::from_value(messages).unwrap();
+    assert_eq!(
+        step.prompt_ids,
+        h.mock.prompt_ids(&messages, Some(&tools()))
+    );
 }

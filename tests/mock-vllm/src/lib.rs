@@ -23,6 +23,7 @@ use bytes::Bytes;
 use clawline_runtime::tokenize::ChatTokenizer;
 use serde_json::{Value, json};
 
+mod completions;
 mod reply;
 mod weights;
 
@@ -225,7 +226,7 @@ impl Drop for MockVllm {
 fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(reply::chat))
-        .route("/v1/completions", post(reply::completions))
+        .route("/v1/completions", post(completions::completions))
         .route("/v1/models", get(models))
         .route("/health", get(|| async { "ok" }))
         .route("/v1/load_lora_adapter", post(weights::load_lora))
@@ -326,6 +327,46 @@ pub(crate) fn error(status: StatusCode, message: &str) -> Response {
         axum::Json(json!({"error": {"message": message, "type": "BadRequestError", "param": null, "code": status.as_u16()}})),
     )
         .into_response()
+}
+
+/// `ids` as a stream sends them, incrementally detokenized: (text, ids) per piece, a token that
+/// ends inside a character waiting for the next; the ids left over at the end.
+pub(crate) fn detokenized(shared: &Shared, ids: &[u32]) -> (Vec<(String, Vec<u32>)>, Vec<u32>) {
+    let (mut pieces, mut sent, mut pending) = (Vec::new(), String::new(), Vec::new());
+    for (k, &id) in ids.iter().enumerate() {
+        pending.push(id);
+        let text = shared.tokenizer.decode(&ids[..=k]).unwrap_or_default();
+        if text.ends_with('\u{fffd}') {
+            continue;
+        }
+        let delta = text.get(sent.len()..).unwrap_or("").to_string();
+        sent = text;
+        pieces.push((delta, std::mem::take(&mut pending)));
+    }
+    (pieces, pending)
+}
+
+/// A stream's end: the usage chunk when one is due, then `[DONE]`.
+pub(crate) async fn end_stream(
+    tx: &tokio::sync::mpsc::Sender<Result<Bytes, std::convert::Infallible>>,
+    usage: Option<Value>,
+) {
+    if let Some(usage) = usage {
+        let _ = tx.send(Ok(sse(&usage))).await;
+    }
+    let _ = tx.send(Ok(Bytes::from_static(b"data: [DONE]\n\n"))).await;
+}
+
+/// An event-stream response fed by `rx`.
+pub(crate) fn event_stream(
+    rx: tokio::sync::mpsc::Receiver<Result<Bytes, std::convert::Infallible>>,
+) -> Response {
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(axum::body::Body::from_stream(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        ))
+        .unwrap_or_else(|_| error(StatusCode::INTERNAL_SERVER_ERROR, "building the stream"))
 }
 
 pub(crate) fn sse(data: &Value) -> Bytes {

@@ -3,7 +3,6 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use axum::body::Body;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -20,7 +19,7 @@ struct Generated {
     finish: &'static str,
 }
 
-fn logprob(id: u32) -> f32 {
+pub(crate) fn logprob(id: u32) -> f32 {
     -(0.05 + (id % 10) as f32 * 0.1)
 }
 
@@ -337,18 +336,12 @@ fn stream(
                     body_ids[half..].to_vec(),
                 ));
             } else {
-                let mut sent = String::new();
-                let mut pending: Vec<u32> = Vec::new();
-                for (k, &tok_id) in body_ids.iter().enumerate() {
-                    pending.push(tok_id);
-                    let text = shared.tokenizer.decode(&body_ids[..=k]).unwrap_or_default();
-                    if text.ends_with('\u{fffd}') {
-                        continue;
-                    }
-                    let delta = text.get(sent.len()..).unwrap_or("").to_string();
-                    sent = text;
-                    pieces.push((json!({"content": delta}), std::mem::take(&mut pending)));
-                }
+                let (texts, pending) = crate::detokenized(&shared, &body_ids);
+                pieces.extend(
+                    texts
+                        .into_iter()
+                        .map(|(t, ids)| (json!({"content": t}), ids)),
+                );
                 if !pending.is_empty() {
                     pieces.push((json!({"content": ""}), pending));
                 }
@@ -378,87 +371,9 @@ fn stream(
                 }
             }
         }
-        if include_usage {
-            let usage = json!({"id": id, "object": "chat.completion.chunk", "created": 1_700_000_000, "model": model, "choices": [],
-                "usage": {"prompt_tokens": prompt_ids.len(), "completion_tokens": completion_tokens, "total_tokens": prompt_ids.len() + completion_tokens}});
-            let _ = tx.send(Ok(sse(&usage))).await;
-        }
-        let _ = tx.send(Ok(Bytes::from_static(b"data: [DONE]\n\n"))).await;
+        let usage = include_usage.then(|| json!({"id": id, "object": "chat.completion.chunk", "created": 1_700_000_000, "model": model, "choices": [],
+            "usage": {"prompt_tokens": prompt_ids.len(), "completion_tokens": completion_tokens, "total_tokens": prompt_ids.len() + completion_tokens}}));
+        crate::end_stream(&tx, usage).await;
     });
-    Response::builder()
-        .header("content-type", "text/event-stream")
-        .body(Body::from_stream(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        ))
-        .unwrap_or_else(|_| error(StatusCode::INTERNAL_SERVER_ERROR, "building the stream"))
-}
-
-/// `/v1/completions` with a text or token-id prompt.
-pub(crate) async fn completions(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
-    shared
-        .stats
-        .completion_requests
-        .fetch_add(1, Ordering::Relaxed);
-    let config = shared.config();
-    let request: Value = match serde_json::from_slice(&body) {
-        Ok(v) => v,
-        Err(e) => return error(StatusCode::BAD_REQUEST, &format!("invalid JSON: {e}")),
-    };
-    if let Some(response) = crate::unknown_model(&shared, &request) {
-        return response;
-    }
-    if !config.delay.is_zero() {
-        tokio::time::sleep(config.delay).await;
-    }
-    let tok = &shared.tokenizer;
-    let prompt_ids: Vec<u32> = match request.get("prompt") {
-        Some(Value::String(s)) => tok.encode(s).unwrap_or_default(),
-        Some(Value::Array(ids)) => ids
-            .iter()
-            .filter_map(Value::as_u64)
-            .map(|i| i as u32)
-            .collect(),
-        _ => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "prompt must be a string or a list of token ids",
-            );
-        }
-    };
-    let text = config
-        .reply
-        .clone()
-        .unwrap_or_else(|| "echo completion".into());
-    let mut ids = tok.encode(&text).unwrap_or_default();
-    let mut finish = "stop";
-    // vLLM's default for `/v1/completions`: 16 tokens.
-    match request
-        .get("max_tokens")
-        .and_then(Value::as_u64)
-        .or(Some(16))
-    {
-        Some(max) if ids.len() >= max as usize => {
-            ids.truncate(max as usize);
-            finish = "length";
-        }
-        _ => ids.extend(tok.token_id(tok.eos_token())),
-    }
-    let tokens: Vec<String> = ids.iter().map(|&i| shared.token_text(i)).collect();
-    let logprobs = request.get("logprobs").filter(|v| !v.is_null()).map(|_| {
-        json!({"tokens": tokens, "token_logprobs": ids.iter().map(|&i| logprob(i)).collect::<Vec<_>>(), "top_logprobs": null, "text_offset": []})
-    });
-    let mut choice =
-        json!({"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish});
-    let mut body = json!({"id": "cmpl-mock", "object": "text_completion", "created": 1_700_000_000, "model": config.model, "choices": []});
-    if request
-        .get("return_token_ids")
-        .and_then(Value::as_bool)
-        .unwrap_or(false)
-        && config.token_ids
-    {
-        choice["token_ids"] = json!(ids);
-        body["prompt_token_ids"] = json!(prompt_ids);
-    }
-    body["choices"] = json!([choice]);
-    axum::Json(body).into_response()
+    crate::event_stream(rx)
 }

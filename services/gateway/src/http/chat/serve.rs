@@ -109,7 +109,7 @@ pub(crate) async fn serve(
         ),
         _ => None,
     };
-    if stream && matches!(reply, Reply::Translated(_)) && token_in.is_none() {
+    if stream && matches!(reply, Reply::Translated(_)) {
         // Translated streams report usage at their end, as the engine does when asked.
         request.insert(
             "stream_options".into(),
@@ -153,9 +153,7 @@ pub(crate) async fn serve(
     };
 
     let started = Instant::now();
-    // Token-in calls are whole (tool calls are parsed from the complete text); a client that asked
-    // for a stream gets the answer as one chunk.
-    let engine_streams = stream && token_in.is_none();
+    let engine_streams = stream;
     // Streams get no total timeout (they may run long); the wait between chunks is bounded instead.
     let timeout = (!engine_streams).then_some(state.config.upstream_timeout);
     let send = state
@@ -218,8 +216,16 @@ pub(crate) async fn serve(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/event-stream"));
     if engine_streams && is_event_stream {
+        let parser = token_in
+            .as_ref()
+            .map(|ids| crate::token_in::StreamParser::new(ids.clone(), &ctx.request_id));
         return Ok(stream_response(
-            state, ctx, response, wants, reply, in_flight,
+            state,
+            ctx,
+            response,
+            (wants, reply),
+            parser,
+            in_flight,
         ));
     }
 

@@ -15,6 +15,7 @@ use super::{Reply, add_call_headers};
 use crate::AppState;
 use crate::chat::{Answer, Wants, strip_unrequested};
 use crate::http::steps::{CallContext, record_call};
+use crate::token_in::StreamParser;
 
 /// Counts a chat call in `in_flight` until dropped (a stream's lives in its pump task), so a hung
 /// or timed-out call that left anything behind would show.
@@ -33,19 +34,21 @@ impl Drop for InFlight {
     }
 }
 
+/// The engine's stream as the client asked for it; `token_in`: the engine streams a text
+/// completion (token-in mode), turned into chat chunks first.
 pub(super) fn stream_response(
     state: AppState,
     ctx: CallContext,
     upstream: reqwest::Response,
-    wants: Wants,
-    reply: Reply,
+    (wants, reply): (Wants, Reply),
+    token_in: Option<StreamParser>,
     in_flight: InFlight,
 ) -> Response {
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::convert::Infallible>>(64);
     let mut headers = HeaderMap::new();
     add_call_headers(&mut headers, &ctx);
     tokio::spawn(async move {
-        pump(state, ctx, upstream, wants, reply, tx).await;
+        pump(state, ctx, upstream, (wants, reply, token_in), tx).await;
         drop(in_flight);
     });
     let mut response = Response::new(axum::body::Body::from_stream(ReceiverStream::new(rx)));
@@ -69,6 +72,26 @@ fn event_end(buf: &[u8]) -> Option<usize> {
     }
 }
 
+/// One SSE event of the engine's text completion as a chat chunk event (`[DONE]`, comments and
+/// what is not JSON unchanged).
+fn as_chat_event(parser: &mut StreamParser, raw: Vec<u8>) -> Vec<u8> {
+    match event_data(&raw).and_then(|d| serde_json::from_str::<Value>(&d).ok()) {
+        Some(completion) => format!("data: {}\n\n", parser.chunk(&completion)).into_bytes(),
+        None => raw,
+    }
+}
+
+/// The data of one SSE event (its `data:` lines joined), if it has any.
+fn event_data(raw: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(raw);
+    let data: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .map(|d| d.strip_prefix(' ').unwrap_or(d))
+        .collect();
+    (!data.is_empty()).then(|| data.join("\n"))
+}
+
 enum Event {
     Done,
     Forward(Vec<Bytes>),
@@ -83,20 +106,13 @@ fn process_event(
     reply: &mut Reply,
     ctx: &CallContext,
 ) -> Event {
-    let text = String::from_utf8_lossy(&raw);
-    let data: Vec<&str> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("data:"))
-        .map(|d| d.strip_prefix(' ').unwrap_or(d))
-        .collect();
-    if data.is_empty() {
+    let Some(data) = event_data(&raw) else {
         return match reply {
             Reply::Chat | Reply::Completions => Event::Forward(vec![Bytes::from(raw)]),
             // Comments and keep-alives of the engine's stream mean nothing in another protocol.
             Reply::Translated(_) => Event::Forward(Vec::new()),
         };
-    }
-    let data = data.join("\n");
+    };
     if data.trim() == "[DONE]" {
         return Event::Done;
     }
@@ -134,8 +150,7 @@ async fn pump(
     state: AppState,
     mut ctx: CallContext,
     upstream: reqwest::Response,
-    wants: Wants,
-    mut reply: Reply,
+    (wants, mut reply, mut token_in): (Wants, Reply, Option<StreamParser>),
     tx: mpsc::Sender<Result<Bytes, std::convert::Infallible>>,
 ) {
     let mut chunks = upstream.bytes_stream();
@@ -172,7 +187,10 @@ async fn pump(
         }
         buf.extend_from_slice(&bytes);
         while let Some(end) = event_end(&buf) {
-            let raw: Vec<u8> = buf.drain(..end).collect();
+            let mut raw: Vec<u8> = buf.drain(..end).collect();
+            if let Some(parser) = token_in.as_mut() {
+                raw = as_chat_event(parser, raw);
+            }
             match process_event(raw, &mut answer, wants, &mut reply, &ctx) {
                 Event::Done => {
                     done = true;
