@@ -2,14 +2,15 @@
 //! `base_url` changed, single-turn chats rated with thumbs through `POST /v1/feedback`, never a
 //! `complete_trajectory`. Before, every such step waited for a completion that never came
 //! (`open_trajectories: N`, `batches: 0`, trainer version 0). Their taste (answers ending "Anything
-//! else?") is not the bundled reward model's. Whether they learn it is measured by
-//! `scripts/bench-learn-user.sh` and written to this test's log, not asserted: over 500
-//! interactions the liked share rose +0.31 to +0.44 in six runs but +0.07, +0.14 and +0.16 in
-//! three CI runs (and +0.13/+0.14 in two earlier CI runs of 400), a spread wider than sampling
-//! noise (a 100-answer window's share has a standard error of about 0.045), so a gate would be a
-//! coin toss in CI. Most canary rejections in those runs were chance (its drift check then
-//! compared sampled answers); with drift measured exactly, three runs measured +0.21, +0.41 and
-//! +0.47 — better, still too spread to assert.
+//! else?") is not the bundled reward model's.
+//!
+//! How much they teach it is the benchmark's (`scripts/bench-learn-user.sh`: a rise of ≥ 0.3 in
+//! the liked share with the well-formed share ≥ 0.95×). This test gates on a looser floor, so that a
+//! loop that stops learning or breaks the model's language fails while a run's spread does not: the
+//! liked share must rise by at least 0.1 and the well-formed share keep 0.75× its start. Measured
+//! since the canary judges degenerate shares against their sampling noise and the KL penalty is
+//! exact: +0.36, +0.46, +0.49 and +0.41 locally, +0.53 in CI (well-formed 0.94–1.31×). Before those
+//! two fixes CI runs measured +0.02 to +0.33, which is why the floor is not the benchmark's bar.
 #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
 mod common;
@@ -101,6 +102,22 @@ async fn a_plain_openai_client_trains_the_policy_without_completing_anything() {
         summary["versions_served_last"],
         summary["liked_by_window"],
         summary["canary"]
+    );
+    let number = |k: &str| summary[k].as_f64().unwrap();
+    let rise = number("liked_last") - number("liked_first");
+    assert!(
+        rise >= 0.1,
+        "the users' taste was not learned: liked share {} -> {}",
+        summary["liked_first"],
+        summary["liked_last"]
+    );
+    let kept = number("well_formed_last") / number("well_formed_first").max(1e-9);
+    assert!(
+        kept >= 0.75,
+        "the model's language broke: well-formed share {} -> {}\n{}",
+        summary["well_formed_first"],
+        summary["well_formed_last"],
+        summary["examples_last"]
     );
     // The steps became batches and the trainer published versions from them, with no completion.
     let deadline = Instant::now() + Duration::from_secs(60);
