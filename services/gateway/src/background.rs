@@ -26,6 +26,9 @@ pub const BUILTIN_MARKERS: &[&str] = &[
     "[OpenClaw cron wake]",
     "[OpenClaw exec completion]",
     "[OpenClaw session event]",
+    // Claude Code asking the model to summarize the conversation before it compacts it
+    // (`/compact`, auto-compact): the summary is the agent's, not an answer to the user.
+    "Your task is to create a detailed summary of the",
 ];
 
 /// The markers in force: the built-in ones plus `extra`, or none at all when `extra` holds `none`.

@@ -333,3 +333,89 @@ async fn an_agents_heartbeat_is_a_background_turn_of_the_same_conversation() {
         "the refused call changed nothing"
     );
 }
+
+/// One call as Claude Code makes it: its session id in `x-claude-code-session-id`.
+async fn ask_in_session(h: &Harness, session: &str, messages: &[Value]) -> (String, Value, String) {
+    let r = h
+        .http
+        .post(format!("{}/v1/chat/completions", h.url))
+        .header("x-claude-code-session-id", session)
+        .json(&json!({"model": "mock-model", "messages": messages}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let header = |name: &str| r.headers()[name].to_str().unwrap().to_string();
+    let (trajectory, step_id) = (
+        header("x-clawline-trajectory"),
+        header("x-clawline-step-id"),
+    );
+    let body: Value = r.json().await.unwrap();
+    (trajectory, body["choices"][0]["message"].clone(), step_id)
+}
+
+#[tokio::test]
+async fn a_history_the_agent_compacted_continues_its_conversation() {
+    let h = Harness::start().await;
+    let system = json!({"role": "system", "content": "You are Claude Code."});
+    let mut history = vec![
+        system.clone(),
+        json!({"role": "user", "content": "Fix the failing test in parser.rs"}),
+    ];
+    let (t1, answer, _) = ask_in_session(&h, "sess-1", &history).await;
+    history.push(answer);
+    // Claude Code asks the model for a summary of the conversation (`/compact`): a background
+    // turn of the same conversation.
+    let mut summarize = history.clone();
+    summarize.push(json!({"role": "user", "content": "Your task is to create a detailed summary of the conversation so far, paying close attention to the user's explicit requests."}));
+    let (t2, _, _) = ask_in_session(&h, "sess-1", &summarize).await;
+    assert_eq!(t2, t1);
+    // (The mock echoes; a model's summary would not repeat the request.)
+    let summary = "The user asked to fix a failing parser test; the fix is in parse_header.";
+    // Then it goes on from the summary alone: no earlier answer in the history.
+    let compacted = vec![
+        system.clone(),
+        json!({"role": "user", "content": format!("This session is being continued from a previous conversation that ran out of context. The summary below covers the earlier portion of the conversation.\n\n{summary}")}),
+        json!({"role": "user", "content": "Now run the tests again."}),
+    ];
+    let (t3, answer, _) = ask_in_session(&h, "sess-1", &compacted).await;
+    assert_eq!(t3, t1, "the compacted history continues the conversation");
+    let mut after = compacted.clone();
+    after.push(answer);
+    after.push(json!({"role": "user", "content": "Thanks."}));
+    let (t4, _, _) = ask_in_session(&h, "sess-1", &after).await;
+    assert_eq!(t4, t1, "and the turns after it follow");
+
+    // A subagent shares its parent's session id but opens with its own task: its own trajectory.
+    let task = [
+        system.clone(),
+        json!({"role": "user", "content": "Search the repository for parser tests."}),
+    ];
+    let (sub, _, _) = ask_in_session(&h, "sess-1", &task).await;
+    assert_ne!(sub, t1);
+    // A summary without the agent's session id, or in another session, starts afresh.
+    let (other, _, _) = ask(&h, &compacted).await;
+    assert_ne!(other, t1);
+    let (elsewhere, _, _) = ask_in_session(&h, "sess-2", &compacted).await;
+    assert_ne!(elsewhere, t1);
+
+    let steps = h.steps().await;
+    let of_t1: Vec<(u32, bool)> = steps
+        .iter()
+        .filter(|s| s.trajectory_uid == t1)
+        .map(|s| (s.step_index, s.background))
+        .collect();
+    assert_eq!(
+        of_t1,
+        [(0, false), (1, true), (2, false), (3, false)],
+        "the summary request is the agent's own turn"
+    );
+    let resumed = steps
+        .iter()
+        .find(|s| s.trajectory_uid == t1 && s.step_index == 2)
+        .unwrap();
+    assert!(
+        resumed.previous_step_id.is_none(),
+        "the summary replaced the answers: no reaction to one of them"
+    );
+}

@@ -156,11 +156,13 @@ const AGENT_SESSION_HEADERS: [&str; 4] = [
 /// history: one agent session holds several conversations (Claude Code's subagents share their
 /// parent's id), and joining them would make a subagent's first message feedback on its parent.
 fn agent_session(headers: &HeaderMap) -> Option<Value> {
-    AGENT_SESSION_HEADERS.iter().find_map(|name| {
-        header(headers, name)
-            .filter(|id| valid_client_id(id))
-            .map(|id| serde_json::json!({"agent_session": id}))
-    })
+    agent_session_id(headers).map(|id| serde_json::json!({"agent_session": id}))
+}
+
+fn agent_session_id(headers: &HeaderMap) -> Option<&str> {
+    AGENT_SESSION_HEADERS
+        .iter()
+        .find_map(|name| header(headers, name).filter(|id| valid_client_id(id)))
 }
 
 /// Which trajectory this call belongs to, with this call's step index taken.
@@ -216,6 +218,17 @@ async fn resolve(
     {
         // The step this call's history ends with is the one the new message reacts to.
         t.last_step = existing.last_step;
+        let prompt_uid = t.prompt_uid.clone();
+        return Ok((t, prompt_uid, None));
+    }
+    if let Some(session) = agent_session_id(headers)
+        && let Some(existing) = state
+            .sessions
+            .resumed_after_compaction(tenant, session, messages)
+        && let Ok(mut t) = state.sessions.next_step(&existing.uid, tenant)
+    {
+        // The summary replaced the answers: nothing in this call reacts to one of them.
+        t.last_step = None;
         let prompt_uid = t.prompt_uid.clone();
         return Ok((t, prompt_uid, None));
     }

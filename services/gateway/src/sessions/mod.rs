@@ -17,6 +17,24 @@ mod fingerprint;
 
 use fingerprint::{Fingerprint, fingerprint};
 
+/// How agents open a history they compacted: the first user message starts with one of these.
+/// Claude Code (`/compact` and auto-compact) replaces the conversation with its summary so.
+pub const COMPACTION_MARKERS: &[&str] =
+    &["This session is being continued from a previous conversation that ran out of context."];
+
+/// Whether `messages` are a compacted history: the first user message opens with a marker.
+pub fn compacted(messages: &[serde_json::Value]) -> bool {
+    messages
+        .iter()
+        .find(|m| m.get("role").and_then(serde_json::Value::as_str) == Some("user"))
+        .map(|m| crate::chat::content_text(m.get("content")))
+        .is_some_and(|text| {
+            COMPACTION_MARKERS
+                .iter()
+                .any(|marker| text.trim_start().starts_with(marker))
+        })
+}
+
 /// One known trajectory.
 #[derive(Debug, Clone)]
 pub struct Trajectory {
@@ -251,6 +269,39 @@ impl Sessions {
                 last_step: Some(step.clone()),
                 ..t.clone()
             })
+    }
+
+    /// The conversation a call whose history the agent compacted continues: the agent session's
+    /// most recently active open conversation. A compacted history (the earlier turns replaced by
+    /// a summary) matches no fingerprint; the agent's own session id and the summary that opens
+    /// the new history say it goes on. Only such a call joins by session id: Claude Code's
+    /// subagents share their parent's id and open with their own task, not a summary.
+    pub fn resumed_after_compaction(
+        &self,
+        tenant: &str,
+        agent_session: &str,
+        messages: &[serde_json::Value],
+    ) -> Option<Trajectory> {
+        if !compacted(messages) {
+            return None;
+        }
+        let inner = self.lock();
+        inner
+            .by_uid
+            .values()
+            .filter(|t| {
+                t.implicit
+                    && !t.completed
+                    && t.tenant == tenant
+                    && t.last_active.elapsed() < self.limits.session_idle
+                    && t.metadata
+                        .as_ref()
+                        .and_then(|m| m.get("agent_session"))
+                        .and_then(serde_json::Value::as_str)
+                        == Some(agent_session)
+            })
+            .max_by_key(|t| t.last_active)
+            .cloned()
     }
 
     /// Remembers that `messages` plus `answer` (step `step`) is where this session stands now.
