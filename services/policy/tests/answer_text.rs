@@ -4,60 +4,15 @@
 //! zero, so the last hidden state is the current token's embedding, and the embeddings and
 //! `lm_head` form a bigram table (`chain[k]` → `chain[k + 1]`), decoded greedily.
 
-use std::path::Path;
-use std::time::Duration;
+mod common;
 
-use clap::Parser;
 use clawline_model::init::{IM_END, IM_START, InitOptions, init};
 use clawline_model::{LlamaConfig, Loaded};
 use clawline_runtime::CancellationToken;
 use clawline_runtime::tokenize::ChatTokenizer;
+use common::{Server, config, start};
 use serde_json::{Value, json};
 use tch::Device;
-
-struct Server {
-    url: String,
-    stop: CancellationToken,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop.cancel();
-    }
-}
-
-fn config(model: &Path) -> clawline_policy::Config {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let listen = format!("127.0.0.1:{port}");
-    clawline_policy::Config::try_parse_from([
-        "clawline-policy",
-        "--model",
-        model.to_str().unwrap(),
-        "--listen",
-        listen.as_str(),
-        "--device",
-        "cpu",
-    ])
-    .unwrap()
-}
-
-async fn start(model: &Path) -> Server {
-    let config = config(model);
-    let url = format!("http://{}", config.listen);
-    let stop = CancellationToken::new();
-    tokio::spawn(clawline_policy::run(config, stop.clone()));
-    for _ in 0..200 {
-        if reqwest::get(format!("{url}/healthz")).await.is_ok() {
-            return Server { url, stop };
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("policy server did not start");
-}
 
 const QUESTION: &str = "Say something.";
 
@@ -251,7 +206,7 @@ async fn a_character_split_across_tokens_appears_once_and_broken_bytes_never() {
             t.token_id(IM_END).unwrap(),
         ]
     });
-    let server = start(dir.path()).await;
+    let server = start(dir.path(), &[]).await;
     for a in every_way(&server, json!({})).await {
         assert_eq!(a.text, "héi!", "pieces {:?}", a.pieces);
         assert!(
@@ -278,7 +233,7 @@ async fn control_characters_and_bytes_that_never_complete_are_not_in_the_text() 
             t.token_id(IM_END).unwrap(),
         ]
     });
-    let server = start(dir.path()).await;
+    let server = start(dir.path(), &[]).await;
     for a in every_way(&server, json!({})).await {
         assert_eq!(a.text, "ab", "pieces {:?}", a.pieces);
         assert_eq!(a.ids, answer);
@@ -299,7 +254,7 @@ async fn a_special_token_mid_answer_ends_it_and_is_never_text() {
             t.token_id(IM_END).unwrap(),
         ]
     });
-    let server = start(dir.path()).await;
+    let server = start(dir.path(), &[]).await;
     for a in every_way(&server, json!({})).await {
         assert_eq!(a.text, "ok");
         assert_eq!(
@@ -336,7 +291,7 @@ async fn generation_config_eos_token_id_ends_the_answer() {
         json!({"eos_token_id": [period]}).to_string(),
     )
     .unwrap();
-    let server = start(dir.path()).await;
+    let server = start(dir.path(), &[]).await;
     for a in every_way(&server, json!({})).await {
         assert_eq!(a.text, "ok");
         assert_eq!(a.ids, answer[..3]);
@@ -345,7 +300,7 @@ async fn generation_config_eos_token_id_ends_the_answer() {
     drop(server);
     // A malformed file stops the server at start, naming the file and the key.
     std::fs::write(&generation_config, r#"{"eos_token_id": "."}"#).unwrap();
-    let err = clawline_policy::run(config(dir.path()), CancellationToken::new())
+    let err = clawline_policy::run(config(dir.path(), &[]), CancellationToken::new())
         .await
         .unwrap_err()
         .to_string();
@@ -368,7 +323,7 @@ async fn a_stream_never_sends_text_a_stop_string_later_takes_back() {
             t.token_id(IM_END).unwrap(),
         ]
     });
-    let server = start(dir.path()).await;
+    let server = start(dir.path(), &[]).await;
     for a in every_way(&server, json!({"stop": ["cd"]})).await {
         assert_eq!(a.text, "ab", "pieces {:?}", a.pieces);
         assert_eq!(a.finish, "stop");
