@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 
 /// Services whose `main.rs` is over 30 lines.
-const LONG_MAINS: &[&str] = &["datapool"];
+const LONG_MAINS: &[&str] = &[];
 
 /// Places that build another crate's settings from flags: (file, crate whose `Config` it parses).
 const FLAG_PARSING: &[(&str, &str)] = &[

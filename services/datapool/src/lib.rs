@@ -5,6 +5,7 @@
 //! Must not publish steps or rewards (replay and import, which do, live in the CLI commands).
 
 pub mod archive;
+pub mod command;
 pub mod explain;
 pub mod export;
 mod functions;
