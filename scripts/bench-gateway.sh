@@ -4,7 +4,7 @@
 # (`--protocols-only` with CLAWLINE_BENCH_SKIP_LITELLM=1: just the per-protocol latencies).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh --test
 CACHE="${CLAWLINE_CACHE:-$HOME/.cache/clawline}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/clawline-target}"
 

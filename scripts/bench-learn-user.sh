@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bash scripts/setup.sh
+bash scripts/setup.sh --test
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/clawline-target}"
 PY="${CLAWLINE_PYTHON:-${CLAWLINE_CACHE:-$HOME/.cache/clawline}/venv/bin/python}"
 BIN="${CLAWLINE_BIN:-}"

@@ -4,7 +4,7 @@
 # Pass --device cuda on a GPU machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh --test
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/clawline-target}"
 cargo build --release --locked --bin learn-bench
 "$CARGO_TARGET_DIR/release/learn-bench" "$@"

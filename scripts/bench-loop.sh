@@ -5,7 +5,7 @@
 # benches/results/loop.md, demo.svg and demo.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh --test
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/clawline-target}"
 cargo build --release --locked --bin loop-bench --bin clawline
 demo_dir="$(mktemp -d)"

@@ -6,7 +6,7 @@
 # (e.g. --rounds 1 --threads 1 --batches 8).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-CLAWLINE_SETUP_SKIP_TORCH=1 bash scripts/setup.sh
+CLAWLINE_SETUP_SKIP_TORCH=1 bash scripts/setup.sh --test
 CACHE="${CLAWLINE_CACHE:-$HOME/.cache/clawline}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/clawline-target}"
 PY="$CACHE/venv/bin/python"

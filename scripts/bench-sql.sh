@@ -4,7 +4,7 @@
 # capture-to-queryable latency, and writes benches/results/sql.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-CLAWLINE_SETUP_SKIP_TORCH=1 bash scripts/setup.sh
+CLAWLINE_SETUP_SKIP_TORCH=1 bash scripts/setup.sh --test
 CACHE="${CLAWLINE_CACHE:-$HOME/.cache/clawline}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/clawline-target}"
 export NATS_SERVER_BIN="${NATS_SERVER_BIN:-$CACHE/nats/bin/nats-server}"

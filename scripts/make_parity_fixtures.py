@@ -1,5 +1,5 @@
 """Golden outputs from Hugging Face transformers for the model crate's parity suite
-(services/model/tests/parity.rs). For each family and config variant clawline supports, it
+(model/tests/parity.rs). For each family and config variant clawline supports, it
 creates a small random-weight checkpoint with transformers itself (`save_pretrained`, so the
 config.json is written the way transformers writes it), and records transformers' per-token
 logprobs and greedy next tokens on a fixed token sequence. Variants in transformers 4.x's config

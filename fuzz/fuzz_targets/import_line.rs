@@ -20,6 +20,6 @@ fuzz_target!(|data: &[u8]| {
     let Ok(line) = std::str::from_utf8(data) else {
         return;
     };
-    let _ = clawline_datapool::import::import_line(line, "train", "fuzz", None, "fuzz");
-    let _ = clawline_datapool::import::import_line(line, "train", "fuzz", Some(tokenizer()), "fuzz");
+    let _ = clawline_history::import::import_line(line, "train", "fuzz", None, "fuzz");
+    let _ = clawline_history::import::import_line(line, "train", "fuzz", Some(tokenizer()), "fuzz");
 });

@@ -21,6 +21,7 @@
 pub mod buckets;
 mod consumer;
 mod event;
+mod follow;
 pub mod server;
 pub mod streams;
 pub mod subjects;
@@ -33,6 +34,7 @@ pub use consumer::{
     DurableSpec, STALL_CHECK, durable_consumer, durable_consumer_after, last_sequence,
 };
 pub use event::{PublishError, decode_message, publish_event, publish_raw};
+pub use follow::{Delivered, Follower, Refused};
 pub use topology::{TopologyError, TopologyOptions, ensure_topology};
 
 pub use async_nats;

@@ -36,7 +36,7 @@ pub const DATAPOOL_STATS: &str = "clawline.datapool.stats";
 /// Asked by the explainer (`clawline explain`, the SQL service's `/explain`).
 pub const DATAPOOL_EXPLAIN: &str = "clawline.datapool.explain";
 /// Request subject (core NATS request/reply, JSON, queue group `explain`) answered by the SQL
-/// service (`clawline-datapool serve`): "why isn't it learning?". Request `{"step_id": "stp_…" |
+/// service (`clawline-history serve`): "why isn't it learning?". Request `{"step_id": "stp_…" |
 /// null, "tenant": "acme" | null}` — a step id asks for that step's timeline, none for the system
 /// diagnosis; a tenant sees only its own steps (null: every tenant, for admin keys). Reply
 /// `{"status": <HTTP status>, "body": <explanation | diagnosis | {"error": {…}}>}`. Asked by the

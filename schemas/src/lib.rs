@@ -21,7 +21,7 @@ pub use codec::{CodecError, decode, encode};
 pub use feedback::{FeedbackKind, FeedbackReceived, ImplicitSignal, Thumbs};
 pub use ids::{derived_id, new_event_id, now_ms};
 pub use reward::{RewardAssigned, RewardScope};
-pub use step::{Message, StepRecorded, StepSource, TokenSource, ToolCall};
+pub use step::{Message, StepForBatching, StepRecorded, StepSource, TokenSource, ToolCall};
 pub use trajectory::{CompletionReason, TrajectoryCompleted, TrajectoryRegistered};
 pub use weights::{
     CanaryQuality, CanaryResult, DegenerateShares, LoraAdapter, TrainingMetrics, TrainingSummary,

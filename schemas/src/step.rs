@@ -200,3 +200,58 @@ impl StepRecorded {
         )
     }
 }
+
+/// The batcher's view of a [`StepRecorded`]: the fields it forms batches from, decoded from a
+/// step's bytes without the rest (messages, texts, metadata). Its fields and defaults are the
+/// event's own (a golden test decodes the pinned step both ways).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct StepForBatching {
+    pub event_id: String,
+    pub event_time: i64,
+    pub tenant: String,
+    pub channel: String,
+    pub trajectory_uid: String,
+    pub prompt_uid: String,
+    pub step_index: u32,
+    #[serde(default)]
+    pub choice_index: u32,
+    #[serde(default)]
+    pub is_last: bool,
+    #[serde(default)]
+    pub implicit_trajectory: bool,
+    #[serde(default)]
+    pub background: bool,
+    #[serde(default)]
+    pub policy_version: Option<u64>,
+    #[serde(default)]
+    pub token_source: TokenSource,
+    #[serde(default)]
+    pub prompt_ids: Vec<u32>,
+    #[serde(default)]
+    pub response_ids: Vec<u32>,
+    #[serde(default)]
+    pub response_logprobs: Option<Vec<f32>>,
+}
+
+impl From<StepRecorded> for StepForBatching {
+    fn from(s: StepRecorded) -> Self {
+        Self {
+            event_id: s.event_id,
+            event_time: s.event_time,
+            tenant: s.tenant,
+            channel: s.channel,
+            trajectory_uid: s.trajectory_uid,
+            prompt_uid: s.prompt_uid,
+            step_index: s.step_index,
+            choice_index: s.choice_index,
+            is_last: s.is_last,
+            implicit_trajectory: s.implicit_trajectory,
+            background: s.background,
+            policy_version: s.policy_version,
+            token_source: s.token_source,
+            prompt_ids: s.prompt_ids,
+            response_ids: s.response_ids,
+            response_logprobs: s.response_logprobs,
+        }
+    }
+}

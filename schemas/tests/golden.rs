@@ -249,6 +249,40 @@ fn previous_step_id_round_trips_and_is_omitted_when_absent() {
     assert_eq!(back, s);
 }
 
+/// The batcher's partial view decodes every field it reads from a step's bytes as the full event
+/// has it: a view field that drifts from the event's name would decode as its default here.
+#[test]
+fn the_batching_view_reads_what_the_step_holds() {
+    let pinned = std::fs::read(fixture("step_recorded.msgpack")).unwrap();
+    let view: StepForBatching = decode(&pinned).unwrap();
+    assert_eq!(view, StepForBatching::from(step()));
+    let mut s = step();
+    s.choice_index = 2;
+    s.is_last = true;
+    s.implicit_trajectory = true;
+    s.background = true;
+    s.policy_version = Some(7);
+    s.token_source = TokenSource::Engine;
+    s.response_logprobs = Some(vec![-0.5; s.response_ids.len().max(1)]);
+    if s.prompt_ids.is_empty() {
+        s.prompt_ids = vec![1, 2];
+    }
+    if s.response_ids.is_empty() {
+        s.response_ids = vec![3];
+    }
+    let view: StepForBatching = decode(&encode(&s).unwrap()).unwrap();
+    let expected = StepForBatching::from(s);
+    assert_eq!(view, expected);
+    assert_ne!(
+        expected,
+        StepForBatching {
+            event_id: expected.event_id.clone(),
+            ..Default::default()
+        },
+        "the step sets every field the view reads"
+    );
+}
+
 /// An old reader must accept events written by a newer build with extra fields.
 #[test]
 fn readers_ignore_fields_they_do_not_know() {

@@ -179,26 +179,22 @@ async fn batcher_run(
             args.steps, args.batch_size
         ),
     )?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let config = clawline_batcher::Config::try_parse_from([
-        "clawline-batcher",
-        "--nats-url",
-        url,
-        "--config",
-        &config_path.display().to_string(),
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-        "--log-level",
-        "warn",
-    ])?;
+    let config = clawline_batcher::Settings {
+        nats: clawline_runtime::NatsArgs::at(url),
+        config: Some(config_path.clone()),
+    };
     // The batcher's warnings (retries, stalls) show on stderr.
     static LOGGING: std::sync::Once = std::sync::Once::new();
-    LOGGING.call_once(|| clawline_runtime::init_tracing(&config.log));
+    LOGGING.call_once(|| {
+        clawline_runtime::init_tracing(&clawline_runtime::LogArgs {
+            level: "warn".into(),
+            ..Default::default()
+        })
+    });
+    let listener = clawline_runtime::bind_loopback().await?;
     let shutdown = CancellationToken::new();
     let started = Instant::now();
-    let task = tokio::spawn(clawline_batcher::run(config, shutdown.clone()));
+    let task = tokio::spawn(clawline_batcher::run(config, listener, shutdown.clone()));
     let want = u64::from(args.steps) / args.batch_size as u64;
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {

@@ -43,12 +43,6 @@ struct Args {
     demo: Option<PathBuf>,
 }
 
-fn port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 /// Bytes per second of a plain memory copy (256 MiB, best of 3).
 fn memcpy_rate() -> f64 {
     let src = vec![1u8; 256 << 20];
@@ -83,53 +77,35 @@ async fn main() -> anyhow::Result<()> {
     let js = async_nats::jetstream::new(client.clone());
     clawline_nats::ensure_topology(&js, &Default::default()).await?;
     let stop = CancellationToken::new();
-    let model_arg = model.display().to_string();
 
-    let policy_port = port()?;
-    let policy = clawline_policy::Config::try_parse_from([
-        "clawline-policy",
-        "--model",
-        &model_arg,
-        "--listen",
-        &format!("127.0.0.1:{policy_port}"),
-        "--device",
-        "cpu",
-        "--log-level",
-        "warn",
-    ])?;
-    tokio::spawn(clawline_policy::run(policy, stop.clone()));
-    let gateway_port = port()?;
-    let spool = dir.path().join("spool");
-    let gateway = clawline_gateway::Config::try_parse_from([
-        "clawline-gateway",
-        "--upstream",
-        &format!("http://127.0.0.1:{policy_port}/v1"),
-        "--nats-url",
-        &server.url(),
-        "--listen",
-        &format!("127.0.0.1:{gateway_port}"),
-        "--spool-dir",
-        &spool.display().to_string(),
-        "--log-level",
-        "warn",
-    ])?;
-    tokio::spawn(clawline_gateway::run_from_config(gateway, stop.clone()));
-    let broadcaster = clawline_broadcaster::Config::try_parse_from([
-        "clawline-broadcaster",
-        "--nats-url",
-        &server.url(),
-        "--base-model",
-        &model_arg,
-        "--work-dir",
-        &dir.path().join("weights").display().to_string(),
-        "--listen",
-        &format!("127.0.0.1:{}", port()?),
-        "--engine",
-        &format!("policy=clawline:http://127.0.0.1:{policy_port}"),
-        "--log-level",
-        "warn",
-    ])?;
-    tokio::spawn(clawline_broadcaster::run(broadcaster, stop.clone()));
+    let policy_listener = clawline_runtime::bind_loopback().await?;
+    let policy_port = policy_listener.local_addr()?.port();
+    let mut policy = clawline_policy::Settings::new(&model);
+    policy.device = "cpu".into();
+    tokio::spawn(clawline_policy::run(policy, policy_listener, stop.clone()));
+    let gateway_listener = clawline_runtime::bind_loopback().await?;
+    let gateway_port = gateway_listener.local_addr()?.port();
+    let mut gateway =
+        clawline_gateway::Settings::new(vec![format!("http://127.0.0.1:{policy_port}/v1")]);
+    gateway.nats = clawline_runtime::NatsArgs::at(server.url());
+    gateway.spool_dir = dir.path().join("spool");
+    tokio::spawn(clawline_gateway::run(
+        gateway,
+        gateway_listener,
+        stop.clone(),
+    ));
+    let engine = format!("policy=clawline:http://127.0.0.1:{policy_port}")
+        .parse()
+        .map_err(anyhow::Error::msg)?;
+    let mut broadcaster = clawline_broadcaster::Settings::new(&model, vec![engine]);
+    broadcaster.nats = clawline_runtime::NatsArgs::at(server.url());
+    broadcaster.work_dir = dir.path().join("weights");
+    let listener = clawline_runtime::bind_loopback().await?;
+    tokio::spawn(clawline_broadcaster::run(
+        broadcaster,
+        listener,
+        stop.clone(),
+    ));
 
     let http = reqwest::Client::new();
     let url = format!("http://127.0.0.1:{gateway_port}");

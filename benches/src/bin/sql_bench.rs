@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Parser;
 use clawline_benches::median;
-use clawline_datapool::archive::{Checkpoint, checkpoint_path, file_name, partition_dir};
-use clawline_datapool::tables::{self, Row};
-use clawline_datapool::{Scope, SqlConfig, SqlEngine};
+use clawline_history::archive::{Checkpoint, checkpoint_path, file_name, partition_dir};
+use clawline_history::tables::{self, Row};
+use clawline_history::{Scope, SqlConfig, SqlEngine};
 use clawline_nats::server::{LocalServer, LocalServerConfig};
 use serde_json::{Value, json};
 
@@ -241,7 +241,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let bytes: u64 = {
         let mut files = Vec::new();
-        clawline_datapool::store::walk(&args.archive, &mut files);
+        clawline_history::store::walk(&args.archive, &mut files);
         files
             .iter()
             .filter_map(|f| f.metadata().ok())
@@ -252,7 +252,7 @@ async fn main() -> anyhow::Result<()> {
     // DataFusion, as `clawline sql --archive-only` runs it.
     let engine = SqlEngine::new(
         SqlConfig {
-            root: clawline_datapool::ArchiveRoot::local(&args.archive),
+            root: clawline_history::ArchiveRoot::local(&args.archive),
             memory_limit: 8 << 30,
             timeout: Duration::from_secs(600),
         },
@@ -306,7 +306,7 @@ for line in sys.stdin:
                 .query(&format!("EXPLAIN ANALYZE {q}"), &Scope::All)
                 .await
                 .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
-            let text = clawline_datapool::sql::render(&plan, clawline_datapool::sql::Format::Csv)?;
+            let text = clawline_history::sql::render(&plan, clawline_history::sql::Format::Csv)?;
             eprintln!("{}", String::from_utf8_lossy(&text));
         }
         let (mut df, mut dk) = (Vec::new(), Vec::new());
@@ -342,7 +342,7 @@ for line in sys.stdin:
     clawline_nats::ensure_topology(&js, &Default::default()).await?;
     let live = SqlEngine::new(
         SqlConfig {
-            root: clawline_datapool::ArchiveRoot::local(dir.path().join("archive")),
+            root: clawline_history::ArchiveRoot::local(dir.path().join("archive")),
             ..Default::default()
         },
         Some(js.clone()),

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::DeliverPolicy, consumer::pull::OrderedConfig};
-use clawline_nats::{STALL_CHECK, streams, subjects};
+use clawline_nats::{Follower, streams, subjects};
 use clawline_runtime::CancellationToken;
 use clawline_schemas::{BatchFormed, RewardAssigned, TrajectoryCompleted};
 use futures::StreamExt;
@@ -81,9 +81,8 @@ pub(crate) async fn replay_batches(
     Ok(count)
 }
 
-/// Follows a stream from its start with an ordered consumer, re-creating it after errors from
-/// the last sequence seen, and when it goes quiet while the stream holds more (see
-/// [`STALL_CHECK`]).
+/// Follows a stream from its start (see [`clawline_nats::Follower`]), handing what has arrived
+/// to the pool in one chunk (fewer wake-ups when behind).
 pub(crate) async fn follow(
     js: jetstream::Context,
     followed: (&'static str, Option<&'static str>),
@@ -92,73 +91,27 @@ pub(crate) async fn follow(
     decode: impl Fn(u64, &[u8]) -> Result<Input, clawline_schemas::CodecError> + Send + 'static,
 ) -> anyhow::Result<()> {
     let (stream, filter) = followed;
-    let filters: Vec<String> = filter.into_iter().map(str::to_string).collect();
-    let mut next = 1u64;
-    while !shutdown.is_cancelled() {
-        let attempt = async {
-            let s = js.get_stream(stream).await?;
-            let consumer = s
-                .create_consumer(OrderedConfig {
-                    deliver_policy: DeliverPolicy::ByStartSequence {
-                        start_sequence: next,
-                    },
-                    filter_subjects: filters.clone(),
-                    ..Default::default()
-                })
-                .await?;
-            // Whatever has arrived goes to the pool in one hand-over (fewer wake-ups when behind).
-            let mut messages = consumer.messages().await?.ready_chunks(256);
-            loop {
-                let chunk = match tokio::time::timeout(STALL_CHECK, messages.next()).await {
-                    Ok(Some(chunk)) => chunk,
-                    Ok(None) => break,
-                    Err(_) => match head(&js, followed).await {
-                        Ok(last) if last >= next => anyhow::bail!(
-                            "nothing delivered for {STALL_CHECK:?} while the stream holds up to {last} (read to {})",
-                            next - 1
-                        ),
-                        _ => continue,
-                    },
-                };
-                let mut inputs = Vec::with_capacity(chunk.len());
-                let mut failed = None;
-                for message in chunk {
-                    let message = match message {
-                        Ok(m) => m,
-                        Err(e) => {
-                            failed = Some(e);
-                            break;
-                        }
-                    };
-                    let seq = message.info().map(|i| i.stream_sequence).unwrap_or(next);
-                    inputs.push(
-                        decode(seq, &message.payload)
-                            .unwrap_or_else(|e| Input::Rejected(stream, seq, e.to_string())),
-                    );
-                    next = seq + 1;
-                }
-                if !inputs.is_empty() && tx.send(inputs).await.is_err() {
-                    return Ok(());
-                }
-                if let Some(e) = failed {
-                    return Err(e.into());
-                }
-            }
-            anyhow::Ok(())
+    let mut follower = Follower::new(js, stream, filter, 1);
+    loop {
+        let chunk = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            chunk = follower.next_chunk(CHUNK, Duration::from_secs(3600)) => chunk?,
         };
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            result = attempt => if let Err(err) = result {
-                tracing::warn!(stream, error = %err, "following stream; retrying");
-            },
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        let inputs: Vec<Input> = chunk
+            .into_iter()
+            .map(|m| {
+                decode(m.seq, &m.payload)
+                    .unwrap_or_else(|e| Input::Rejected(stream, m.seq, e.to_string()))
+            })
+            .collect();
+        if !inputs.is_empty() && tx.send(inputs).await.is_err() {
+            return Ok(());
         }
     }
-    Ok(())
 }
+
+/// Most messages handed to the pool at once.
+const CHUNK: usize = 256;
 
 pub(crate) async fn watch_policy(
     js: jetstream::Context,

@@ -13,35 +13,7 @@ pub mod config;
 mod follow;
 pub mod pool;
 mod service;
-
-use std::net::SocketAddr;
-use std::path::PathBuf;
-
-use clap::Parser;
-use clawline_runtime::{LogArgs, NatsArgs};
+pub mod settings;
 
 pub use service::{Stats, run};
-
-/// `clawline-batcher` flags; batching rules live in the TOML file (`--config`).
-#[derive(Debug, Clone, Parser)]
-#[command(
-    name = "clawline-batcher",
-    version,
-    about = "Forms training batches from the clawline event log"
-)]
-pub struct Config {
-    #[command(flatten)]
-    pub nats: NatsArgs,
-    #[command(flatten)]
-    pub log: LogArgs,
-    /// TOML file with channels, reward readiness, completion, staleness and queue settings.
-    #[arg(long, env = "CLAWLINE_BATCHER_CONFIG")]
-    pub config: Option<PathBuf>,
-    /// Address of `/stats` and `/healthz`.
-    #[arg(
-        long,
-        env = "CLAWLINE_BATCHER_LISTEN",
-        default_value = "127.0.0.1:8102"
-    )]
-    pub listen: SocketAddr,
-}
+pub use settings::{Args, Settings};

@@ -20,7 +20,7 @@ use futures::StreamExt;
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
-use crate::Config;
+use crate::Settings;
 use crate::config::FileConfig;
 use crate::follow::{FOLLOWED, Input, follow, head, replay_batches, watch_policy};
 use crate::pool::{ChannelStats, Pool, StepIn};
@@ -38,7 +38,12 @@ pub struct Stats {
     pub caught_up: bool,
 }
 
-pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// Forms batches until `shutdown`, serving `/stats` on `listener`.
+pub async fn run(
+    config: Settings,
+    listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let file = match &config.config {
         Some(path) => FileConfig::load(path)?,
         None => FileConfig::default(),
@@ -46,9 +51,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let client = connect_nats(&config.nats, "clawline-batcher", true).await?;
     let js = jetstream::new(client.clone());
     clawline_nats::ensure_topology(&js, &config.nats.topology()).await?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("--listen {}: {e}", config.listen))?;
 
     let producer = format!("clawline-batcher/{}", env!("CARGO_PKG_VERSION"));
     let mut pool = Pool::new(file, producer);

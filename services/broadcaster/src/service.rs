@@ -21,7 +21,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use serde::Serialize;
 
-use crate::Config;
+use crate::Settings;
 use crate::canary::{Canary, Candidate, Limits, regressions};
 use crate::control::{EngineOutcome, History};
 use crate::engine::{self, EngineSpec};
@@ -50,7 +50,12 @@ pub(crate) enum Trigger {
     Operator(&'static str),
 }
 
-pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// Puts published versions into service until `shutdown`, serving `/status` on `listener`.
+pub async fn run(
+    config: Settings,
+    listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     config.check()?;
     let versions = Versions::new(&config.work_dir, &config.base_model)?;
     let canary = if config.canary {
@@ -79,9 +84,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let client = connect_nats(&config.nats, "clawline-broadcaster", true).await?;
     let js = jetstream::new(client.clone());
     clawline_nats::ensure_topology(&js, &config.nats.topology()).await?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("--listen {}: {e}", config.listen))?;
     let kv = js
         .get_key_value(buckets::STATE)
         .await

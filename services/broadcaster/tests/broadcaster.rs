@@ -45,7 +45,7 @@ async fn versions_go_live_on_every_engine_and_operators_roll_back() {
     )
     .await;
     let ckpt = tempfile::tempdir().unwrap();
-    trainer(&nats, model.path(), ckpt.path(), &[], &stop);
+    trainer(&nats, model.path(), ckpt.path(), None, &stop);
     publish_batches(&js, model.path(), 0..2).await;
 
     wait_for(
@@ -132,7 +132,7 @@ async fn lora_versions_load_on_vllm_under_their_own_name() {
     let work = tempfile::tempdir().unwrap();
     broadcaster(&nats, model.path(), work.path(), &engines, &[], &stop);
     let ckpt = tempfile::tempdir().unwrap();
-    trainer(&nats, model.path(), ckpt.path(), &["--lora-r", "4"], &stop);
+    trainer(&nats, model.path(), ckpt.path(), Some(4), &stop);
     publish_batches(&js, model.path(), 0..1).await;
     wait_for(
         || async { kv(&js, buckets::POLICY_VERSION_KEY).await.as_deref() == Some("1") },
@@ -158,16 +158,9 @@ async fn lora_versions_load_on_vllm_under_their_own_name() {
 
     // The gateway routes requests to the adapter's name.
     let spool = tempfile::tempdir().unwrap();
-    let config: clawline_gateway::Config = clap::Parser::try_parse_from([
-        "clawline-gateway",
-        "--upstream",
-        &vllm.url,
-        "--nats-url",
-        &nats.url(),
-        "--spool-dir",
-        spool.path().to_str().unwrap(),
-    ])
-    .unwrap();
+    let mut config = clawline_gateway::Settings::new(vec![vllm.url.clone()]);
+    config.nats = clawline_runtime::NatsArgs::at(nats.url());
+    config.spool_dir = spool.path().into();
     let client = clawline_runtime::connect_nats(&config.nats, "test-gateway", false)
         .await
         .unwrap();
@@ -177,7 +170,7 @@ async fn lora_versions_load_on_vllm_under_their_own_name() {
         listener.local_addr().unwrap()
     );
     let state = clawline_gateway::build(config, client).unwrap();
-    tokio::spawn(clawline_gateway::run(state, listener, stop.clone()));
+    tokio::spawn(clawline_gateway::serve(state, listener, stop.clone()));
     let sent_model = || async {
         let body = serde_json::json!({"model": "whatever", "messages": [{"role": "user", "content": "Hi"}]});
         let _ = reqwest::Client::new()
@@ -278,7 +271,7 @@ async fn after_a_rejection_the_trainer_continues_from_the_serving_version() {
     let work = tempfile::tempdir().unwrap();
     broadcaster(&nats, model.path(), work.path(), &engines, &[], &stop);
     let ckpt = tempfile::tempdir().unwrap();
-    trainer(&nats, model.path(), ckpt.path(), &[], &stop);
+    trainer(&nats, model.path(), ckpt.path(), None, &stop);
     publish_batches(&js, model.path(), 0..1).await;
     wait_for(
         || async {

@@ -34,19 +34,16 @@ async fn gate(extra: &[&str]) -> Gate {
     // A base that has learned the bundled corpus: its answers open with "Sure", "Here is", …
     let model = model_dir(60);
     let stop = CancellationToken::new();
-    let reward = clawline_reward::Config::try_parse_from([
-        "clawline-reward",
-        "--nats-url",
-        &nats.url(),
-        "--listen",
-        &format!("127.0.0.1:{}", free_port()),
-    ])
-    .unwrap();
+    let reward = clawline_reward::Settings {
+        nats: clawline_runtime::NatsArgs::at(nats.url()),
+        ..Default::default()
+    };
     let reward = tokio::task::spawn_blocking(move || clawline_reward::Service::load(reward))
         .await
         .unwrap()
         .unwrap();
-    tokio::spawn(reward.run(stop.clone()));
+    let listener = clawline_runtime::bind_loopback().await.unwrap();
+    tokio::spawn(reward.run(listener, stop.clone()));
     let policy_url = policy(model.path(), &stop).await;
     let work = tempfile::tempdir().unwrap();
     let engines = [format!("policy=clawline:{policy_url}")];
@@ -287,8 +284,11 @@ async fn start_error(model: &Path, flags: &[&str]) -> String {
         "--canary",
     ];
     args.extend_from_slice(flags);
-    let config = clawline_broadcaster::Config::try_parse_from(args).unwrap();
-    let err = clawline_broadcaster::run(config, CancellationToken::new())
+    let config = clawline_broadcaster::Args::try_parse_from(args)
+        .unwrap()
+        .settings();
+    let listener = clawline_runtime::bind_loopback().await.unwrap();
+    let err = clawline_broadcaster::run(config, listener, CancellationToken::new())
         .await
         .unwrap_err();
     format!("{err:#}")

@@ -36,7 +36,7 @@ async fn restarted_engines_get_the_serving_version_back() {
         &stop,
     );
     let ckpt = tempfile::tempdir().unwrap();
-    trainer(&nats, model.path(), ckpt.path(), &[], &stop);
+    trainer(&nats, model.path(), ckpt.path(), None, &stop);
     publish_batches(&js, model.path(), 0..1).await;
     wait_for(
         || async { kv(&js, buckets::POLICY_VERSION_KEY).await.as_deref() == Some("1") },

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::Args;
-use clawline_runtime::{LogArgs, Shutdown};
+use clawline_runtime::Shutdown;
 use clawline_schemas::{RewardAssigned, WeightsActivated};
 use futures::StreamExt as _;
 use serde::Serialize;
@@ -92,7 +92,7 @@ pub struct Report {
 const DEMO_KL_COEF: f64 = 0.1;
 const DEMO_PUBLISH_EVERY: u64 = 2;
 
-pub async fn run(args: DemoArgs, log: LogArgs) -> anyhow::Result<()> {
+pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let prompts = prompts(&args)?;
     let data_dir = args.up.data_dir.clone();
     let gateway = format!("http://{}", args.up.listen);
@@ -105,7 +105,7 @@ pub async fn run(args: DemoArgs, log: LogArgs) -> anyhow::Result<()> {
         up.learn.kl_coef.get_or_insert(DEMO_KL_COEF);
     }
     up.learn.publish_every.get_or_insert(DEMO_PUBLISH_EVERY);
-    let running = crate::up::start(up, log, &shutdown).await?;
+    let running = crate::up::start(up, &shutdown).await?;
     let client = async_nats::connect(running.nats_url.clone()).await?;
     let started = Instant::now();
     let rewards: Arc<Mutex<HashMap<String, f64>>> = Arc::default();

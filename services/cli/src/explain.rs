@@ -1,14 +1,14 @@
 //! `clawline explain [STEP_ID]`: "why isn't it learning?". With a step id, that step's timeline
 //! (captured → rewards → batch → update → version → activated / rejected → first answer served
 //! with it) and what it waits for; without, the system diagnosis. The work is in
-//! `clawline_datapool::explain`; this reads the same archive and NATS as `clawline sql`.
+//! `clawline_history::explain`; this reads the same archive and NATS as `clawline sql`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
-use clawline_datapool::explain::{self, ExplainError, Explainer};
-use clawline_datapool::{ArchiveRoot, QueryLimits, Scope, SqlEngine};
+use clawline_history::explain::{self, ExplainError, Explainer};
+use clawline_history::{ArchiveRoot, QueryLimits, Scope, SqlEngine};
 use clawline_runtime::NatsArgs;
 
 #[derive(Debug, Args)]

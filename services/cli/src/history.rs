@@ -1,10 +1,10 @@
 //! `clawline replay`, `clawline import`, `clawline export`: the history back into the pipeline,
-//! outside data in, datasets out (the work is in `clawline_datapool::replay`).
+//! outside data in, datasets out (the work is in `clawline_history::replay`).
 
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
-use clawline_datapool::{ArchiveRoot, Format, QueryLimits, SqlEngine};
+use clawline_history::{ArchiveRoot, Format, QueryLimits, SqlEngine};
 use clawline_runtime::NatsArgs;
 
 const PRODUCER: &str = concat!("clawline-cli/", env!("CARGO_PKG_VERSION"));
@@ -57,7 +57,7 @@ pub struct ReplayArgs {
 
 pub async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     let (engine, js) = args.at.open().await?;
-    let r = clawline_datapool::replay::replay(
+    let r = clawline_history::replay::replay(
         &engine,
         &js,
         &args.sql,
@@ -109,7 +109,7 @@ pub async fn import(args: ImportArgs) -> anyhow::Result<()> {
         anyhow::bail!("--tenant {:?} must be 1-64 of [A-Za-z0-9_-]", args.tenant);
     }
     let (_, js) = args.at.open().await?;
-    let r = clawline_datapool::import::import(
+    let r = clawline_history::import::import(
         &js,
         &args.file,
         &args.channel,
@@ -145,7 +145,7 @@ pub struct ExportArgs {
 pub async fn export(args: ExportArgs) -> anyhow::Result<()> {
     let (engine, _) = args.at.open().await?;
     let manifest =
-        clawline_datapool::export::export(&engine, &args.sql, args.format, &args.dir).await?;
+        clawline_history::export::export(&engine, &args.sql, args.format, &args.dir).await?;
     println!("wrote {}", manifest.display());
     Ok(())
 }

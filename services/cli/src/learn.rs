@@ -5,10 +5,10 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use clap::{Args, Parser as _};
+use clap::Args;
 use clawline_broadcaster::EngineSpec;
 use clawline_model::init::{InitOptions, init};
-use clawline_runtime::{CancellationToken, LogArgs, NatsArgs, TaskSet};
+use clawline_runtime::{CancellationToken, NatsArgs, TaskSet};
 
 #[derive(Debug, Clone, Args)]
 pub struct LearnArgs {
@@ -20,15 +20,15 @@ pub struct LearnArgs {
     #[arg(long = "warm-start-steps", default_value_t = 200)]
     pub warm_start_steps: usize,
     /// The built-in policy server's address (when no `--upstream` is given).
-    #[arg(long = "policy-listen", default_value = "127.0.0.1:8104")]
+    #[arg(long = "policy-listen", default_value_t = clawline_policy::settings::LISTEN)]
     pub policy_listen: SocketAddr,
     /// `cpu`, `cuda` or `auto` for the policy server and the trainer.
     #[arg(long, default_value = "auto")]
     pub device: String,
     /// Engines the broadcaster activates versions on (`NAME=KIND:URL…`, see clawline-broadcaster);
     /// default: the built-in policy server. With `--upstream` and no `--engine`, nothing trains.
-    #[arg(long = "engine", value_parser = engine_spec)]
-    pub engines: Vec<String>,
+    #[arg(long = "engine")]
+    pub engines: Vec<EngineSpec>,
     /// Updates (batches) per published version. Default 1: a user's thumbs-up reaches the served
     /// weights a batch sooner (median 4.8 s instead of 5.9 s with plain clients on 2 cores,
     /// `benches/results/learn-user.md`); `clawline demo` publishes every 2.
@@ -51,15 +51,10 @@ pub struct LearnArgs {
     /// Promote versions without the canary evaluation.
     #[arg(long = "no-canary")]
     pub no_canary: bool,
-    #[arg(long = "trainer-listen", default_value = "127.0.0.1:8105")]
+    #[arg(long = "trainer-listen", default_value_t = clawline_trainer::settings::LISTEN)]
     pub trainer_listen: SocketAddr,
-    #[arg(long = "broadcaster-listen", default_value = "127.0.0.1:8106")]
+    #[arg(long = "broadcaster-listen", default_value_t = clawline_broadcaster::settings::LISTEN)]
     pub broadcaster_listen: SocketAddr,
-}
-
-/// Checks an `--engine` value, keeping its text for the broadcaster's own parser.
-fn engine_spec(value: &str) -> Result<String, String> {
-    value.parse::<EngineSpec>().map(|_| value.to_string())
 }
 
 /// What the learning services expose.
@@ -74,7 +69,6 @@ pub async fn spawn(
     data_dir: &Path,
     builtin: bool,
     nats: &NatsArgs,
-    log: &LogArgs,
     tasks: &mut TaskSet,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Learning> {
@@ -100,19 +94,20 @@ pub async fn spawn(
             })
             .await??;
         }
-        let config = clawline_policy::Config::try_parse_from([
-            "clawline-policy",
-            "--model",
-            &model.display().to_string(),
-            "--listen",
-            &args.policy_listen.to_string(),
-            "--device",
-            &args.device,
-        ])?;
-        tasks.spawn("policy", clawline_policy::run(config, shutdown.clone()));
+        let mut policy = clawline_policy::Settings::new(&model);
+        policy.device = args.device.clone();
+        let listener = clawline_runtime::bind("--policy-listen", args.policy_listen).await?;
+        tasks.spawn(
+            "policy",
+            clawline_policy::run(policy, listener, shutdown.clone()),
+        );
         let url = format!("http://{}", args.policy_listen);
         if engines.is_empty() {
-            engines.push(format!("policy=clawline:{url}"));
+            engines.push(
+                format!("policy=clawline:{url}")
+                    .parse()
+                    .map_err(anyhow::Error::msg)?,
+            );
         }
         lines.push(format!(
             "policy server:            {url}/v1  (model {})",
@@ -132,68 +127,41 @@ pub async fn spawn(
     // Trust region (per update to the serving policy, per version to the base): the broadcaster
     // keeps the serving policy close, so the per-update bound is on for any model; the bound to
     // the base (a second copy of the model in memory) only for the built-in tiny one.
-    let trust = if builtin && args.model.is_none() {
-        ("0.25", "0.5")
-    } else {
-        ("0.25", "0")
-    };
-    let nats_url = ["--nats-url", nats.url.as_str()];
-    let mut trainer = clawline_trainer::Config::try_parse_from(
-        ["clawline-trainer"].into_iter().chain(nats_url).chain([
-            "--model",
-            &model.display().to_string(),
-            "--checkpoint-dir",
-            &data_dir.join("trainer").display().to_string(),
-            "--listen",
-            &args.trainer_listen.to_string(),
-            "--device",
-            &args.device,
-            "--publish-every",
-            &args.publish_every.unwrap_or(1).to_string(),
-            "--lr",
-            &args.lr.to_string(),
-            "--kl-coef",
-            &kl_coef.to_string(),
-            "--entropy-coef",
-            &args.entropy_coef.to_string(),
-            // The broadcaster runs beside it: keep the served policy close to the trained one.
-            "--max-ahead",
-            "1",
-            // Trust region (measured on the warm-started tiny model at --lr 1e-3: ordinary updates
-            // move 0.02–0.15 from the serving policy, a runaway one 0.8–10; its KL to the base
-            // reaches 0.25–0.6 after 24 updates and 1.4 after one update at 1e-2).
-            "--max-kl-serving",
-            trust.0,
-            "--max-kl-base",
-            trust.1,
-        ]),
-    )?;
-    trainer.log = log.clone();
+    // Trust region (per update to the serving policy, per version to the base): the broadcaster
+    // keeps the serving policy close, so the per-update bound is on for any model; the bound to
+    // the base (a second copy of the model in memory) only for the built-in tiny one. Measured on
+    // the warm-started tiny model at --lr 1e-3: ordinary updates move 0.02–0.15 from the serving
+    // policy, a runaway one 0.8–10; its KL to the base reaches 0.25–0.6 after 24 updates and 1.4
+    // after one update at 1e-2.
+    let mut trainer = clawline_trainer::Settings::new(&model);
     trainer.nats = nats.clone();
-    tasks.spawn("trainer", clawline_trainer::run(trainer, shutdown.clone()));
-    let mut flags: Vec<String> = ["clawline-broadcaster", "--nats-url", &nats.url]
-        .map(String::from)
-        .to_vec();
-    flags.extend([
-        "--base-model".into(),
-        model.display().to_string(),
-        "--work-dir".into(),
-        data_dir.join("weights").display().to_string(),
-        "--listen".into(),
-        args.broadcaster_listen.to_string(),
-    ]);
-    if !args.no_canary {
-        flags.push("--canary".into());
-    }
-    for engine in &engines {
-        flags.extend(["--engine".into(), engine.clone()]);
-    }
-    let mut broadcaster = clawline_broadcaster::Config::try_parse_from(flags)?;
-    broadcaster.log = log.clone();
+    trainer.checkpoint_dir = data_dir.join("trainer");
+    trainer.device = args.device.clone();
+    trainer.publish_every = args.publish_every.unwrap_or(1);
+    trainer.lr = args.lr;
+    trainer.kl_coef = kl_coef;
+    trainer.entropy_coef = args.entropy_coef;
+    // The broadcaster runs beside it: keep the served policy close to the trained one.
+    trainer.max_ahead = 1;
+    trainer.max_kl_serving = 0.25;
+    trainer.max_kl_base = if builtin && args.model.is_none() {
+        0.5
+    } else {
+        0.0
+    };
+    let listener = clawline_runtime::bind("--trainer-listen", args.trainer_listen).await?;
+    tasks.spawn(
+        "trainer",
+        clawline_trainer::run(trainer, listener, shutdown.clone()),
+    );
+    let mut broadcaster = clawline_broadcaster::Settings::new(&model, engines);
     broadcaster.nats = nats.clone();
+    broadcaster.work_dir = data_dir.join("weights");
+    broadcaster.canary = !args.no_canary;
+    let listener = clawline_runtime::bind("--broadcaster-listen", args.broadcaster_listen).await?;
     tasks.spawn(
         "broadcaster",
-        clawline_broadcaster::run(broadcaster, shutdown),
+        clawline_broadcaster::run(broadcaster, listener, shutdown),
     );
     lines.push(format!(
         "trainer:                  http://{}/status  (checkpoints in {})",

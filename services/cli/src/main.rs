@@ -38,7 +38,7 @@ enum Command {
     Datapool(datapool::DatapoolArgs),
     /// SQL over the whole history (archive + live tail), e.g.
     /// `clawline sql "SELECT channel, count(*) FROM steps GROUP BY channel"`.
-    Sql(Box<clawline_datapool::SqlCommand>),
+    Sql(Box<clawline_history::SqlCommand>),
     /// "Why isn't it learning?": a step's way into a served policy (`clawline explain STEP_ID`),
     /// or, without an id, what the learning loop is stuck on.
     Explain(Box<explain::ExplainArgs>),
@@ -62,15 +62,25 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_tracing(&cli.log);
     match cli.command {
-        Command::Up(args) => up::run(*args, cli.log).await,
-        Command::Demo(args) => demo::run(*args, cli.log).await,
+        Command::Up(args) => up::run(*args).await,
+        Command::Demo(args) => demo::run(*args).await,
         Command::Datapool(args) => datapool::run(args).await,
-        Command::Sql(cmd) => clawline_datapool::run_sql_command(*cmd).await,
+        Command::Sql(cmd) => clawline_history::run_sql_command(*cmd).await,
         Command::Explain(args) => explain::run(*args).await,
         Command::Replay(args) => history::replay(*args).await,
         Command::Import(args) => history::import(*args).await,
         Command::Export(args) => history::export(*args).await,
         Command::Model(args) => model::run(args),
         Command::Weights(args) => weights::run(*args).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every command's flags, including the service flag groups `up` and `demo` take in, have
+    /// distinct names and valid defaults (clap's own consistency check).
+    #[test]
+    fn the_commands_flags_are_consistent() {
+        <super::Cli as clap::CommandFactory>::command().debug_assert();
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Args;
 use clawline_nats::server::{LocalServer, LocalServerConfig};
-use clawline_runtime::{CancellationToken, LogArgs, NatsArgs, Shutdown, TaskSet};
+use clawline_runtime::{CancellationToken, NatsArgs, Shutdown, TaskSet};
 
 use crate::learn::LearnArgs;
 
@@ -35,7 +35,7 @@ pub struct UpArgs {
     #[arg(long)]
     nats_sync_always: bool,
     /// The gateway's address (Claw-R1's port).
-    #[arg(long, default_value = "127.0.0.1:8100")]
+    #[arg(long, default_value_t = clawline_gateway::settings::LISTEN)]
     pub listen: SocketAddr,
     /// OpenAI-compatible engine(s) to serve from, e.g. a vLLM at http://127.0.0.1:8000/v1.
     /// Without it, the built-in policy server serves `--model` and learns (trainer + broadcaster).
@@ -54,25 +54,28 @@ pub struct UpArgs {
     #[arg(long = "reward-config", env = "CLAWLINE_REWARD_CONFIG")]
     reward_config: Option<PathBuf>,
     /// The reward service's `/metrics` address.
-    #[arg(long = "reward-listen", default_value = "127.0.0.1:8101")]
+    #[arg(long = "reward-listen", default_value_t = clawline_reward::settings::LISTEN)]
     reward_listen: SocketAddr,
     /// The batcher's TOML (channels, readiness, grouping); default: window batches of 8.
     #[arg(long = "batcher-config", env = "CLAWLINE_BATCHER_CONFIG")]
     batcher_config: Option<PathBuf>,
     /// The batcher's `/stats` address.
-    #[arg(long = "batcher-listen", default_value = "127.0.0.1:8102")]
+    #[arg(long = "batcher-listen", default_value_t = clawline_batcher::settings::LISTEN)]
     batcher_listen: SocketAddr,
     /// `POST /sql` (archive + live tail, behind --api-keys).
-    #[arg(long = "sql-listen", default_value = "127.0.0.1:8103")]
+    #[arg(long = "sql-listen", default_value_t = clawline_history::LISTEN)]
     sql_listen: SocketAddr,
+    /// The gateway's serving options, as `clawline-gateway` takes them.
+    #[command(flatten, next_help_heading = "Gateway")]
+    pub gateway: clawline_gateway::ServingArgs,
     /// The ONNX Runtime library for the reward models (default: where scripts/setup.sh puts it).
     #[arg(long = "ort-library", env = "ORT_DYLIB_PATH")]
     ort_library: Option<PathBuf>,
 }
 
-pub async fn run(args: UpArgs, log: LogArgs) -> anyhow::Result<()> {
+pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let shutdown = Shutdown::on_signals();
-    start(args, log, &shutdown).await?.wait().await
+    start(args, &shutdown).await?.wait().await
 }
 
 /// Everything `up` started.
@@ -102,7 +105,7 @@ impl Running {
 }
 
 /// Starts nats-server (unless `--nats-url`) and every service, and prints where they are.
-pub async fn start(args: UpArgs, log: LogArgs, shutdown: &Shutdown) -> anyhow::Result<Running> {
+pub async fn start(args: UpArgs, shutdown: &Shutdown) -> anyhow::Result<Running> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating --data-dir {}", args.data_dir.display()))?;
     // One `up` per data dir: a second would run its own nats-server on the same JetStream store.
@@ -133,25 +136,11 @@ pub async fn start(args: UpArgs, log: LogArgs, shutdown: &Shutdown) -> anyhow::R
         replicas: args.nats_replicas,
         auth: args.nats_auth.clone(),
     };
-    let reward = {
-        use clap::Parser;
-        let mut flags = vec![
-            "clawline-reward".to_string(),
-            "--nats-url".into(),
-            nats_url.clone(),
-            "--listen".into(),
-            args.reward_listen.to_string(),
-        ];
-        if let Some(path) = &args.reward_config {
-            flags.extend(["--config".into(), path.display().to_string()]);
-        }
-        if let Some(path) = &args.ort_library {
-            flags.extend(["--ort-library".into(), path.display().to_string()]);
-        }
-        let mut config = clawline_reward::Config::try_parse_from(flags)?;
-        config.log = log.clone();
-        config.nats = nats.clone();
-        config
+    let reward = clawline_reward::Settings {
+        nats: nats.clone(),
+        config: args.reward_config.clone(),
+        models: Vec::new(),
+        ort_library: args.ort_library.clone(),
     };
     // Load the reward models before serving: a broken model stops `up` with its file named.
     let reward =
@@ -170,27 +159,29 @@ pub async fn start(args: UpArgs, log: LogArgs, shutdown: &Shutdown) -> anyhow::R
             path
         }
     };
-    let batcher = clawline_batcher::Config {
+    let batcher = clawline_batcher::Settings {
         nats: nats.clone(),
-        log: log.clone(),
         config: Some(batcher_config),
-        listen: args.batcher_listen,
     };
 
-    let datapool = clawline_datapool::ServeConfig {
+    let datapool = clawline_history::ServeConfig {
         nats: nats.clone(),
-        archive: clawline_datapool::ArchiveArgs {
-            root: clawline_datapool::ArchiveRoot::local(args.data_dir.join("archive")),
+        archive: clawline_history::ArchiveArgs {
+            root: clawline_history::ArchiveRoot::local(args.data_dir.join("archive")),
             roll_rows: 100_000,
             roll_secs: 10,
         },
-        limits: clawline_datapool::QueryLimits {
+        limits: clawline_history::QueryLimits {
             memory_limit: 1 << 30,
             timeout_secs: 30,
         },
-        listen: args.sql_listen,
         api_keys: args.api_keys.clone(),
     };
+    // Every address is taken before anything starts: one in use stops `up` with its flag named.
+    let gateway_listener = clawline_runtime::bind("--listen", args.listen).await?;
+    let reward_listener = clawline_runtime::bind("--reward-listen", args.reward_listen).await?;
+    let batcher_listener = clawline_runtime::bind("--batcher-listen", args.batcher_listen).await?;
+    let sql_listener = clawline_runtime::bind("--sql-listen", args.sql_listen).await?;
 
     let mut tasks = TaskSet::new(shutdown.token());
     if let Some(server) = &server {
@@ -201,7 +192,6 @@ pub async fn start(args: UpArgs, log: LogArgs, shutdown: &Shutdown) -> anyhow::R
         &args.data_dir,
         args.upstreams.is_empty(),
         &nats,
-        &log,
         &mut tasks,
         shutdown.token(),
     )
@@ -210,17 +200,12 @@ pub async fn start(args: UpArgs, log: LogArgs, shutdown: &Shutdown) -> anyhow::R
         Some(url) => vec![url.clone()],
         None => args.upstreams,
     };
-    let mut gateway = clawline_gateway::Config {
-        listen: args.listen,
-        upstreams,
-        nats: nats.clone(),
-        tokenizer: args.tokenizer,
-        api_keys: args.api_keys,
-        spool_dir: args.data_dir.join("spool"),
-        log,
-        ..default_gateway_config()
-    };
-    gateway.default_channel = "train".into();
+    let mut gateway = clawline_gateway::Settings::new(upstreams);
+    gateway.nats = nats.clone();
+    gateway.tokenizer = args.tokenizer;
+    gateway.api_keys = args.api_keys;
+    gateway.spool_dir = args.data_dir.join("spool");
+    args.gateway.apply(&mut gateway);
 
     println!("clawline is up");
     println!("  base_url for your agent:  http://{}/v1", args.listen);
@@ -255,13 +240,16 @@ pub async fn start(args: UpArgs, log: LogArgs, shutdown: &Shutdown) -> anyhow::R
 
     tasks.spawn(
         "gateway",
-        clawline_gateway::run_from_config(gateway, shutdown.token()),
+        clawline_gateway::run(gateway, gateway_listener, shutdown.token()),
     );
-    tasks.spawn("reward", reward.run(shutdown.token()));
-    tasks.spawn("batcher", clawline_batcher::run(batcher, shutdown.token()));
+    tasks.spawn("reward", reward.run(reward_listener, shutdown.token()));
+    tasks.spawn(
+        "batcher",
+        clawline_batcher::run(batcher, batcher_listener, shutdown.token()),
+    );
     tasks.spawn(
         "datapool",
-        clawline_datapool::serve(datapool, shutdown.token()),
+        clawline_history::serve(datapool, sql_listener, shutdown.token()),
     );
     Ok(Running {
         nats_url,
@@ -320,13 +308,3 @@ batch_size = 8
 # Divide advantages by the running reward spread, so small reward differences still teach.
 normalize = true
 ";
-
-/// The gateway's own defaults (as its binary parses them with only the required flag).
-fn default_gateway_config() -> clawline_gateway::Config {
-    use clap::Parser;
-    clawline_gateway::Config::parse_from([
-        "clawline-gateway",
-        "--upstream",
-        "http://127.0.0.1:1/v1",
-    ])
-}

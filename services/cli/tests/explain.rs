@@ -1,5 +1,5 @@
 //! "Why isn't it learning?" from end to end: a chat through the real gateway is captured, the
-//! gateway's `/v1/explain/{step_id}` asks the real SQL service (`clawline_datapool::serve`) over
+//! gateway's `/v1/explain/{step_id}` asks the real SQL service (`clawline_history::serve`) over
 //! NATS and shows where the step waits (only to its own tenant); then, with a batch, a version
 //! listing it, its activation and a later answer on the stream, `clawline explain STEP_ID` prints
 //! the whole timeline and `clawline explain` the diagnosis. The real batcher runs too (no reward
@@ -11,7 +11,6 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use clap::Parser as _;
 use clawline_mock_vllm::{MockConfig, MockVllm};
 use clawline_nats::testing::NatsServer;
 use clawline_nats::{publish_event, subjects};
@@ -38,52 +37,40 @@ async fn a_step_is_explained_through_the_gateway_and_by_the_cli() {
     let archive = dir.path().join("archive");
     let shutdown = CancellationToken::new();
 
-    let sql = clawline_datapool::ServeConfig {
+    let sql = clawline_history::ServeConfig {
         nats: NatsArgs {
             url: nats.url(),
             replicas: 1,
             auth: Default::default(),
         },
-        archive: clawline_datapool::ArchiveArgs {
-            root: clawline_datapool::ArchiveRoot::local(&archive),
+        archive: clawline_history::ArchiveArgs {
+            root: clawline_history::ArchiveRoot::local(&archive),
             roll_rows: 100_000,
             roll_secs: 1,
         },
-        limits: clawline_datapool::QueryLimits {
+        limits: clawline_history::QueryLimits {
             memory_limit: 1 << 30,
             timeout_secs: 30,
         },
-        listen: common::addr().parse().unwrap(),
         api_keys: Some(keys.clone()),
     };
-    tokio::spawn(clawline_datapool::serve(sql, shutdown.clone()));
-    let batcher = clawline_batcher::Config::try_parse_from([
-        "clawline-batcher",
-        "--nats-url",
-        &nats.url(),
-        "--listen",
-        &common::addr(),
-    ])
-    .unwrap();
-    tokio::spawn(clawline_batcher::run(batcher, shutdown.clone()));
+    let listener = clawline_runtime::bind_loopback().await.unwrap();
+    tokio::spawn(clawline_history::serve(sql, listener, shutdown.clone()));
+    let batcher = clawline_batcher::Settings {
+        nats: clawline_runtime::NatsArgs::at(nats.url()),
+        config: None,
+    };
+    let listener = clawline_runtime::bind_loopback().await.unwrap();
+    tokio::spawn(clawline_batcher::run(batcher, listener, shutdown.clone()));
     let mock = MockVllm::start(MockConfig::default()).await.unwrap();
-    let listen = common::addr();
-    let gateway = clawline_gateway::Config::try_parse_from([
-        "clawline-gateway",
-        "--listen",
-        &listen,
-        "--upstream",
-        &mock.url,
-        "--nats-url",
-        &nats.url(),
-        "--api-keys",
-        keys.to_str().unwrap(),
-        "--spool-dir",
-        dir.path().join("spool").to_str().unwrap(),
-        "--no-dashboard",
-    ])
-    .unwrap();
-    tokio::spawn(clawline_gateway::run_from_config(gateway, shutdown.clone()));
+    let mut gateway = clawline_gateway::Settings::new(vec![mock.url.clone()]);
+    gateway.nats = clawline_runtime::NatsArgs::at(nats.url());
+    gateway.api_keys = Some(keys.clone());
+    gateway.spool_dir = dir.path().join("spool");
+    gateway.no_dashboard = true;
+    let listener = clawline_runtime::bind_loopback().await.unwrap();
+    let listen = listener.local_addr().unwrap();
+    tokio::spawn(clawline_gateway::run(gateway, listener, shutdown.clone()));
     let base = format!("http://{listen}");
     let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -1,15 +1,10 @@
 //! API keys (the key file and its rules live in `clawline_runtime::keys`): HTTP errors for them.
 
-use axum::http::HeaderMap;
 pub use clawline_runtime::keys::{ApiKeys, Caller};
 
 use crate::error::ApiError;
 
-/// The caller behind the request's key; 401 when the key is missing or unknown.
-pub fn authenticate(keys: &ApiKeys, headers: &HeaderMap) -> Result<Caller, ApiError> {
-    keys.authenticate(headers)
-        .map_err(|e| ApiError::Unauthorized(e.to_string()))
-}
+pub use clawline_runtime::http::authenticate;
 
 /// 403 unless the caller holds an admin key.
 pub trait RequireAdmin {
@@ -18,12 +13,6 @@ pub trait RequireAdmin {
 
 impl RequireAdmin for Caller {
     fn require_admin(&self) -> Result<(), ApiError> {
-        if self.admin {
-            Ok(())
-        } else {
-            Err(ApiError::Forbidden(
-                "this endpoint needs an admin API key".into(),
-            ))
-        }
+        clawline_runtime::http::require_admin(self)
     }
 }

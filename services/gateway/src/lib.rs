@@ -11,13 +11,13 @@ pub mod auth;
 pub mod background;
 pub mod capture;
 pub mod chat;
-pub mod config;
 pub mod dashboard;
 pub mod error;
 pub mod http;
 pub mod leases;
 pub mod protocols;
 pub mod sessions;
+pub mod settings;
 mod state;
 pub mod token_in;
 pub mod upstream;
@@ -26,17 +26,18 @@ use anyhow::Context as _;
 use clawline_runtime::{CancellationToken, TaskSet};
 use tokio::net::TcpListener;
 
-pub use config::Config;
+pub use settings::{Args, ServingArgs, Settings};
 pub use state::{AppState, GatewayMetrics, PolicyVersion};
 
-/// Builds the gateway's state from its config and a NATS client (which may still be connecting).
-pub fn build(config: Config, client: async_nats::Client) -> anyhow::Result<AppState> {
+/// Builds the gateway's state from its settings and a NATS client (which may still be connecting).
+pub fn build(config: Settings, client: async_nats::Client) -> anyhow::Result<AppState> {
     state::AppState::build(config, client)
 }
 
-/// Serves on `listener` until `shutdown`, with the background tasks (topology, spool drain,
-/// policy-version watch, upstream probe, session sweep).
-pub async fn run(
+/// Serves `state` on `listener` until `shutdown`, with the background tasks (topology, spool
+/// drain, policy-version watch, upstream probe, session sweep). [`run`] builds the state itself;
+/// tests that need the state's handles build it with [`build`] and serve it here.
+pub async fn serve(
     state: AppState,
     listener: TcpListener,
     shutdown: CancellationToken,
@@ -44,6 +45,7 @@ pub async fn run(
     let addr = listener
         .local_addr()
         .context("reading the listen address")?;
+    let _ = state.local_addr.set(addr);
     let mut tasks = TaskSet::new(shutdown.clone());
     state::spawn_background(&state, &mut tasks, shutdown.clone());
 
@@ -70,12 +72,14 @@ pub async fn run(
     result
 }
 
-/// The whole gateway as `clawline-gateway` runs it: connect, build, bind, serve.
-pub async fn run_from_config(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let client = clawline_runtime::connect_nats(&config.nats, "clawline-gateway", false).await?;
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("binding --listen {}", config.listen))?;
-    let state = build(config, client)?;
-    run(state, listener, shutdown).await
+/// The whole gateway: connect to NATS (in the background: capture spools until it answers),
+/// build, serve on `listener` until `shutdown`.
+pub async fn run(
+    settings: Settings,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let client = clawline_runtime::connect_nats(&settings.nats, "clawline-gateway", false).await?;
+    let state = build(settings, client)?;
+    serve(state, listener, shutdown).await
 }

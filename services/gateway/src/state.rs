@@ -15,8 +15,8 @@ use clawline_runtime::{CancellationToken, Metrics, TaskSet};
 
 use crate::auth::ApiKeys;
 use crate::capture::{Capture, CaptureMetrics, Spool};
-use crate::config::Config;
 use crate::sessions::{Limits, Sessions};
+use crate::settings::Settings;
 use crate::upstream::Upstreams;
 
 /// The policy version currently served (KV `policy.version`), if one was ever set.
@@ -132,7 +132,9 @@ impl GatewayMetrics {
 }
 
 pub struct Inner {
-    pub config: Config,
+    pub config: Settings,
+    /// The address the gateway serves on, once it does (a `base_url` for callers without Host).
+    pub local_addr: std::sync::OnceLock<std::net::SocketAddr>,
     pub keys: ApiKeys,
     pub limiter: clawline_runtime::limits::RateLimiter,
     pub upstreams: Upstreams,
@@ -178,7 +180,7 @@ impl AppState {
         &self.client
     }
 
-    pub fn build(config: Config, client: async_nats::Client) -> anyhow::Result<Self> {
+    pub fn build(config: Settings, client: async_nats::Client) -> anyhow::Result<Self> {
         let keys = match &config.api_keys {
             Some(path) => ApiKeys::load(path)?,
             None => ApiKeys::open(),
@@ -235,6 +237,7 @@ impl AppState {
             leases.fallbacks.clone(),
         );
         Ok(Self(Arc::new(Inner {
+            local_addr: std::sync::OnceLock::new(),
             limiter: clawline_runtime::limits::RateLimiter::new(Some(config.rate_limit)),
             board: Arc::default(),
             responses: Arc::new(crate::protocols::responses::ResponseStore::new(

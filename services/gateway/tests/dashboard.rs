@@ -194,7 +194,7 @@ async fn the_dashboard_shows_each_tenant_its_own_traffic_and_renders_live_withou
     let dashboard = Path::new(env!("CARGO_MANIFEST_DIR")).join("dashboard");
     assert!(
         dashboard.join("node_modules/playwright-core").is_dir(),
-        "playwright-core is missing: run scripts/setup.sh (npm ci in services/gateway/dashboard)"
+        "playwright-core is missing: run scripts/setup.sh --test (npm ci in services/gateway/dashboard)"
     );
     let shot = tempfile::Builder::new().suffix(".png").tempfile().unwrap();
     let out = Command::new("node")

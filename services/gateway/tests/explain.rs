@@ -3,7 +3,7 @@
 //! status and body through, and says 503 when no SQL service runs.
 //!
 //! The SQL service's side is played here by a small responder speaking the contract (the real one,
-//! `clawline-datapool serve`, is tested against real DataFusion in services/datapool/tests/explain.rs):
+//! `clawline-history serve`, is tested against real DataFusion in services/history/tests/explain.rs):
 //! it explains only `stp_alpha`, a step of tenant alpha.
 #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 

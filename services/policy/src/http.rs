@@ -10,11 +10,12 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use clawline_model::{LlamaConfig, Loaded, Request, Sampling};
+use clawline_runtime::http::{self as edge, ApiError};
 use clawline_runtime::keys::ApiKeys;
 use clawline_runtime::tokenize::ChatTokenizer;
 use serde_json::{Value, json};
 
-use crate::Config;
+use crate::Settings;
 use crate::engine::Engine;
 use crate::reply::{self, Kind};
 
@@ -36,41 +37,17 @@ pub struct App {
     pub special_ids: Vec<u32>,
 }
 
-/// A refused request: an OpenAI-style error body.
-pub struct ApiError {
-    status: StatusCode,
-    message: String,
-    param: Option<String>,
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let kind = match self.status {
-            StatusCode::UNAUTHORIZED => "authentication_error",
-            StatusCode::FORBIDDEN => "permission_error",
-            s if s.is_server_error() => "server_error",
-            _ => "invalid_request_error",
-        };
-        let body = json!({"error": {"message": self.message, "type": kind, "param": self.param, "code": null}});
-        (self.status, axum::Json(body)).into_response()
-    }
-}
-
-pub fn refuse(status: StatusCode, message: impl Into<String>, param: Option<&str>) -> ApiError {
-    ApiError {
-        status,
+/// What the engine reports when it fails a request (shown to the client, as vLLM does).
+pub fn engine_failed(message: impl Into<String>) -> ApiError {
+    ApiError::Status {
+        status: StatusCode::INTERNAL_SERVER_ERROR,
+        kind: "server_error",
         message: message.into(),
-        param: param.map(str::to_string),
     }
-}
-
-/// An OpenAI-style error response.
-pub fn error(status: StatusCode, message: impl Into<String>, param: Option<&str>) -> Response {
-    refuse(status, message, param).into_response()
 }
 
 impl App {
-    pub fn load(config: &Config) -> anyhow::Result<Arc<Self>> {
+    pub fn load(config: &Settings) -> anyhow::Result<Arc<Self>> {
         let device = clawline_model::device(&config.device)?;
         let model = Loaded::load_in(&config.model, device, config.dtype.kind(device))
             .map_err(|e| anyhow::anyhow!("--model {}: {e:#}", config.model.display()))?;
@@ -127,8 +104,7 @@ impl App {
 
     /// Sampling parameters of an OpenAI request, checked against the model's limits.
     fn sampling(&self, body: &Value, prompt_len: usize) -> Result<Sampling, ApiError> {
-        let bad =
-            |param: &str, message: String| refuse(StatusCode::BAD_REQUEST, message, Some(param));
+        let bad = |param: &str, message: String| ApiError::bad_param(param, message);
         let room = self
             .config
             .max_position_embeddings
@@ -207,52 +183,27 @@ fn parse(body: &Bytes) -> Result<Value, ApiError> {
     serde_json::from_slice::<Value>(body)
         .ok()
         .filter(Value::is_object)
-        .ok_or_else(|| {
-            refuse(
-                StatusCode::BAD_REQUEST,
-                "the body must be a JSON object",
-                None,
-            )
-        })
+        .ok_or_else(|| ApiError::bad_request("the body must be a JSON object"))
 }
 
-async fn chat(State(app): State<Arc<App>>, body: Bytes) -> Response {
-    let body = match parse(&body) {
-        Ok(b) => b,
-        Err(r) => return r.into_response(),
-    };
-    let Some(messages) = body
+async fn chat(State(app): State<Arc<App>>, body: Bytes) -> Result<Response, ApiError> {
+    let body = parse(&body)?;
+    let messages = body
         .get("messages")
         .and_then(Value::as_array)
         .filter(|m| !m.is_empty())
-    else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "messages: a non-empty array is required",
-            Some("messages"),
-        );
-    };
-    let prompt = match app
+        .ok_or_else(|| {
+            ApiError::bad_param("messages", "messages: a non-empty array is required")
+        })?;
+    let prompt = app
         .tokenizer
         .encode_chat(messages, body.get("tools").filter(|t| !t.is_null()))
-    {
-        Ok(p) => p,
-        Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("messages: {e}"),
-                Some("messages"),
-            );
-        }
-    };
+        .map_err(|e| ApiError::bad_param("messages", format!("messages: {e}")))?;
     generate(app, body, prompt, Kind::Chat).await
 }
 
-async fn completions(State(app): State<Arc<App>>, body: Bytes) -> Response {
-    let body = match parse(&body) {
-        Ok(b) => b,
-        Err(r) => return r.into_response(),
-    };
+async fn completions(State(app): State<Arc<App>>, body: Bytes) -> Result<Response, ApiError> {
+    let body = parse(&body)?;
     // As vLLM: a text prompt is tokenized with the tokenizer's special tokens (a BOS where the
     // model's tokenizer adds one) unless `add_special_tokens` is false.
     let special = body
@@ -267,16 +218,9 @@ async fn completions(State(app): State<Arc<App>>, body: Bytes) -> Response {
         }
     };
     let prompt = match body.get("prompt") {
-        Some(Value::String(text)) if !text.is_empty() => match encode(text) {
-            Ok(p) => p,
-            Err(e) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    format!("prompt: {e}"),
-                    Some("prompt"),
-                );
-            }
-        },
+        Some(Value::String(text)) if !text.is_empty() => {
+            encode(text).map_err(|e| ApiError::bad_param("prompt", format!("prompt: {e}")))?
+        }
         Some(Value::Array(ids)) if !ids.is_empty() => {
             let parsed: Option<Vec<u32>> = ids
                 .iter()
@@ -285,33 +229,33 @@ async fn completions(State(app): State<Arc<App>>, body: Bytes) -> Response {
             match parsed {
                 Some(ids) if ids.iter().all(|&t| (t as usize) < app.config.vocab_size) => ids,
                 _ => {
-                    return error(
-                        StatusCode::BAD_REQUEST,
+                    return Err(ApiError::bad_param(
+                        "prompt",
                         format!(
                             "prompt: token ids must be integers below {}",
                             app.config.vocab_size
                         ),
-                        Some("prompt"),
-                    );
+                    ));
                 }
             }
         }
         _ => {
-            return error(
-                StatusCode::BAD_REQUEST,
+            return Err(ApiError::bad_param(
+                "prompt",
                 "prompt: a string or an array of token ids is required",
-                Some("prompt"),
-            );
+            ));
         }
     };
     generate(app, body, prompt, Kind::Completion).await
 }
 
-async fn generate(app: Arc<App>, body: Value, prompt: Vec<u32>, kind: Kind) -> Response {
-    let sampling = match app.sampling(&body, prompt.len()) {
-        Ok(s) => s,
-        Err(r) => return r.into_response(),
-    };
+async fn generate(
+    app: Arc<App>,
+    body: Value,
+    prompt: Vec<u32>,
+    kind: Kind,
+) -> Result<Response, ApiError> {
+    let sampling = app.sampling(&body, prompt.len())?;
     let stop_ids = sampling.stop_ids.clone();
     let events = app.engine.submit(Request {
         prompt: prompt.clone(),
@@ -336,27 +280,20 @@ async fn models(State(app): State<Arc<App>>) -> Response {
 
 /// `{"path": DIR or FILE.safetensors, "version": "…", "sha256": optional}`: loads the weights
 /// beside the serving ones, checks them, and swaps them in.
-async fn weights(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
-    match app.keys.authenticate(&headers) {
-        Err(e) => return error(StatusCode::UNAUTHORIZED, e.to_string(), None),
-        Ok(c) if !c.admin => return error(StatusCode::FORBIDDEN, "an admin key is required", None),
-        Ok(_) => {}
-    }
-    let body = match parse(&body) {
-        Ok(b) => b,
-        Err(r) => return r.into_response(),
-    };
+async fn weights(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    edge::require_admin(&edge::authenticate(&app.keys, &headers)?)?;
+    let body = parse(&body)?;
     let (Some(path), Some(version)) = (
         body.get("path").and_then(Value::as_str).map(PathBuf::from),
         body.get("version")
             .and_then(Value::as_str)
             .map(str::to_string),
     ) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "path and version are required",
-            None,
-        );
+        return Err(ApiError::bad_request("path and version are required"));
     };
     let sha256 = body
         .get("sha256")
@@ -372,29 +309,26 @@ async fn weights(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -
         load_version(&path, &base, sha256.as_deref(), &config, device, kind)
     })
     .await;
-    let model = match loaded {
-        Ok(Ok(m)) => m,
-        Ok(Err(e)) => {
-            return error(
-                StatusCode::BAD_REQUEST,
+    let model = loaded
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(|e| {
+            ApiError::bad_param(
+                "path",
                 format!(
                     "weights refused, still serving {}: {e:#}",
                     app.current_version()
                 ),
-                Some("path"),
-            );
-        }
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None),
-    };
-    match app.engine.swap(model, version.clone()).await {
-        Ok(previous) => {
-            if let Ok(mut v) = app.version.lock() {
-                v.clone_from(&version);
-            }
-            axum::Json(json!({"version": version, "previous": previous})).into_response()
-        }
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string(), None),
+            )
+        })?;
+    let previous = app
+        .engine
+        .swap(model, version.clone())
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    if let Ok(mut v) = app.version.lock() {
+        v.clone_from(&version);
     }
+    Ok(axum::Json(json!({"version": version, "previous": previous})).into_response())
 }
 
 /// The weights at `path` for a model shaped like `config`: a model dir (its config must match), a

@@ -1,11 +1,12 @@
 use clap::Parser;
-use clawline_policy::{Config, run};
-use clawline_runtime::{Shutdown, init_tracing};
+use clawline_policy::{Args, run};
+use clawline_runtime::{Shutdown, bind, init_tracing};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let config = Config::parse();
-    init_tracing(&config.log);
+    let args = Args::parse();
+    init_tracing(&args.log);
+    let listener = bind("--listen", args.listen).await?;
     let shutdown = Shutdown::on_signals();
-    run(config, shutdown.token()).await
+    run(args.settings(), listener, shutdown.token()).await
 }

@@ -6,14 +6,16 @@
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
 use clawline_model::Finish;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::engine::Event;
-use crate::http::{App, error};
+use clawline_runtime::http::ApiError;
+
+use crate::http::{App, engine_failed};
 use crate::text::AnswerText;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,19 +138,11 @@ pub async fn respond(
     kind: Kind,
     stop_ids: Vec<u32>,
     mut events: mpsc::UnboundedReceiver<Event>,
-) -> Response {
+) -> Result<Response, ApiError> {
     let version = match events.recv().await {
         Some(Event::Started { version }) => version,
-        Some(Event::Failed { message }) => {
-            return error(StatusCode::INTERNAL_SERVER_ERROR, message, None);
-        }
-        _ => {
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "the engine did not start the request",
-                None,
-            );
-        }
+        Some(Event::Failed { message }) => return Err(engine_failed(message)),
+        _ => return Err(engine_failed("the engine did not start the request")),
     };
     let id = clawline_schemas::new_event_id(if kind == Kind::Chat {
         "chatcmpl"
@@ -160,9 +154,9 @@ pub async fn respond(
     let response = if stream {
         streamed(app, id, prompt, kind, w, events)
     } else {
-        whole(&app, id, prompt, kind, &w, events).await
+        whole(&app, id, prompt, kind, &w, events).await?
     };
-    with_version(response, &version)
+    Ok(with_version(response, &version))
 }
 
 async fn whole(
@@ -172,7 +166,7 @@ async fn whole(
     kind: Kind,
     w: &Wants,
     mut events: mpsc::UnboundedReceiver<Event>,
-) -> Response {
+) -> Result<Response, ApiError> {
     let mut g = Growing::default();
     while g.finish.is_none() {
         match events.recv().await {
@@ -182,17 +176,9 @@ async fn whole(
             Some(Event::Done { finish }) => {
                 g.end(finish_reason(finish));
             }
-            Some(Event::Failed { message }) => {
-                return error(StatusCode::INTERNAL_SERVER_ERROR, message, None);
-            }
+            Some(Event::Failed { message }) => return Err(engine_failed(message)),
             Some(Event::Started { .. }) => {}
-            None => {
-                return error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "the engine stopped",
-                    None,
-                );
-            }
+            None => return Err(engine_failed("the engine stopped")),
         }
     }
     let lp = if w.logprobs {
@@ -224,7 +210,7 @@ async fn whole(
     if w.ids {
         out["prompt_token_ids"] = json!(prompt);
     }
-    axum::Json(out).into_response()
+    Ok(axum::Json(out).into_response())
 }
 
 fn usage(prompt: usize, completion: usize) -> Value {

@@ -300,7 +300,8 @@ async fn generation_config_eos_token_id_ends_the_answer() {
     drop(server);
     // A malformed file stops the server at start, naming the file and the key.
     std::fs::write(&generation_config, r#"{"eos_token_id": "."}"#).unwrap();
-    let err = clawline_policy::run(config(dir.path(), &[]), CancellationToken::new())
+    let listener = clawline_runtime::bind_loopback().await.unwrap();
+    let err = clawline_policy::run(config(dir.path(), &[]), listener, CancellationToken::new())
         .await
         .unwrap_err()
         .to_string();

@@ -14,7 +14,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 
-use crate::Config;
+use crate::Settings;
 use crate::config::FileConfig;
 use crate::feedback::ImplicitClassifier;
 use crate::model::{BatchObserver, RewardModel, default_runtime_path, init_runtime};
@@ -94,7 +94,7 @@ pub struct Service {
     file: FileConfig,
     metrics: RewardMetrics,
     registry: Metrics,
-    config: Config,
+    config: Settings,
 }
 
 /// How one input message went.
@@ -108,7 +108,7 @@ enum Outcome {
 
 impl Service {
     /// Loads and checks everything that scores. Every error names the flag or file at fault.
-    pub fn load(config: Config) -> anyhow::Result<Self> {
+    pub fn load(config: Settings) -> anyhow::Result<Self> {
         let mut file = match &config.config {
             Some(path) => FileConfig::load(path)?,
             None => FileConfig::default(),
@@ -188,16 +188,17 @@ impl Service {
         &self.scorer
     }
 
-    /// Consumes and answers until `shutdown`.
-    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+    /// Consumes and answers until `shutdown`, serving `/metrics` on `listener`.
+    pub async fn run(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
         let client = connect_nats(&self.config.nats, "clawline-reward", true).await?;
         let js = jetstream::new(client.clone());
         clawline_nats::ensure_topology(&js, &self.config.nats.topology()).await?;
-        let listener = tokio::net::TcpListener::bind(self.config.listen)
-            .await
-            .map_err(|e| anyhow::anyhow!("--listen {}: {e}", self.config.listen))?;
         tracing::info!(
-            listen = %self.config.listen,
+            listen = %listener.local_addr()?,
             models = ?self.scorer.models.iter().map(|(m, _)| &m.source).collect::<Vec<_>>(),
             rules = ?self.scorer.rules.iter().map(|r| &r.source).collect::<Vec<_>>(),
             "reward service ready"
@@ -243,10 +244,14 @@ impl Service {
     }
 }
 
-/// Loads the service from flags and runs it until `shutdown`.
-pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let service = tokio::task::spawn_blocking(move || Service::load(config)).await??;
-    service.run(shutdown).await
+/// Loads the service and runs it until `shutdown`.
+pub async fn run(
+    settings: Settings,
+    listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let service = tokio::task::spawn_blocking(move || Service::load(settings)).await??;
+    service.run(listener, shutdown).await
 }
 
 struct Ctx {

@@ -5,7 +5,6 @@ mod common;
 
 use std::time::Duration;
 
-use clap::Parser;
 use clawline_nats::testing::NatsServer;
 use clawline_nats::{publish_raw, subjects};
 use common::*;
@@ -101,7 +100,7 @@ async fn implicit_feedback_scores_the_answer_the_user_reacts_to() {
     let nats = NatsServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let svc = start(&nats, dir.path(), "bundled_model = false\nrules = []\n").await;
-    let gw = gateway(&nats, dir.path(), &[]).await;
+    let gw = gateway(&nats, dir.path(), None).await;
     let js = nats.jetstream().await;
     let http = reqwest::Client::new();
     let chat = |messages: Value| {
@@ -152,7 +151,7 @@ async fn implicit_feedback_scores_the_answer_the_user_reacts_to() {
 async fn compute_reward_answers_through_the_gateway() {
     let nats = NatsServer::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let gw = gateway(&nats, dir.path(), &["--reward-timeout", "500ms"]).await;
+    let gw = gateway(&nats, dir.path(), Some(Duration::from_millis(500))).await;
     let http = reqwest::Client::new();
     let tok = clawline_runtime::tokenize::ChatTokenizer::load(
         &clawline_mock_vllm::default_tokenizer_dir(),
@@ -266,25 +265,21 @@ impl Gateway {
     }
 }
 
-async fn gateway(nats: &NatsServer, dir: &std::path::Path, extra: &[&str]) -> Gateway {
+async fn gateway(
+    nats: &NatsServer,
+    dir: &std::path::Path,
+    reward_timeout: Option<Duration>,
+) -> Gateway {
     let mock = clawline_mock_vllm::MockVllm::start(Default::default())
         .await
         .unwrap();
-    let mut args = vec![
-        "clawline-gateway".to_string(),
-        "--upstream".into(),
-        mock.url.clone(),
-        "--nats-url".into(),
-        nats.url(),
-        "--spool-dir".into(),
-        dir.join("spool").display().to_string(),
-        "--tokenizer".into(),
-        clawline_mock_vllm::default_tokenizer_dir()
-            .display()
-            .to_string(),
-    ];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let config = clawline_gateway::Config::try_parse_from(args).unwrap();
+    let mut config = clawline_gateway::Settings::new(vec![mock.url.clone()]);
+    config.nats = clawline_runtime::NatsArgs::at(nats.url());
+    config.spool_dir = dir.join("spool");
+    config.tokenizer = Some(clawline_mock_vllm::default_tokenizer_dir());
+    if let Some(timeout) = reward_timeout {
+        config.reward_timeout = timeout;
+    }
     let client = clawline_runtime::connect_nats(&config.nats, "test-gateway", false)
         .await
         .unwrap();
@@ -292,7 +287,7 @@ async fn gateway(nats: &NatsServer, dir: &std::path::Path, extra: &[&str]) -> Ga
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let shutdown = clawline_runtime::CancellationToken::new();
-    let task = tokio::spawn(clawline_gateway::run(state, listener, shutdown.clone()));
+    let task = tokio::spawn(clawline_gateway::serve(state, listener, shutdown.clone()));
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
         if let Ok(r) = reqwest::get(format!("{url}/ready")).await

@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use clawline_schemas::{LoraAdapter, TrainingSummary, WeightsFormat, WeightsPublished};
 use serde::{Deserialize, Serialize};
 
-use crate::Config;
+use crate::Settings;
 use clawline_model::AdamW;
 
 use crate::learner::{Learner, Trained, WEIGHTS_FILE};
@@ -222,7 +222,7 @@ fn write_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 
 /// Builds the learner and restores the newest checkpoint, refusing one made with other flags.
 pub fn resume(
-    config: &Config,
+    config: &Settings,
     device: tch::Device,
     checkpoints: &Checkpoints,
 ) -> anyhow::Result<(Learner, State, Option<PathBuf>)> {

@@ -17,7 +17,7 @@ use clawline_schemas::{BatchFormed, TrainingMetrics, WeightsPublished, now_ms};
 use futures::StreamExt;
 use serde::Serialize;
 
-use crate::Config;
+use crate::Settings;
 use crate::checkpoint::{Checkpoints, State, resume};
 use crate::learner::{Learner, Trained, published_file_name};
 use crate::metrics::TrainerMetrics;
@@ -38,16 +38,18 @@ pub struct Status {
     pub last: Option<TrainingMetrics>,
 }
 
-pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// Trains until `shutdown`, serving `/status` and `/metrics` on `listener`.
+pub async fn run(
+    config: Settings,
+    listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     config.check()?;
     let device = clawline_model::device(&config.device)?;
     let checkpoints = Checkpoints::open(&config.checkpoint_dir)?;
     let client = connect_nats(&config.nats, "clawline-trainer", true).await?;
     let js = jetstream::new(client.clone());
     clawline_nats::ensure_topology(&js, &config.nats.topology()).await?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("--listen {}: {e}", config.listen))?;
 
     let (learner, state, dir, checkpoints) = {
         let config = config.clone();

@@ -48,9 +48,14 @@ fn start(nats: &NatsServer, model: &Path, ckpt: &Path, port: u16, extra: &[&str]
         "0.01",
     ];
     args.extend_from_slice(extra);
-    let config = clawline_trainer::Config::try_parse_from(args).unwrap();
+    let parsed = clawline_trainer::Args::try_parse_from(args).unwrap();
+    let listener = clawline_runtime::bind_sync("--listen", parsed.listen).unwrap();
     let stop = CancellationToken::new();
-    let task = tokio::spawn(clawline_trainer::run(config, stop.clone()));
+    let task = tokio::spawn(clawline_trainer::run(
+        parsed.settings(),
+        listener,
+        stop.clone(),
+    ));
     Running { stop, task }
 }
 
@@ -284,13 +289,14 @@ fn flags_that_cannot_work_are_named() {
         ("--max-kl-base", "-1"),
         ("--max-kl-base", "NaN"),
     ] {
-        let config = clawline_trainer::Config::try_parse_from([
+        let config = clawline_trainer::Args::try_parse_from([
             "clawline-trainer",
             "--model",
             "m",
             &format!("{flag}={value}"),
         ])
-        .unwrap();
+        .unwrap()
+        .settings();
         let err = config.check().unwrap_err().to_string();
         assert!(err.contains(flag), "{flag}: {err}");
     }
@@ -302,17 +308,11 @@ fn flags_that_cannot_work_are_named() {
 async fn a_checkpoint_dir_in_use_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let _first = clawline_runtime::lock_dir(dir.path()).unwrap();
-    let config = clawline_trainer::Config::try_parse_from([
-        "clawline-trainer",
-        "--model",
-        "m",
-        "--checkpoint-dir",
-        dir.path().to_str().unwrap(),
-        "--nats-url",
-        "nats://127.0.0.1:1",
-    ])
-    .unwrap();
-    let err = clawline_trainer::run(config, clawline_runtime::CancellationToken::new())
+    let mut config = clawline_trainer::Settings::new("m");
+    config.checkpoint_dir = dir.path().into();
+    config.nats = clawline_runtime::NatsArgs::at("nats://127.0.0.1:1");
+    let listener = clawline_runtime::bind_loopback().await.unwrap();
+    let err = clawline_trainer::run(config, listener, clawline_runtime::CancellationToken::new())
         .await
         .unwrap_err();
     let msg = format!("{err:#}");

@@ -90,9 +90,14 @@ fn start(nats: &NatsServer, model: &Path, ckpt: &Path, flags: &[&str]) -> Runnin
         "cpu",
     ];
     args.extend_from_slice(flags);
-    let config = clawline_trainer::Config::try_parse_from(args).unwrap();
+    let parsed = clawline_trainer::Args::try_parse_from(args).unwrap();
+    let listener = clawline_runtime::bind_sync("--listen", parsed.listen).unwrap();
     let stop = CancellationToken::new();
-    let task = tokio::spawn(clawline_trainer::run(config, stop.clone()));
+    let task = tokio::spawn(clawline_trainer::run(
+        parsed.settings(),
+        listener,
+        stop.clone(),
+    ));
     Running { stop, task, port }
 }
 

@@ -3,7 +3,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use clawline_datapool::{Format, Scope, SqlEngine, render};
+use clawline_history::{Format, Scope, SqlEngine, render};
 use serde_json::Value;
 
 use crate::{Args, Outcome};

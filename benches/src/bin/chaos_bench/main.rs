@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::Parser;
-use clawline_datapool::{SqlConfig, SqlEngine};
+use clawline_history::{SqlConfig, SqlEngine};
 use clawline_model::init::{InitOptions, init};
 use clawline_nats::server::{LocalServer, LocalServerConfig};
 use count::{drain, report};
@@ -174,7 +174,7 @@ async fn main() -> anyhow::Result<()> {
         ),
         (
             "archiver",
-            "clawline-datapool",
+            "clawline-history",
             vec![
                 "serve".into(),
                 "--archive-dir".into(),
@@ -289,7 +289,7 @@ async fn main() -> anyhow::Result<()> {
     // Drain: until every answered step is batched and the counts stop moving.
     let engine = SqlEngine::new(
         SqlConfig {
-            root: clawline_datapool::ArchiveRoot::local(dir.as_path().join("archive")),
+            root: clawline_history::ArchiveRoot::local(dir.as_path().join("archive")),
             memory_limit: 2 << 30,
             timeout: Duration::from_secs(120),
         },

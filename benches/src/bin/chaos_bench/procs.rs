@@ -32,7 +32,7 @@ impl Proc {
         if bin != "clawline-mock-vllm" {
             all.extend(common.iter().cloned());
         }
-        if bin != "clawline-mock-vllm" && bin != "clawline-datapool" {
+        if bin != "clawline-mock-vllm" && bin != "clawline-history" {
             all.extend(["--log-level".to_string(), "warn".to_string()]);
         }
         Self {

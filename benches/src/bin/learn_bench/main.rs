@@ -82,25 +82,13 @@ async fn main() -> anyhow::Result<()> {
         .sum();
 
     // Serving.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let url = format!("http://127.0.0.1:{port}");
+    let listener = clawline_runtime::bind_loopback().await?;
+    let url = format!("http://{}", listener.local_addr()?);
     let stop = CancellationToken::new();
-    let server = clawline_policy::Config::try_parse_from([
-        "clawline-policy",
-        "--model",
-        &model_dir.display().to_string(),
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-        "--device",
-        &args.device,
-        "--max-batch",
-        &args.clients.to_string(),
-        "--log-level",
-        "warn",
-    ])?;
-    tokio::spawn(clawline_policy::run(server, stop.clone()));
+    let mut server = clawline_policy::Settings::new(&model_dir);
+    server.device = args.device.clone();
+    server.max_batch = args.clients;
+    tokio::spawn(clawline_policy::run(server, listener, stop.clone()));
     let http = reqwest::Client::new();
     while http.get(format!("{url}/healthz")).send().await.is_err() {
         tokio::time::sleep(Duration::from_millis(20)).await;

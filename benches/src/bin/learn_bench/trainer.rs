@@ -7,7 +7,6 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use clap::Parser as _;
 use clawline_benches::median;
 use clawline_model::Sample;
 use clawline_nats::server::{LocalServer, LocalServerConfig};
@@ -40,28 +39,14 @@ pub async fn measure(
     let mut metrics = client.subscribe(subjects::TRAINING_METRICS).await?;
     let mut weights = client.subscribe(subjects::WEIGHTS_PUBLISHED).await?;
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let config = clawline_trainer::Config::try_parse_from([
-        "clawline-trainer",
-        "--nats-url",
-        &server.url(),
-        "--model",
-        &model_dir.display().to_string(),
-        "--checkpoint-dir",
-        &dir.path().join("ckpt").display().to_string(),
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-        "--device",
-        device,
-        "--publish-every",
-        "1",
-        "--log-level",
-        "warn",
-    ])?;
+    let mut config = clawline_trainer::Settings::new(model_dir);
+    config.nats = clawline_runtime::NatsArgs::at(server.url());
+    config.checkpoint_dir = dir.path().join("ckpt");
+    config.device = device.into();
+    config.publish_every = 1;
+    let listener = clawline_runtime::bind_loopback().await?;
     let stop = CancellationToken::new();
-    let trainer = tokio::spawn(clawline_trainer::run(config, stop.clone()));
+    let trainer = tokio::spawn(clawline_trainer::run(config, listener, stop.clone()));
 
     let mut update_secs = Vec::new();
     let mut publish_secs = Vec::new();

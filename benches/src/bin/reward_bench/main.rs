@@ -82,7 +82,7 @@ enum Cmd {
 struct Compare {
     #[command(flatten)]
     work: Work,
-    /// The Python with `onnxruntime` and `tokenizers` (the venv of `scripts/setup.sh`).
+    /// The Python with `onnxruntime` and `tokenizers` (the venv of `scripts/setup.sh --test`).
     #[arg(long)]
     python: PathBuf,
     #[arg(long, default_value = "benches/python/reward_bench.py")]

@@ -59,17 +59,12 @@ pub async fn policy(model: &Path, stop: &CancellationToken) -> String {
 
 /// The built-in policy server on `model` at `port`.
 pub async fn policy_on(model: &Path, port: u16, stop: &CancellationToken) -> String {
-    let config = clawline_policy::Config::try_parse_from([
-        "clawline-policy",
-        "--model",
-        model.to_str().unwrap(),
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-        "--device",
-        "cpu",
-    ])
-    .unwrap();
-    tokio::spawn(clawline_policy::run(config, stop.clone()));
+    let mut settings = clawline_policy::Settings::new(model);
+    settings.device = "cpu".into();
+    let listener = clawline_runtime::bind("--listen", ([127, 0, 0, 1], port).into())
+        .await
+        .unwrap();
+    tokio::spawn(clawline_policy::run(settings, listener, stop.clone()));
     let url = format!("http://127.0.0.1:{port}");
     wait_for(
         || async { reqwest::get(format!("{url}/healthz")).await.is_ok() },
@@ -96,35 +91,23 @@ pub async fn served_version(url: &str) -> String {
         .to_string()
 }
 
+/// Starts a trainer on `model` publishing every update; `lora_r` trains adapters of that rank.
 pub fn trainer(
     nats: &NatsServer,
     model: &Path,
     ckpt: &Path,
-    extra: &[&str],
+    lora_r: Option<usize>,
     stop: &CancellationToken,
 ) {
-    let url = nats.url();
-    let listen = format!("127.0.0.1:{}", free_port());
-    let mut args = vec![
-        "clawline-trainer",
-        "--nats-url",
-        &url,
-        "--model",
-        model.to_str().unwrap(),
-        "--checkpoint-dir",
-        ckpt.to_str().unwrap(),
-        "--listen",
-        &listen,
-        "--device",
-        "cpu",
-        "--lr",
-        "0.001",
-        "--publish-every",
-        "1",
-    ];
-    args.extend_from_slice(extra);
-    let config = clawline_trainer::Config::try_parse_from(args).unwrap();
-    tokio::spawn(clawline_trainer::run(config, stop.clone()));
+    let mut settings = clawline_trainer::Settings::new(model);
+    settings.nats = clawline_runtime::NatsArgs::at(nats.url());
+    settings.checkpoint_dir = ckpt.into();
+    settings.device = "cpu".into();
+    settings.lr = 0.001;
+    settings.publish_every = 1;
+    settings.lora_r = lora_r;
+    let listener = clawline_runtime::bind_sync("--listen", ([127, 0, 0, 1], 0).into()).unwrap();
+    tokio::spawn(clawline_trainer::run(settings, listener, stop.clone()));
 }
 
 /// Starts the broadcaster; returns its `/status` port and the task (to see its error).
@@ -154,10 +137,15 @@ pub fn broadcaster(
         args.extend(["--engine", e.as_str()]);
     }
     args.extend_from_slice(extra);
-    let config = clawline_broadcaster::Config::try_parse_from(args).unwrap();
+    let parsed = clawline_broadcaster::Args::try_parse_from(args).unwrap();
+    let listener = clawline_runtime::bind_sync("--listen", parsed.listen).unwrap();
     (
         port,
-        tokio::spawn(clawline_broadcaster::run(config, stop.clone())),
+        tokio::spawn(clawline_broadcaster::run(
+            parsed.settings(),
+            listener,
+            stop.clone(),
+        )),
     )
 }
 

@@ -1,6 +1,6 @@
 //! `GET /v1/explain/{step_id}` and `GET /v1/diagnosis`: "why isn't it learning?" — a step's way
 //! into a served policy, and what the learning loop is stuck on. The gateway has no SQL engine:
-//! it asks the SQL service (`clawline-datapool serve`) over NATS (`clawline.explain`), naming the
+//! it asks the SQL service (`clawline-history serve`) over NATS (`clawline.explain`), naming the
 //! caller's tenant (none for an admin key), and passes its status and body through. A tenant's key
 //! explains only its own steps: another tenant's step is a 404, as if it did not exist.
 
@@ -57,7 +57,7 @@ async fn forward(
         subjects::EXPLAIN,
         request.to_string().into_bytes(),
         EXPLAIN_TIMEOUT,
-        ("SQL service", "clawline-datapool serve, or clawline up"),
+        ("SQL service", "clawline-history serve, or clawline up"),
     )
     .await?;
     let reply: Value = serde_json::from_slice(&reply)

@@ -88,36 +88,13 @@ impl FromRequest<AppState> for Body {
         let limit = state
             .keys
             .max_body(req.headers(), state.config.max_body_bytes);
-        let too_large = ApiError::PayloadTooLarge { limit };
-        let declared = req
-            .headers()
-            .get(axum::http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
-        if declared.is_some_and(|n| n > limit) {
-            return Err(too_large);
-        }
-        let body = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge { limit }
-            } else {
-                ApiError::bad_request(format!(
-                    "could not read the request body: {}",
-                    rejection.body_text()
-                ))
-            }
-        })?;
-        if body.len() > limit {
-            return Err(too_large);
-        }
-        Ok(Body(body))
+        clawline_runtime::http::read_capped(req, limit)
+            .await
+            .map(Body)
     }
 }
 
-/// Parses a JSON body; the error names the position and what was wrong.
-pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
-}
+pub use clawline_runtime::http::parse_json;
 
 /// Parses an optional JSON body: empty (or `null`) means `T::default()`.
 pub fn parse_optional_json<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
@@ -130,13 +107,11 @@ pub fn parse_optional_json<T: DeserializeOwned + Default>(body: &[u8]) -> Result
 
 /// The caller behind the request's key (401 without a valid one), within its rate (429).
 pub fn caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
-    let caller = crate::auth::authenticate(&state.keys, headers)?;
-    state.limiter.check(&caller).map_err(|wait| {
-        state.metrics.rate_limited.inc();
-        tracing::debug!(key = %caller.key_id, tenant = %caller.tenant, "rate limited");
-        ApiError::RateLimited(wait)
-    })?;
-    Ok(caller)
+    clawline_runtime::http::admit(&state.keys, &state.limiter, headers).inspect_err(|e| {
+        if let ApiError::RateLimited(_) = e {
+            state.metrics.rate_limited.inc();
+        }
+    })
 }
 
 /// Every 10 s: forget idle trajectories, and complete implicit sessions that went idle.

@@ -132,7 +132,10 @@ fn public_base(state: &AppState, headers: &HeaderMap) -> String {
     }
     match headers.get("host").and_then(|h| h.to_str().ok()) {
         Some(host) => format!("http://{host}"),
-        None => format!("http://{}", state.config.listen),
+        None => match state.local_addr.get() {
+            Some(addr) => format!("http://{addr}"),
+            None => format!("http://{}", crate::settings::LISTEN),
+        },
     }
 }
 

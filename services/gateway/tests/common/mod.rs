@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use clawline_gateway::{AppState, Config};
+use clawline_gateway::{AppState, Args, Settings};
 use clawline_mock_vllm::{MockConfig, MockVllm};
 use clawline_nats::async_nats::jetstream;
 use clawline_nats::testing::NatsServer;
@@ -42,7 +42,7 @@ pub struct Harness {
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
     pub dir: tempfile::TempDir,
-    pub config: Config,
+    pub config: Settings,
 }
 
 pub fn tokenizer_dir() -> PathBuf {
@@ -80,7 +80,7 @@ impl Harness {
             args.extend(["--api-keys".into(), path.display().to_string()]);
         }
         args.extend(options.extra_args);
-        let config = Config::try_parse_from(args).expect("config");
+        let config = Args::try_parse_from(args).expect("config").settings();
         Self::launch(nats, mock, dir, config).await
     }
 
@@ -88,7 +88,7 @@ impl Harness {
         nats: NatsServer,
         mock: MockVllm,
         dir: tempfile::TempDir,
-        config: Config,
+        config: Settings,
     ) -> Self {
         let client = clawline_runtime::connect_nats(&config.nats, "test-gateway", false)
             .await
@@ -99,7 +99,7 @@ impl Harness {
             .expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(clawline_gateway::run(
+        let task = tokio::spawn(clawline_gateway::serve(
             state.clone(),
             listener,
             shutdown.clone(),
@@ -211,7 +211,7 @@ impl Harness {
         nats_url: &str,
     ) -> (AppState, String, CancellationToken, MockVllm) {
         let mock = MockVllm::start(MockConfig::default()).await.expect("mock");
-        let config = Config::try_parse_from([
+        let config = Args::try_parse_from([
             "clawline-gateway",
             "--upstream",
             &mock.url,
@@ -220,7 +220,8 @@ impl Harness {
             "--spool-dir",
             &dir.path().join("spool").display().to_string(),
         ])
-        .expect("config");
+        .expect("config")
+        .settings();
         let client = clawline_runtime::connect_nats(&config.nats, "test", false)
             .await
             .expect("client");
@@ -230,7 +231,7 @@ impl Harness {
             .expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let shutdown = CancellationToken::new();
-        tokio::spawn(clawline_gateway::run(
+        tokio::spawn(clawline_gateway::serve(
             state.clone(),
             listener,
             shutdown.clone(),

@@ -36,32 +36,31 @@ pub fn model_dir(seed: i64) -> tempfile::TempDir {
     dir
 }
 
-/// The server's settings: `model` on a free loopback port, on the CPU, with `extra` flags.
-pub fn config(model: &Path, extra: &[&str]) -> clawline_policy::Config {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let listen = format!("127.0.0.1:{port}");
+/// The server's settings: `model` on the CPU, with `extra` flags.
+pub fn config(model: &Path, extra: &[&str]) -> clawline_policy::Settings {
     let mut args = vec![
         "clawline-policy",
         "--model",
         model.to_str().unwrap(),
-        "--listen",
-        &listen,
         "--device",
         "cpu",
     ];
     args.extend_from_slice(extra);
-    clawline_policy::Config::try_parse_from(args).unwrap()
+    clawline_policy::Args::try_parse_from(args)
+        .unwrap()
+        .settings()
 }
 
+/// A policy server on a free loopback port.
 pub async fn start(model: &Path, extra: &[&str]) -> Server {
-    let config = config(model, extra);
-    let url = format!("http://{}", config.listen);
+    let listener = clawline_runtime::bind_loopback().await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
     let stop = CancellationToken::new();
-    tokio::spawn(clawline_policy::run(config, stop.clone()));
+    tokio::spawn(clawline_policy::run(
+        config(model, extra),
+        listener,
+        stop.clone(),
+    ));
     for _ in 0..200 {
         if reqwest::get(format!("{url}/healthz")).await.is_ok() {
             return Server { url, stop };

@@ -8,7 +8,7 @@ use clap::Parser;
 use clawline_nats::async_nats::jetstream;
 use clawline_nats::testing::NatsServer;
 use clawline_nats::{publish_event, subjects};
-use clawline_reward::{Config, Service};
+use clawline_reward::{Args, Service, Settings};
 use clawline_runtime::CancellationToken;
 pub use clawline_schemas::*;
 use serde::de::DeserializeOwned;
@@ -39,44 +39,34 @@ impl Reward {
     }
 }
 
-/// Config for a reward service on `nats`, with the TOML text written beside it.
-pub fn config(nats: &NatsServer, dir: &Path, toml: &str, extra: &[&str]) -> Config {
+/// Settings for a reward service on `nats` (with `extra` flags), the TOML text written beside it.
+pub fn config(nats: &NatsServer, dir: &Path, toml: &str, extra: &[&str]) -> Settings {
     let path = dir.join("reward.toml");
     std::fs::write(&path, toml).unwrap();
-    let port = free_port();
     let mut args = vec![
         "clawline-reward".to_string(),
         "--nats-url".into(),
         nats.url(),
         "--config".into(),
         path.display().to_string(),
-        "--listen".into(),
-        format!("127.0.0.1:{port}"),
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
-    Config::try_parse_from(args).unwrap()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    Args::try_parse_from(args).unwrap().settings()
 }
 
 pub async fn start(nats: &NatsServer, dir: &Path, toml: &str) -> Reward {
     start_with(config(nats, dir, toml, &[])).await
 }
 
-pub async fn start_with(config: Config) -> Reward {
-    let metrics_url = format!("http://{}/metrics", config.listen);
+pub async fn start_with(config: Settings) -> Reward {
+    let listener = clawline_runtime::bind_loopback().await.unwrap();
+    let metrics_url = format!("http://{}/metrics", listener.local_addr().unwrap());
     let service = tokio::task::spawn_blocking(move || Service::load(config))
         .await
         .unwrap()
         .expect("reward service loads");
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(service.run(shutdown.clone()));
+    let task = tokio::spawn(service.run(listener, shutdown.clone()));
     let deadline = Instant::now() + Duration::from_secs(20);
     while reqwest::get(&metrics_url).await.is_err() {
         assert!(Instant::now() < deadline, "reward service did not start");

@@ -1,0 +1,44 @@
+//! Test support (feature `testing`): where the tests' Python lives.
+
+use std::path::PathBuf;
+
+/// The Python of the test venv `scripts/setup.sh --test` makes (`CLAWLINE_PYTHON` overrides it);
+/// panics with the fix when it is missing.
+pub fn python() -> PathBuf {
+    let path = std::env::var_os("CLAWLINE_PYTHON")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .map(|h| PathBuf::from(h).join(".cache/clawline/venv/bin/python"))
+        })
+        .expect("HOME or CLAWLINE_PYTHON");
+    assert!(
+        path.is_file(),
+        "{} missing: run scripts/setup.sh --test (it creates the test venv)",
+        path.display()
+    );
+    path
+}
+
+/// Waits (polling, so the test's runtime keeps running) for `child` to exit within `within` and
+/// returns its output; a child still running then is killed and the test fails, rather than hangs.
+pub async fn exits_within(
+    mut child: std::process::Child,
+    within: std::time::Duration,
+    what: &str,
+) -> std::process::Output {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if std::time::Instant::now() > deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{what}: still running after {within:?}");
+            }
+            Ok(None) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+            Err(e) => panic!("{what}: {e}"),
+        }
+    }
+    child.wait_with_output().expect("output of an exited child")
+}

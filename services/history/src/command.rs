@@ -1,0 +1,57 @@
+//! The `clawline-history` binary's commands, so that its `main.rs` only parses and runs them.
+
+use clap::{Parser, Subcommand};
+use clawline_runtime::{CancellationToken, LogArgs, NatsArgs};
+
+use crate::{ArchiveArgs, ServeConfig, SqlCommand};
+
+#[derive(Parser)]
+#[command(
+    name = "clawline-history",
+    version,
+    about = "clawline's history: Parquet archive and SQL"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Archive every stream to Parquet (resumes after the last archived message).
+    Archive {
+        #[command(flatten)]
+        nats: NatsArgs,
+        #[command(flatten)]
+        archive: ArchiveArgs,
+    },
+    /// The archiver plus `POST /sql`.
+    Serve {
+        #[command(flatten)]
+        config: Box<ServeConfig>,
+        /// Address of `POST /sql`, `GET /explain/{step_id}`, `GET /diagnosis`, `/healthz`.
+        #[arg(long, env = "CLAWLINE_DATAPOOL_LISTEN", default_value_t = crate::LISTEN)]
+        listen: std::net::SocketAddr,
+    },
+    /// Run one query and print the answer.
+    Sql(SqlCommand),
+}
+
+/// Runs `command` until it ends or `shutdown` is cancelled.
+pub async fn run(command: Command, shutdown: CancellationToken) -> anyhow::Result<()> {
+    match command {
+        Command::Archive { nats, archive } => {
+            let client = clawline_runtime::connect_nats(&nats, "clawline-history", true).await?;
+            let js = async_nats::jetstream::new(client);
+            clawline_nats::ensure_topology(&js, &nats.topology()).await?;
+            crate::run_archiver(js, archive.config(), shutdown).await
+        }
+        Command::Serve { config, listen } => {
+            let listener = clawline_runtime::bind("--listen", listen).await?;
+            crate::serve(*config, listener, shutdown).await
+        }
+        Command::Sql(cmd) => crate::run_sql_command(cmd).await,
+    }
+}
