@@ -14,6 +14,7 @@ pub mod chat;
 pub mod dashboard;
 pub mod error;
 pub mod http;
+pub mod identity;
 pub mod leases;
 pub mod protocols;
 pub mod sessions;

@@ -13,11 +13,11 @@ use clawline_schemas::{
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::chat::{new_trajectory_uid, registration, valid_client_id};
 use super::{Body, caller, parse_optional_json};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::identity::{new_trajectory_uid, registration, valid_client_id};
 use crate::sessions::{Origin, Trajectory};
 
 pub fn router() -> Router<AppState> {

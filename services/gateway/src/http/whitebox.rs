@@ -13,12 +13,12 @@ use clawline_schemas::{
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::chat::{new_trajectory_uid, valid_client_id};
 use super::{Body, caller, parse_json};
 use crate::AppState;
 use crate::auth::RequireAdmin as _;
 use crate::capture::{Outcome, SpoolEntry};
 use crate::error::ApiError;
+use crate::identity::{new_trajectory_uid, valid_client_id};
 
 pub fn router() -> Router<AppState> {
     Router::new()

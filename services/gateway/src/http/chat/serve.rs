@@ -10,13 +10,14 @@ use axum::response::{IntoResponse, Response};
 use clawline_schemas::new_event_id;
 use serde_json::{Map, Value};
 
+use super::add_call_headers;
 use super::stream::{InFlight, stream_response};
-use super::{POLICY_VERSION_HEADER, add_call_headers, header, resolve};
 use crate::AppState;
 use crate::chat::{Answer, request_exact_tokens, strip_unrequested, validate_messages};
 use crate::error::ApiError;
 use crate::http::caller;
 use crate::http::steps::{CallContext, record_call};
+use crate::identity::{POLICY_VERSION_HEADER, header, resolve};
 use crate::protocols::Dialect;
 
 /// The request fields other than the conversation itself, for provenance.
