@@ -190,3 +190,30 @@ impl NatsCluster {
             .unwrap_or_else(|e| panic!("restarting n{i}: {e}"));
     }
 }
+
+/// How many messages `stream` holds.
+pub async fn stream_count(js: &jetstream::Context, stream: &str) -> u64 {
+    let mut s = js.get_stream(stream).await.expect("stream");
+    s.info().await.expect("stream info").state.messages
+}
+
+/// Every event of `stream` on a subject starting with `subject_prefix` (`""`: all), decoded as
+/// `E`; one that does not decode fails the test.
+pub async fn read_events<E: serde::de::DeserializeOwned>(
+    js: &jetstream::Context,
+    stream: &str,
+    subject_prefix: &str,
+) -> Vec<E> {
+    let mut s = js.get_stream(stream).await.expect("stream");
+    let info = s.info().await.expect("stream info").clone();
+    let mut out = Vec::new();
+    for seq in info.state.first_sequence.max(1)..=info.state.last_sequence {
+        let Ok(msg) = s.get_raw_message(seq).await else {
+            continue;
+        };
+        if msg.subject.starts_with(subject_prefix) {
+            out.push(clawline_schemas::decode(&msg.payload).expect("a decodable event"));
+        }
+    }
+    out
+}

@@ -3,7 +3,7 @@
 //! and KV follows; rollback and activation by operators; LoRA adapters on vLLM under their own
 //! name; corrupt versions and refusing engines leave the old version serving.
 
-mod common;
+mod learning;
 
 use clawline_broadcaster::ControlRequest;
 use clawline_mock_vllm::{MockConfig, MockVllm};
@@ -11,7 +11,7 @@ use clawline_nats::testing::NatsServer;
 use clawline_nats::{buckets, subjects};
 use clawline_runtime::CancellationToken;
 use clawline_schemas::{WeightsActivated, WeightsRejected};
-use common::*;
+use learning::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn versions_go_live_on_every_engine_and_operators_roll_back() {

@@ -5,7 +5,7 @@
 //! serving version, degenerate answers); the serving weights and a normal update are promoted,
 //! with their evaluation on the event.
 
-mod common;
+mod learning;
 
 use std::path::Path;
 
@@ -15,7 +15,7 @@ use clawline_nats::testing::NatsServer;
 use clawline_nats::{buckets, subjects};
 use clawline_runtime::CancellationToken;
 use clawline_schemas::{CanaryResult, WeightsActivated, WeightsRejected};
-use common::*;
+use learning::*;
 
 struct Gate {
     nats: NatsServer,

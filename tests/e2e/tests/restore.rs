@@ -2,14 +2,14 @@
 //! Engines that restart come back with their base weights: the broadcaster notices and activates
 //! the serving version on them again, without a new version being published.
 
-mod common;
+mod learning;
 
 use clawline_mock_vllm::{MockConfig, MockVllm};
 use clawline_nats::testing::NatsServer;
 use clawline_nats::{buckets, subjects};
 use clawline_runtime::CancellationToken;
 use clawline_schemas::WeightsActivated;
-use common::*;
+use learning::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarted_engines_get_the_serving_version_back() {

@@ -240,32 +240,7 @@ impl Harness {
     }
 }
 
-pub async fn stream_count(js: &jetstream::Context, stream: &str) -> u64 {
-    let mut s = js.get_stream(stream).await.expect("stream");
-    s.info().await.expect("stream info").state.messages
-}
-
-pub async fn read_events<E: DeserializeOwned>(
-    js: &jetstream::Context,
-    stream: &str,
-    prefix: &str,
-) -> Vec<E> {
-    let mut s = js.get_stream(stream).await.expect("stream");
-    let info = s.info().await.expect("info").clone();
-    let mut out = Vec::new();
-    for seq in info.state.first_sequence..=info.state.last_sequence {
-        if seq == 0 {
-            continue;
-        }
-        let Ok(msg) = s.get_raw_message(seq).await else {
-            continue;
-        };
-        if msg.subject.starts_with(prefix) {
-            out.push(decode(&msg.payload).expect("decodable event"));
-        }
-    }
-    out
-}
+pub use clawline_nats::testing::{read_events, stream_count};
 
 /// A chat call in the trajectory the client names; returns its step id.
 pub async fn call_named(h: &Harness, trajectory: &str, text: &str) -> String {

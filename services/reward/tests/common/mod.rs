@@ -107,21 +107,11 @@ pub async fn publish_step(js: &jetstream::Context, step: &StepRecorded) {
         .unwrap();
 }
 
-pub async fn stream_count(js: &jetstream::Context, stream: &str) -> u64 {
-    let mut s = js.get_stream(stream).await.unwrap();
-    s.info().await.unwrap().state.messages
-}
+pub use clawline_nats::testing::stream_count;
 
+/// Every event of `stream`.
 pub async fn read_events<E: DeserializeOwned>(js: &jetstream::Context, stream: &str) -> Vec<E> {
-    let mut s = js.get_stream(stream).await.unwrap();
-    let info = s.info().await.unwrap().clone();
-    let mut out = Vec::new();
-    for seq in info.state.first_sequence.max(1)..=info.state.last_sequence {
-        if let Ok(msg) = s.get_raw_message(seq).await {
-            out.push(decode(&msg.payload).unwrap());
-        }
-    }
-    out
+    clawline_nats::testing::read_events(js, stream, "").await
 }
 
 /// Waits until REWARDS holds at least `n` rewards, then returns them all.
@@ -159,14 +149,22 @@ pub fn metric(text: &str, line_prefix: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
-/// Messages the durable consumer has neither delivered nor had acked.
+/// Messages the durable consumer has neither delivered nor had acked. A service serves its
+/// `/metrics` before its consumers exist, so this waits (20 s at most) for the consumer.
 pub async fn consumer_backlog(
     js: &jetstream::Context,
     stream: &str,
     durable: &str,
 ) -> (u64, usize) {
     let s = js.get_stream(stream).await.unwrap();
-    let mut c: jetstream::consumer::PullConsumer = s.get_consumer(durable).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut c: jetstream::consumer::PullConsumer = loop {
+        match s.get_consumer(durable).await {
+            Ok(c) => break c,
+            Err(e) => assert!(Instant::now() < deadline, "no consumer {durable}: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let info = c.info().await.unwrap();
     (info.num_pending, info.num_ack_pending)
 }

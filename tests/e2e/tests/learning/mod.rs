@@ -1,5 +1,6 @@
-//! Shared by the broadcaster tests: a real policy server, trainer and broadcaster in process, mocks
-//! of vLLM / SGLang for their weight-update APIs, and reading what happened on NATS.
+//! The learning loop in process, shared by the broadcaster, canary and restore scenarios: a real
+//! policy server, trainer and broadcaster, mocks of vLLM / SGLang for their weight-update APIs, and
+//! reading what happened on NATS.
 #![allow(dead_code, clippy::unwrap_used, reason = "tests fail loudly")]
 
 mod versions;
