@@ -30,6 +30,20 @@ pub async fn connect_nats(
         .with_context(|| format!("connecting to NATS at {}", args.url))
 }
 
+/// A service's NATS start-up: connect (the first connect must succeed) and create or update the
+/// topology, so every stream, consumer and bucket it uses exists before it reads or writes.
+pub async fn start_nats(
+    args: &NatsArgs,
+    name: &str,
+) -> anyhow::Result<(async_nats::Client, async_nats::jetstream::Context)> {
+    let client = connect_nats(args, name, true).await?;
+    let js = async_nats::jetstream::new(client.clone());
+    clawline_nats::ensure_topology(&js, &args.topology())
+        .await
+        .with_context(|| format!("creating the topology on {}", args.url))?;
+    Ok((client, js))
+}
+
 /// Follows KV `state`/`policy.version` until `shutdown`, calling `on_version` with each version
 /// (the current one first), and re-opening the watch after NATS outages. A value that is not a
 /// number is logged and skipped.

@@ -14,7 +14,7 @@ use std::time::Duration;
 use async_nats::jetstream;
 use async_nats::jetstream::context::PublishAckFuture;
 use clawline_nats::{streams, subjects};
-use clawline_runtime::{CancellationToken, TaskSet, admin_routes, connect_nats, json_snapshot};
+use clawline_runtime::{CancellationToken, TaskSet, admin_routes, json_snapshot, start_nats};
 use clawline_schemas::{RewardAssigned, TrajectoryCompleted, now_ms};
 use futures::StreamExt;
 use serde::Serialize;
@@ -48,9 +48,7 @@ pub async fn run(
         Some(path) => FileConfig::load(path)?,
         None => FileConfig::default(),
     };
-    let client = connect_nats(&config.nats, "clawline-batcher", true).await?;
-    let js = jetstream::new(client.clone());
-    clawline_nats::ensure_topology(&js, &config.nats.topology()).await?;
+    let (client, js) = start_nats(&config.nats, "clawline-batcher").await?;
 
     let producer = format!("clawline-batcher/{}", env!("CARGO_PKG_VERSION"));
     let mut pool = Pool::new(file, producer);

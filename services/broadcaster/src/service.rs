@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use async_nats::jetstream::{self, AckKind, kv};
 use clawline_nats::{DurableSpec, buckets, durable_consumer, publish_event, streams, subjects};
 use clawline_runtime::{
-    CancellationToken, Metrics, TaskSet, admin_routes, connect_nats, json_snapshot,
+    CancellationToken, Metrics, TaskSet, admin_routes, json_snapshot, start_nats,
 };
 use clawline_schemas::{
     CanaryResult, WeightsActivated, WeightsFormat, WeightsPublished, WeightsRejected, derived_id,
@@ -81,9 +81,7 @@ pub async fn run(
     } else {
         None
     };
-    let client = connect_nats(&config.nats, "clawline-broadcaster", true).await?;
-    let js = jetstream::new(client.clone());
-    clawline_nats::ensure_topology(&js, &config.nats.topology()).await?;
+    let (client, js) = start_nats(&config.nats, "clawline-broadcaster").await?;
     let kv = js
         .get_key_value(buckets::STATE)
         .await

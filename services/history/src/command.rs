@@ -43,9 +43,7 @@ pub enum Command {
 pub async fn run(command: Command, shutdown: CancellationToken) -> anyhow::Result<()> {
     match command {
         Command::Archive { nats, archive } => {
-            let client = clawline_runtime::connect_nats(&nats, "clawline-history", true).await?;
-            let js = async_nats::jetstream::new(client);
-            clawline_nats::ensure_topology(&js, &nats.topology()).await?;
+            let (_, js) = clawline_runtime::start_nats(&nats, "clawline-history").await?;
             crate::run_archiver(js, archive.config(), shutdown).await
         }
         Command::Serve { config, listen } => {

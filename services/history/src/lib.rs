@@ -142,9 +142,7 @@ pub async fn serve(
         Some(path) => clawline_runtime::keys::ApiKeys::load(path)?,
         None => clawline_runtime::keys::ApiKeys::open(),
     };
-    let client = clawline_runtime::connect_nats(&config.nats, "clawline-history", true).await?;
-    let js = async_nats::jetstream::new(client);
-    clawline_nats::ensure_topology(&js, &config.nats.topology()).await?;
+    let (_, js) = clawline_runtime::start_nats(&config.nats, "clawline-history").await?;
     let engine = std::sync::Arc::new(SqlEngine::new(
         config.limits.sql_config(config.archive.root.clone()),
         Some(js.clone()),

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind, Message};
 use clawline_nats::{DurableSpec, durable_consumer, streams, subjects};
-use clawline_runtime::{CancellationToken, Metrics, TaskSet, admin_routes, connect_nats};
+use clawline_runtime::{CancellationToken, Metrics, TaskSet, admin_routes, start_nats};
 use clawline_schemas::{FeedbackReceived, RewardAssigned, StepRecorded, TrajectoryCompleted};
 use futures::StreamExt;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -194,9 +194,7 @@ impl Service {
         listener: tokio::net::TcpListener,
         shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
-        let client = connect_nats(&self.config.nats, "clawline-reward", true).await?;
-        let js = jetstream::new(client.clone());
-        clawline_nats::ensure_topology(&js, &self.config.nats.topology()).await?;
+        let (client, js) = start_nats(&self.config.nats, "clawline-reward").await?;
         tracing::info!(
             listen = %listener.local_addr()?,
             models = ?self.scorer.models.iter().map(|(m, _)| &m.source).collect::<Vec<_>>(),

@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use async_nats::jetstream::{self, AckKind, Message};
 use clawline_nats::{DurableSpec, buckets, durable_consumer_after, streams, subjects};
 use clawline_runtime::{
-    CancellationToken, Metrics, TaskSet, admin_routes, connect_nats, json_snapshot,
+    CancellationToken, Metrics, TaskSet, admin_routes, json_snapshot, start_nats,
 };
 use clawline_schemas::{BatchFormed, TrainingMetrics, WeightsPublished, now_ms};
 use futures::StreamExt;
@@ -47,9 +47,7 @@ pub async fn run(
     config.check()?;
     let device = clawline_model::device(&config.device)?;
     let checkpoints = Checkpoints::open(&config.checkpoint_dir)?;
-    let client = connect_nats(&config.nats, "clawline-trainer", true).await?;
-    let js = jetstream::new(client.clone());
-    clawline_nats::ensure_topology(&js, &config.nats.topology()).await?;
+    let (client, js) = start_nats(&config.nats, "clawline-trainer").await?;
 
     let (learner, state, dir, checkpoints) = {
         let config = config.clone();

@@ -37,7 +37,7 @@ async fn versions_go_live_on_every_engine_and_operators_roll_back() {
         ),
     ];
     let work = tempfile::tempdir().unwrap();
-    let (_, task) = broadcaster(&nats, model.path(), work.path(), &engines, &[], &stop);
+    let (_, task) = broadcaster(&nats, model.path(), work.path(), &engines, |_| {}, &stop);
     // Before any version is promoted the starting weights serve, and steps are stamped with v0.
     wait_for(
         || async { kv(&js, buckets::POLICY_VERSION_KEY).await.as_deref() == Some("0") },
@@ -130,7 +130,7 @@ async fn lora_versions_load_on_vllm_under_their_own_name() {
         format!("vl=vllm:{}", vllm.url),
     ];
     let work = tempfile::tempdir().unwrap();
-    broadcaster(&nats, model.path(), work.path(), &engines, &[], &stop);
+    broadcaster(&nats, model.path(), work.path(), &engines, |_| {}, &stop);
     let ckpt = tempfile::tempdir().unwrap();
     trainer(&nats, model.path(), ckpt.path(), Some(4), &stop);
     publish_batches(&js, model.path(), 0..1).await;
@@ -224,7 +224,7 @@ async fn corrupt_versions_and_refusing_engines_leave_the_old_version_serving() {
         format!("sg=sglang:http://{}", sglang.addr),
     ];
     let work = tempfile::tempdir().unwrap();
-    broadcaster(&nats, model.path(), work.path(), &engines, &[], &stop);
+    broadcaster(&nats, model.path(), work.path(), &engines, |_| {}, &stop);
     let good = std::fs::read(model.path().join("model.safetensors")).unwrap();
 
     // v1: the object does not match the event's sha256 (a corrupt upload).
@@ -269,7 +269,7 @@ async fn after_a_rejection_the_trainer_continues_from_the_serving_version() {
     let refusing = MockVllm::start(MockConfig::default()).await.unwrap();
     let engines = [format!("policy=clawline:http://{}", refusing.addr)];
     let work = tempfile::tempdir().unwrap();
-    broadcaster(&nats, model.path(), work.path(), &engines, &[], &stop);
+    broadcaster(&nats, model.path(), work.path(), &engines, |_| {}, &stop);
     let ckpt = tempfile::tempdir().unwrap();
     trainer(&nats, model.path(), ckpt.path(), None, &stop);
     publish_batches(&js, model.path(), 0..1).await;

@@ -9,7 +9,6 @@ mod learning;
 
 use std::path::Path;
 
-use clap::Parser as _;
 use clawline_model::{LlamaConfig, Loaded};
 use clawline_nats::testing::NatsServer;
 use clawline_nats::{buckets, subjects};
@@ -27,8 +26,8 @@ struct Gate {
 }
 
 /// A warm-started base model served by the policy server, the reward scorer, and a broadcaster
-/// with `--canary` and `extra`.
-async fn gate(extra: &[&str]) -> Gate {
+/// with the canary on, and `configure`'s settings.
+async fn gate(configure: impl FnOnce(&mut clawline_broadcaster::Settings)) -> Gate {
     let nats = NatsServer::start().await;
     let js = nats.jetstream().await;
     // A base that has learned the bundled corpus: its answers open with "Sure", "Here is", …
@@ -47,9 +46,11 @@ async fn gate(extra: &[&str]) -> Gate {
     let policy_url = policy(model.path(), &stop).await;
     let work = tempfile::tempdir().unwrap();
     let engines = [format!("policy=clawline:{policy_url}")];
-    let mut flags = vec!["--canary"];
-    flags.extend_from_slice(extra);
-    broadcaster(&nats, model.path(), work.path(), &engines, &flags, &stop);
+    let configure = |s: &mut clawline_broadcaster::Settings| {
+        s.canary = true;
+        configure(s);
+    };
+    broadcaster(&nats, model.path(), work.path(), &engines, configure, &stop);
     Gate {
         nats,
         js,
@@ -74,7 +75,7 @@ async fn serving_becomes(js: &async_nats::jetstream::Context, version: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_canary_rejects_a_worse_version_and_promotes_an_equal_one() {
-    let g = gate(&["--canary-tolerance", "0"]).await;
+    let g = gate(|s| s.canary_tolerance = 0.0).await;
     // v1: untrained weights, whose answers are noise to the reward model.
     let config = LlamaConfig::load(&g.model.path().join("config.json")).unwrap();
     let noise_dir = tempfile::tempdir().unwrap();
@@ -134,7 +135,7 @@ async fn broken_language_the_reward_model_likes_is_rejected_and_a_normal_update_
     // This test's model is warm-started briefly: its answers carry ~3 nats/token of entropy (the
     // model `clawline up` creates, ~0.6), and one normal update moves its drift from the start by
     // 0.08–0.15 (`clawline up`'s: ~0.01). The broken versions measure 1.75–2.6.
-    let g = gate(&["--canary-max-fluency-increase", "0.5"]).await;
+    let g = gate(|s| s.canary_max_fluency_increase = 0.5).await;
     let base = g.model.path();
     // v1: learned to repeat the reward model's favourite words (issue 19's "Anything else.
     // Anything else. Thanks").
@@ -211,7 +212,7 @@ async fn broken_language_the_reward_model_likes_is_rejected_and_a_normal_update_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "calibration: cargo test -p clawline-broadcaster --test canary -- --ignored --nocapture"]
 async fn calibration_normal_versions_stay_within_the_limits() {
-    let g = gate(&[]).await;
+    let g = gate(|_| {}).await;
     let mut current = copy_model(g.model.path(), None);
     for v in 1..=8u64 {
         let bytes = normal_update(current.path(), 1, v);
@@ -266,64 +267,4 @@ fn copy_model(base: &Path, weights: Option<&[u8]>) -> tempfile::TempDir {
         std::fs::write(dir.path().join("model.safetensors"), w).unwrap();
     }
     dir
-}
-
-/// The broadcaster's error for `flags` (it fails before connecting to NATS).
-async fn start_error(model: &Path, flags: &[&str]) -> String {
-    let work = tempfile::tempdir().unwrap();
-    let mut args = vec![
-        "clawline-broadcaster",
-        "--nats-url",
-        "nats://127.0.0.1:1",
-        "--base-model",
-        model.to_str().unwrap(),
-        "--work-dir",
-        work.path().to_str().unwrap(),
-        "--engine",
-        "policy=clawline:http://127.0.0.1:1",
-        "--canary",
-    ];
-    args.extend_from_slice(flags);
-    let config = clawline_broadcaster::Args::try_parse_from(args)
-        .unwrap()
-        .settings();
-    let listener = clawline_runtime::bind_loopback().await.unwrap();
-    let err = clawline_broadcaster::run(config, listener, CancellationToken::new())
-        .await
-        .unwrap_err();
-    format!("{err:#}")
-}
-
-#[tokio::test]
-async fn bad_canary_flags_are_named_with_the_file_and_line() {
-    let model = model_dir(0);
-    let dir = tempfile::tempdir().unwrap();
-    let missing = dir.path().join("missing.jsonl");
-    let err = start_error(
-        model.path(),
-        &["--canary-references", missing.to_str().unwrap()],
-    )
-    .await;
-    assert!(
-        err.contains(&format!("--canary-references {}", missing.display())),
-        "{err}"
-    );
-    let bad = dir.path().join("refs.jsonl");
-    std::fs::write(
-        &bad,
-        "{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}], \"reference\": \"Hello!\"}\n{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}]}\n",
-    )
-    .unwrap();
-    let err = start_error(
-        model.path(),
-        &["--canary-references", bad.to_str().unwrap()],
-    )
-    .await;
-    assert!(
-        err.contains(&format!("--canary-references {}", bad.display()))
-            && err.contains("line 2: no \"reference\""),
-        "{err}"
-    );
-    let err = start_error(model.path(), &["--canary-max-kl=-1"]).await;
-    assert!(err.contains("--canary-max-kl must be at least 0"), "{err}");
 }

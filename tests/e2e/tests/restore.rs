@@ -32,7 +32,7 @@ async fn restarted_engines_get_the_serving_version_back() {
         model.path(),
         work.path(),
         &engines,
-        &["--check-engines-secs", "1"],
+        |s| s.check_engines_secs = 1,
         &stop,
     );
     let ckpt = tempfile::tempdir().unwrap();

@@ -10,7 +10,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use async_nats::jetstream;
-use clap::Parser;
 use clawline_model::init::{InitOptions, init};
 use clawline_model::{Llama, Loaded};
 use clawline_nats::testing::NatsServer;
@@ -117,36 +116,22 @@ pub fn broadcaster(
     model: &Path,
     work: &Path,
     engines: &[String],
-    extra: &[&str],
+    configure: impl FnOnce(&mut clawline_broadcaster::Settings),
     stop: &CancellationToken,
 ) -> (u16, tokio::task::JoinHandle<anyhow::Result<()>>) {
-    let port = free_port();
-    let url = nats.url();
-    let listen = format!("127.0.0.1:{port}");
-    let mut args = vec![
-        "clawline-broadcaster",
-        "--nats-url",
-        &url,
-        "--base-model",
-        model.to_str().unwrap(),
-        "--work-dir",
-        work.to_str().unwrap(),
-        "--listen",
-        &listen,
-    ];
-    for e in engines {
-        args.extend(["--engine", e.as_str()]);
-    }
-    args.extend_from_slice(extra);
-    let parsed = clawline_broadcaster::Args::try_parse_from(args).unwrap();
-    let listener = clawline_runtime::bind_sync("--listen", parsed.listen).unwrap();
+    let engines = engines
+        .iter()
+        .map(|e| e.parse().expect("an engine spec"))
+        .collect();
+    let mut settings = clawline_broadcaster::Settings::new(model, engines);
+    settings.nats = clawline_runtime::NatsArgs::at(nats.url());
+    settings.work_dir = work.into();
+    configure(&mut settings);
+    let listener = clawline_runtime::bind_sync("--listen", ([127, 0, 0, 1], 0).into()).unwrap();
+    let port = listener.local_addr().unwrap().port();
     (
         port,
-        tokio::spawn(clawline_broadcaster::run(
-            parsed.settings(),
-            listener,
-            stop.clone(),
-        )),
+        tokio::spawn(clawline_broadcaster::run(settings, listener, stop.clone())),
     )
 }
 
