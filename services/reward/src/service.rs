@@ -233,9 +233,16 @@ impl Service {
                 shutdown.clone(),
             ),
         );
+        // Subscribed (and the server told) before the admin port answers, so a caller that sees
+        // the service up is never told "no reward service".
+        let requests = client
+            .queue_subscribe(subjects::REWARD_COMPUTE, "reward".into())
+            .await
+            .map_err(|e| anyhow::anyhow!("subscribing to {}: {e}", subjects::REWARD_COMPUTE))?;
+        client.flush().await?;
         tasks.spawn(
             "compute",
-            answer_compute(ctx.clone(), client.clone(), shutdown.clone()),
+            answer_compute(ctx.clone(), client.clone(), requests, shutdown.clone()),
         );
         tasks.serve(listener, admin_routes(Some(self.registry.clone())));
         tasks.join().await
@@ -414,12 +421,9 @@ async fn publish(ctx: &Ctx, rewards: &[RewardAssigned]) -> Result<(), String> {
 async fn answer_compute(
     ctx: Arc<Ctx>,
     client: async_nats::Client,
+    mut requests: async_nats::Subscriber,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let mut requests = client
-        .queue_subscribe(subjects::REWARD_COMPUTE, "reward".into())
-        .await
-        .map_err(|e| anyhow::anyhow!("subscribing to {}: {e}", subjects::REWARD_COMPUTE))?;
     loop {
         let request = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
