@@ -18,6 +18,7 @@
 //! `ensure_topology`, and publish helpers that set `Nats-Msg-Id` and await the ack. Must not hold any
 //! service logic. Feature `testing` adds the per-test `NatsServer` harness.
 
+mod answer;
 pub mod buckets;
 mod consumer;
 mod event;
@@ -30,6 +31,7 @@ mod topology;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use answer::{answer_on, round_trip};
 pub use consumer::{
     DurableSpec, STALL_CHECK, durable_consumer, durable_consumer_after, last_sequence,
 };

@@ -110,15 +110,11 @@ pub async fn run(
 
     let stats = Arc::new(Mutex::new(Stats::default()));
     let app = admin_routes(None).route("/stats", json_snapshot(stats.clone()));
+    // In force before the admin port answers (a caller that sees the batcher up gets answers).
+    let stats_requests = clawline_nats::answer_on(&client, subjects::DATAPOOL_STATS, None).await?;
+    let explain_requests =
+        clawline_nats::answer_on(&client, subjects::DATAPOOL_EXPLAIN, None).await?;
     tasks.serve(listener, app);
-    let stats_requests = client
-        .subscribe(subjects::DATAPOOL_STATS)
-        .await
-        .map_err(|e| anyhow::anyhow!("subscribing to {}: {e}", subjects::DATAPOOL_STATS))?;
-    let explain_requests = client
-        .subscribe(subjects::DATAPOOL_EXPLAIN)
-        .await
-        .map_err(|e| anyhow::anyhow!("subscribing to {}: {e}", subjects::DATAPOOL_EXPLAIN))?;
     let main = Main {
         pool,
         js,

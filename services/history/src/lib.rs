@@ -142,16 +142,20 @@ pub async fn serve(
         Some(path) => clawline_runtime::keys::ApiKeys::load(path)?,
         None => clawline_runtime::keys::ApiKeys::open(),
     };
-    let (_, js) = clawline_runtime::start_nats(&config.nats, "clawline-history").await?;
+    let (client, js) = clawline_runtime::start_nats(&config.nats, "clawline-history").await?;
     let engine = std::sync::Arc::new(SqlEngine::new(
         config.limits.sql_config(config.archive.root.clone()),
         Some(js.clone()),
     ));
     let explainer = std::sync::Arc::new(explain::Explainer::new(engine.clone()));
+    // In force before the SQL port answers.
+    let requests =
+        clawline_nats::answer_on(&client, clawline_nats::subjects::EXPLAIN, Some("explain"))
+            .await?;
     let mut tasks = TaskSet::new(shutdown.clone());
     tasks.spawn(
         "explain",
-        explain::respond(explainer, js.client(), shutdown.clone()),
+        explain::respond(explainer, client, requests, shutdown.clone()),
     );
     tasks.spawn(
         "archiver",

@@ -451,29 +451,29 @@ async fn the_nats_responder_answers_the_gateway_with_status_and_body() {
     let dir = tempfile::tempdir().unwrap();
     let story = tell(&js).await;
     let shutdown = clawline_runtime::CancellationToken::new();
+    let responder = nats.client().await;
+    let requests = clawline_nats::answer_on(&responder, subjects::EXPLAIN, Some("explain"))
+        .await
+        .unwrap();
     tokio::spawn(clawline_history::explain::respond(
         Arc::new(explainer(&js, &dir)),
-        nats.client().await,
+        responder,
+        requests,
         shutdown.clone(),
     ));
+    // The subscription is in force: the first request is answered.
     let client = nats.client().await;
     let ask = |request: Value| {
         let client = client.clone();
         async move {
-            for _ in 0..50 {
-                match client
-                    .request(
-                        subjects::EXPLAIN,
-                        serde_json::to_vec(&request).unwrap().into(),
-                    )
-                    .await
-                {
-                    Ok(m) => return serde_json::from_slice::<Value>(&m.payload).unwrap(),
-                    // The responder may not have subscribed yet.
-                    Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
-                }
-            }
-            panic!("nobody answered {}", subjects::EXPLAIN);
+            let m = client
+                .request(
+                    subjects::EXPLAIN,
+                    serde_json::to_vec(&request).unwrap().into(),
+                )
+                .await
+                .unwrap_or_else(|e| panic!("nobody answered {}: {e}", subjects::EXPLAIN));
+            serde_json::from_slice::<Value>(&m.payload).unwrap()
         }
     };
     let mine = ask(json!({"step_id": story.step.event_id, "tenant": "acme"})).await;

@@ -233,13 +233,10 @@ impl Service {
                 shutdown.clone(),
             ),
         );
-        // Subscribed (and the server told) before the admin port answers, so a caller that sees
-        // the service up is never told "no reward service".
-        let requests = client
-            .queue_subscribe(subjects::REWARD_COMPUTE, "reward".into())
-            .await
-            .map_err(|e| anyhow::anyhow!("subscribing to {}: {e}", subjects::REWARD_COMPUTE))?;
-        client.flush().await?;
+        // In force before the admin port answers: a caller that sees the service up is never
+        // told "no reward service".
+        let requests =
+            clawline_nats::answer_on(&client, subjects::REWARD_COMPUTE, Some("reward")).await?;
         tasks.spawn(
             "compute",
             answer_compute(ctx.clone(), client.clone(), requests, shutdown.clone()),

@@ -105,8 +105,9 @@ async fn compute_reward_answers_through_the_gateway() {
 
     let svc = reward(&nats, dir.path(), "").await;
     let r = post(body.clone()).await.unwrap();
-    assert_eq!(r.status(), 200);
+    let status = r.status();
     let answer: Value = r.json().await.unwrap();
+    assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["reward_score"], 1.0, "{answer}");
     assert_eq!(answer["reward_extra_info"]["basis"], "rule:ground_truth");
     assert!(

@@ -166,12 +166,9 @@ pub struct Request {
 pub async fn respond(
     explainer: Arc<Explainer>,
     client: async_nats::Client,
+    mut requests: async_nats::Subscriber,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let mut requests = client
-        .queue_subscribe(subjects::EXPLAIN, "explain".into())
-        .await
-        .map_err(|e| anyhow::anyhow!("subscribing to {}: {e}", subjects::EXPLAIN))?;
     let permits = Arc::new(tokio::sync::Semaphore::new(4));
     loop {
         let message = tokio::select! {
