@@ -14,6 +14,13 @@ mod parse;
 use parse::default_param;
 pub use parse::{DefaultParam, parse_duration};
 
+/// A protocol besides chat completions that an engine may serve itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EngineProtocol {
+    /// Anthropic Messages (`/v1/messages`).
+    Messages,
+}
+
 /// Claw-R1's port.
 pub const LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8100);
 /// The model-name policy: the client's name when the engine serves it, else the engine's model.
@@ -70,6 +77,9 @@ pub struct Settings {
     /// `/v1/completions` with the prompt's token ids and parse Hermes tool calls here, as Claw-R1's
     /// own gateway does. Exact ids by construction; the engine needs no tool-call parser.
     pub token_in: bool,
+    /// Protocols the engines serve themselves: calls in them are forwarded as they are (the
+    /// step read from the engine's answer) instead of translated to chat completions.
+    pub engine_speaks: Vec<EngineProtocol>,
     pub nats: NatsArgs,
     /// Directory with a Hugging Face `tokenizer.json` and `tokenizer_config.json` (chat_template):
     /// used to tokenize steps when the upstream returns no token ids.
@@ -233,6 +243,17 @@ pub struct ServingArgs {
     #[arg(long = "token-in", env = "CLAWLINE_TOKEN_IN", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub token_in: bool,
 
+    /// Protocols the engines serve themselves (`messages`: Anthropic Messages, as SGLang, vLLM
+    /// and Anthropic's API do): calls in them are forwarded as they are instead of translated to
+    /// chat completions. Repeat or comma-separate.
+    #[arg(
+        long = "engine-speaks",
+        env = "CLAWLINE_ENGINE_SPEAKS",
+        value_enum,
+        value_delimiter = ','
+    )]
+    pub engine_speaks: Vec<EngineProtocol>,
+
     /// fsync each spooled event (survives power loss, costs a disk flush per event during outages).
     #[arg(long = "spool-fsync", env = "CLAWLINE_SPOOL_FSYNC", default_value_t = true, action = clap::ArgAction::Set)]
     pub spool_fsync: bool,
@@ -306,6 +327,7 @@ impl ServingArgs {
         settings.generate_max_tokens = self.generate_max_tokens;
         settings.background_markers = self.background_markers;
         settings.token_in = self.token_in;
+        settings.engine_speaks = self.engine_speaks;
         settings.spool_fsync = self.spool_fsync;
         settings.public_url = self.public_url;
         settings.default_channel = self.default_channel;
@@ -345,6 +367,7 @@ impl Settings {
             generate_max_tokens: GENERATE_MAX_TOKENS,
             background_markers: Vec::new(),
             token_in: false,
+            engine_speaks: Vec::new(),
             nats: NatsArgs::default(),
             tokenizer: None,
             api_keys: None,

@@ -197,6 +197,10 @@ impl AppState {
             "--token-in renders the chat template here: it needs --tokenizer DIR"
         );
         anyhow::ensure!(
+            !config.token_in || config.engine_speaks.is_empty(),
+            "--token-in renders every call's prompt here; --engine-speaks forwards calls as they are: choose one"
+        );
+        anyhow::ensure!(
             clawline_nats::subjects::is_valid_token(&config.default_channel),
             "--default-channel {:?} must be 1-64 of [A-Za-z0-9_-]",
             config.default_channel

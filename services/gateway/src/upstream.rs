@@ -232,6 +232,9 @@ impl Upstreams {
                     request = request.header(name, value);
                 }
             }
+            if path == "/messages" {
+                request = anthropic_headers(request, upstream, client_headers);
+            }
             if let Some(t) = timeout {
                 request = request.timeout(t);
             }
@@ -295,4 +298,25 @@ impl Upstreams {
             }
         }
     }
+}
+
+/// What an engine speaking Anthropic Messages needs besides the body: the protocol's own headers
+/// from the client (`anthropic-version`, default 2023-06-01, and `anthropic-beta`) and the engine's
+/// key also as Anthropic sends it (`x-api-key`).
+fn anthropic_headers(
+    mut request: reqwest::RequestBuilder,
+    upstream: &Upstream,
+    client_headers: &axum::http::HeaderMap,
+) -> reqwest::RequestBuilder {
+    match client_headers.get("anthropic-version") {
+        Some(version) => request = request.header("anthropic-version", version),
+        None => request = request.header("anthropic-version", "2023-06-01"),
+    }
+    for beta in client_headers.get_all("anthropic-beta") {
+        request = request.header("anthropic-beta", beta);
+    }
+    if let Some(key) = &upstream.api_key {
+        request = request.header("x-api-key", key);
+    }
+    request
 }

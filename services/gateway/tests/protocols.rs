@@ -114,6 +114,90 @@ async fn the_official_anthropic_client_works_through_messages() {
     );
 }
 
+/// An engine that speaks Anthropic Messages itself (`--engine-speaks messages`, as SGLang and
+/// Anthropic's API do): the same client script, every call forwarded as it is, captured from the
+/// engine's own answers, whole and streamed.
+#[tokio::test]
+async fn messages_go_as_they_are_to_an_engine_that_speaks_them() {
+    let h = Harness::with(Options {
+        mock: clawline_mock_vllm::MockConfig {
+            messages: true,
+            api_key: Some("k-engine".into()),
+            ..Default::default()
+        },
+        extra_args: [
+            "--engine-speaks",
+            "messages",
+            "--upstream-api-key",
+            "k-engine",
+        ]
+        .map(String::from)
+        .to_vec(),
+        ..Options::default()
+    })
+    .await;
+    let seen = run_client(&h, "anthropic_client.py", &h.url).await;
+
+    assert_eq!(h.mock.chat_requests(), 0, "no call was translated");
+    let sent = h.mock.stats.last_headers.lock().unwrap().clone();
+    assert_eq!(sent["x-api-key"], "k-engine");
+    assert!(sent.contains_key("anthropic-version"), "{sent:?}");
+    assert_eq!(seen["plain"], "echo: hello from the anthropic client");
+    assert_eq!(
+        seen["plain_model"], "mock-model",
+        "the engine's own answer (the model name policy named its model)"
+    );
+    assert_eq!(seen["streamed"], "echo: now stream it");
+    assert!(seen["streamed_deltas"].as_u64().unwrap() >= 2, "{seen}");
+    assert_eq!(seen["streamed_stop"], "end_turn");
+    assert_eq!(
+        seen["tool_use"],
+        json!({"name": "read_file", "input": {"query": "read notes.txt"}, "stop": "tool_use"})
+    );
+    assert_eq!(seen["after_tool"], "echo: buy milk");
+    assert_eq!(seen["bad_request"], json!([400, "invalid_request_error"]));
+
+    let steps = h.steps().await;
+    assert_eq!(steps.len(), 5, "five answered calls: {steps:#?}");
+    assert_eq!(
+        steps[0].response_text,
+        "echo: hello from the anthropic client"
+    );
+    assert_eq!(steps[1].response_text, "echo: now stream it");
+    assert!(steps[1].stream);
+    // No ids over this protocol: the gateway's tokenizer gives the step its tokens.
+    assert!(
+        steps
+            .iter()
+            .all(|s| s.token_source == TokenSource::Retokenized)
+    );
+    assert!(steps.iter().all(|s| !s.response_ids.is_empty()));
+    assert_eq!(
+        steps[0].messages[0].content.as_deref(),
+        Some("You are terse.")
+    );
+    assert_eq!(steps[1].trajectory_uid, steps[0].trajectory_uid);
+    let task = &steps[2..];
+    assert!(
+        task.iter()
+            .all(|s| s.trajectory_uid == task[0].trajectory_uid)
+    );
+    assert_ne!(task[0].trajectory_uid, steps[0].trajectory_uid);
+    let call = &task[0].response_tool_calls[0];
+    assert_eq!(call.name, "read_file");
+    assert_eq!(
+        serde_json::from_str::<Value>(&call.arguments).unwrap(),
+        json!({"query": "read notes.txt"})
+    );
+    let tool_message = task[1].messages.iter().find(|m| m.role == "tool").unwrap();
+    assert_eq!(tool_message.tool_call_id.as_deref(), Some(call.id.as_str()));
+    assert_eq!(
+        task[2].previous_step_id.as_deref(),
+        Some(task[1].event_id.as_str()),
+        "the correction follows the answer it corrects (implicit feedback)"
+    );
+}
+
 #[tokio::test]
 async fn the_official_openai_client_works_through_responses_and_completions() {
     let h = Harness::with(with_tool_parser()).await;

@@ -24,6 +24,7 @@ use clawline_runtime::tokenize::ChatTokenizer;
 use serde_json::{Value, json};
 
 mod completions;
+mod messages;
 mod reply;
 mod weights;
 
@@ -61,6 +62,9 @@ pub struct MockConfig {
     /// arguments), the answer calls it; once a tool result is in the conversation, the answer is
     /// text again. Without it, any user turn with `tools` calls the first tool with `{"query": …}`.
     pub call_tool: Option<(String, String)>,
+    /// Serve Anthropic Messages at `/v1/messages` too, as SGLang and Anthropic's API do; off by
+    /// default (vLLM's OpenAI server answers 404 there).
+    pub messages: bool,
 }
 
 impl Default for MockConfig {
@@ -77,6 +81,7 @@ impl Default for MockConfig {
             api_key: None,
             tool_parser: false,
             call_tool: None,
+            messages: false,
         }
     }
 }
@@ -227,6 +232,7 @@ fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(reply::chat))
         .route("/v1/completions", post(completions::completions))
+        .route("/v1/messages", post(messages::messages))
         .route("/v1/models", get(models))
         .route("/health", get(|| async { "ok" }))
         .route("/v1/load_lora_adapter", post(weights::load_lora))

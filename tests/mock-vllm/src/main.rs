@@ -35,6 +35,9 @@ struct Args {
     /// `--call-tool 'Bash={"command":"ls"}'`.
     #[arg(long, value_name = "NAME=ARGS")]
     call_tool: Option<String>,
+    /// Serve Anthropic Messages at /v1/messages too, as SGLang does.
+    #[arg(long)]
+    messages: bool,
 }
 
 #[tokio::main]
@@ -57,6 +60,7 @@ async fn main() -> anyhow::Result<()> {
             .and_then(|c| c.split_once('='))
             .map(|(n, a)| (n.to_string(), a.to_string())),
         api_key: args.api_key,
+        messages: args.messages,
         ..Default::default()
     };
     serve_forever(

@@ -12,18 +12,18 @@ use serde_json::{Value, json};
 use crate::{Shared, error, sse};
 
 /// One generated choice: its text (or tool call), ids (EOS included when it stopped) and logprobs.
-struct Generated {
-    text: String,
-    tool_call: Option<(String, String)>,
-    ids: Vec<u32>,
-    finish: &'static str,
+pub(crate) struct Generated {
+    pub(crate) text: String,
+    pub(crate) tool_call: Option<(String, String)>,
+    pub(crate) ids: Vec<u32>,
+    pub(crate) finish: &'static str,
 }
 
 pub(crate) fn logprob(id: u32) -> f32 {
     -(0.05 + (id % 10) as f32 * 0.1)
 }
 
-fn content_text(content: Option<&Value>) -> String {
+pub(crate) fn content_text(content: Option<&Value>) -> String {
     match content {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Array(parts)) => parts
@@ -35,7 +35,7 @@ fn content_text(content: Option<&Value>) -> String {
     }
 }
 
-fn generate(shared: &Shared, request: &Value, choice: usize) -> Generated {
+pub(crate) fn generate(shared: &Shared, request: &Value, choice: usize) -> Generated {
     let config = shared.config();
     let messages = request
         .get("messages")
@@ -138,21 +138,33 @@ fn token_logprobs(shared: &Shared, ids: &[u32]) -> Value {
     json!({ "content": content })
 }
 
-pub(crate) async fn chat(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
-    shared.stats.chat_requests.fetch_add(1, Ordering::Relaxed);
-    let config = shared.config();
-    let request: Value = match serde_json::from_slice(&body) {
-        Ok(v) => v,
-        Err(e) => return error(StatusCode::BAD_REQUEST, &format!("invalid JSON: {e}")),
-    };
+/// A request body as JSON, kept as the last request; refused as vLLM refuses bad JSON and a model
+/// it does not serve.
+pub(crate) fn read_request(shared: &Shared, body: &[u8]) -> Result<Value, Box<Response>> {
+    let request: Value = serde_json::from_slice(body).map_err(|e| {
+        Box::new(error(
+            StatusCode::BAD_REQUEST,
+            &format!("invalid JSON: {e}"),
+        ))
+    })?;
     *shared
         .stats
         .last_request
         .lock()
         .unwrap_or_else(|p| p.into_inner()) = Some(request.clone());
-    if let Some(response) = crate::unknown_model(&shared, &request) {
-        return response;
+    match crate::unknown_model(shared, &request) {
+        Some(response) => Err(Box::new(response)),
+        None => Ok(request),
     }
+}
+
+pub(crate) async fn chat(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    shared.stats.chat_requests.fetch_add(1, Ordering::Relaxed);
+    let config = shared.config();
+    let request = match read_request(&shared, &body) {
+        Ok(request) => request,
+        Err(refused) => return *refused,
+    };
     let tool_choice = request.get("tool_choice").and_then(Value::as_str);
     if request
         .get("tools")

@@ -19,9 +19,10 @@ use crate::AppState;
 use crate::error::ApiError;
 use crate::identity::{POLICY_VERSION_HEADER, STEP_ID_HEADER, TRAJECTORY_HEADER};
 
+mod native;
 mod serve;
 mod stream;
-pub(crate) use serve::{Reply, serve};
+pub(crate) use serve::{Native, Reply, serve};
 
 pub fn router() -> Router<AppState> {
     Router::new()

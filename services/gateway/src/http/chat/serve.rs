@@ -38,6 +38,28 @@ pub(crate) enum Reply {
     Translated(Box<dyn Dialect>),
     /// A text completion (`/v1/completions`), forwarded to the engine's own and back like `Chat`.
     Completions,
+    /// Another protocol the engine speaks itself: the client's request forwarded as it is, the
+    /// engine's answer back as it is, read as a chat completion for the step.
+    Native(Box<Native>),
+}
+
+/// A call forwarded in the engine's own protocol (only Anthropic Messages so far).
+pub(crate) struct Native {
+    /// The client's request, sent to the engine with only the model name policy applied.
+    pub(crate) request: Map<String, Value>,
+    pub(crate) stream: crate::protocols::anthropic::NativeMessages,
+    /// The stream's closing event, sent once the step is recorded.
+    pub(crate) closing: Option<Bytes>,
+}
+
+impl Native {
+    pub(crate) fn messages(request: Map<String, Value>) -> Self {
+        Self {
+            request,
+            stream: Default::default(),
+            closing: None,
+        }
+    }
 }
 
 /// Serves one chat-completions request (the client's own, or one translated from another
@@ -48,7 +70,7 @@ pub(crate) async fn serve(
     headers: HeaderMap,
     path: Option<(String, String)>,
     mut request: Map<String, Value>,
-    reply: Reply,
+    mut reply: Reply,
 ) -> Result<Response, ApiError> {
     let caller = caller(&state, &headers)?;
     let in_flight = InFlight::new(&state.metrics.in_flight);
@@ -96,7 +118,32 @@ pub(crate) async fn serve(
         .engine_model(request.get("model").and_then(Value::as_str))
         .await
     {
+        if let Reply::Native(native) = &mut reply {
+            native
+                .request
+                .insert("model".into(), Value::String(model.clone()));
+        }
         request.insert("model".into(), Value::String(model));
+    }
+    if let Reply::Native(native) = reply {
+        let ctx = CallContext {
+            caller,
+            trajectory,
+            prompt_uid,
+            registration,
+            messages,
+            tools,
+            params_json,
+            prompt_text: None,
+            request_id,
+            stream,
+            started: Instant::now(),
+            ttft: None,
+            upstream: String::new(),
+            policy_version: None,
+            background,
+        };
+        return super::native::forward(state, headers, ctx, *native, in_flight).await;
     }
     if matches!(reply, Reply::Translated(_)) {
         cap_max_tokens(&state, &mut request, &messages, tools.as_ref()).await;
@@ -230,19 +277,7 @@ pub(crate) async fn serve(
         ));
     }
 
-    let bytes = response.bytes().await.map_err(|e| {
-        if e.is_timeout() {
-            ApiError::GatewayTimeout(state.config.upstream_timeout)
-        } else {
-            ApiError::BadGateway(format!("reading the upstream answer: {e}"))
-        }
-    })?;
-    state
-        .metrics
-        .upstream_seconds
-        .observe(started.elapsed().as_secs_f64());
-    let mut answer_body: Value = serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::BadGateway(format!("the upstream answered invalid JSON: {e}")))?;
+    let (bytes, mut answer_body) = read_answer(&state, response, started).await?;
     if let Some(ids) = &token_in {
         answer_body = crate::token_in::chat_completion(&answer_body, ids, &ctx.request_id);
     }
@@ -278,10 +313,36 @@ pub(crate) async fn serve(
             ),
             "application/json",
         ),
+        // Forwarded before the chat path (`native::forward`).
+        Reply::Native(_) => {
+            return Err(ApiError::Internal("a native call on the chat path".into()));
+        }
     };
     let mut response = ([("content-type", content_type)], out).into_response();
     add_call_headers(response.headers_mut(), &ctx);
     Ok(response)
+}
+
+/// A whole (non-streamed) answer of the engine: its bytes and their JSON, timed.
+pub(super) async fn read_answer(
+    state: &AppState,
+    response: reqwest::Response,
+    started: Instant,
+) -> Result<(Bytes, Value), ApiError> {
+    let bytes = response.bytes().await.map_err(|e| {
+        if e.is_timeout() {
+            ApiError::GatewayTimeout(state.config.upstream_timeout)
+        } else {
+            ApiError::BadGateway(format!("reading the upstream answer: {e}"))
+        }
+    })?;
+    state
+        .metrics
+        .upstream_seconds
+        .observe(started.elapsed().as_secs_f64());
+    let body = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::BadGateway(format!("the upstream answered invalid JSON: {e}")))?;
+    Ok((bytes, body))
 }
 
 /// A completion request's prompt as text: a string, a one-string list, or token ids (decoded with

@@ -106,11 +106,26 @@ fn process_event(
     reply: &mut Reply,
     ctx: &CallContext,
 ) -> Event {
+    if let Reply::Native(native) = reply {
+        // The engine's own protocol: every event goes on as it is; the closing one once the step
+        // is recorded.
+        let event = event_data(&raw).and_then(|d| serde_json::from_str::<Value>(&d).ok());
+        if let Some(event) = event {
+            if let Some(chunk) = native.stream.chunk(&event) {
+                answer.push_chunk(&chunk);
+            }
+            if crate::protocols::anthropic::is_closing(&event) {
+                native.closing = Some(Bytes::from(raw));
+                return Event::Done;
+            }
+        }
+        return Event::Forward(vec![Bytes::from(raw)]);
+    }
     let Some(data) = event_data(&raw) else {
         return match reply {
             Reply::Chat | Reply::Completions => Event::Forward(vec![Bytes::from(raw)]),
             // Comments and keep-alives of the engine's stream mean nothing in another protocol.
-            Reply::Translated(_) => Event::Forward(Vec::new()),
+            Reply::Translated(_) | Reply::Native(_) => Event::Forward(Vec::new()),
         };
     };
     if data.trim() == "[DONE]" {
@@ -124,11 +139,15 @@ fn process_event(
                 Reply::Chat | Reply::Completions if strip_unrequested(&mut chunk, wants) => {
                     Event::Forward(vec![Bytes::from(format!("data: {chunk}\n\n"))])
                 }
-                Reply::Chat | Reply::Completions => Event::Forward(vec![Bytes::from(raw)]),
+                Reply::Chat | Reply::Completions | Reply::Native(_) => {
+                    Event::Forward(vec![Bytes::from(raw)])
+                }
             }
         }
         Err(_) => match reply {
-            Reply::Chat | Reply::Completions => Event::Forward(vec![Bytes::from(raw)]),
+            Reply::Chat | Reply::Completions | Reply::Native(_) => {
+                Event::Forward(vec![Bytes::from(raw)])
+            }
             Reply::Translated(_) => Event::Forward(Vec::new()),
         },
     }
@@ -141,6 +160,7 @@ fn error_event(reply: &mut Reply, message: &str) -> Bytes {
             Bytes::from(format!("data: {body}\n\n"))
         }
         Reply::Translated(dialect) => dialect.stream_error(message),
+        Reply::Native(_) => crate::protocols::anthropic::stream_error(message),
     }
 }
 
@@ -219,6 +239,11 @@ async fn pump(
             let _ = tx.send(Ok(Bytes::from_static(b"data: [DONE]\n\n"))).await;
         }
         Reply::Chat | Reply::Completions => {}
+        Reply::Native(native) => {
+            if let Some(closing) = native.closing.take() {
+                let _ = tx.send(Ok(closing)).await;
+            }
+        }
         // Another protocol's stream ends with its own closing events, once the step is recorded.
         Reply::Translated(dialect) => {
             for out in dialect.finish(&ctx) {

@@ -228,8 +228,13 @@ impl Dialect for MessagesDialect {
     }
 
     fn stream_error(&mut self, message: &str) -> Bytes {
-        sse_event("error", &error_body("api_error", message))
+        stream_error(message)
     }
+}
+
+/// The event that tells a Messages client its stream failed.
+pub fn stream_error(message: &str) -> Bytes {
+    sse_event("error", &error_body("api_error", message))
 }
 
 fn error_body(kind: &str, message: &str) -> Value {

@@ -17,8 +17,10 @@ use serde_json::{Map, Value, json};
 use super::{Invalid, blocks_text, invalid, parts_content};
 
 mod dialect;
+mod native;
 
-pub use dialect::{MessagesDialect, error_response};
+pub use dialect::{MessagesDialect, error_response, stream_error};
+pub use native::{NativeMessages, as_chat_completion, is_closing, recordable};
 
 /// The chat-completions request for a Messages request, or the field that cannot be translated.
 pub fn to_chat(request: &Map<String, Value>) -> Result<Map<String, Value>, Invalid> {
