@@ -191,7 +191,11 @@ pub fn logprob(logits: &[f32], token: usize) -> f32 {
     (f64::from(logits[token] - max) - sum.ln()) as f32
 }
 
-/// Picks the next token under temperature, top-k and top-p.
+/// Picks the next token under temperature, top-k and top-p, in time linear in the vocabulary
+/// where it can: plain temperature sampling draws in index order with no sort; top-k selects its k
+/// candidates before sorting them; top-p sorts the top candidates first and the rest only when
+/// the nucleus reaches past them. (A full sort of a 152k vocabulary for every token of every request was the
+/// policy server's bottleneck at real vocabulary sizes: 38 tokens/s on an H200.)
 fn pick(logits: &[f32], s: &Sampling, rng: &mut StdRng) -> usize {
     let argmax = || {
         logits
@@ -203,38 +207,116 @@ fn pick(logits: &[f32], s: &Sampling, rng: &mut StdRng) -> usize {
     if s.temperature <= 0.0 {
         return argmax();
     }
-    let mut order: Vec<usize> = (0..logits.len()).collect();
-    order.sort_unstable_by(|a, b| logits[*b].total_cmp(&logits[*a]));
-    if s.top_k > 0 {
-        order.truncate(s.top_k);
-    }
-    let max = f64::from(logits[order[0]]);
-    let mut probs: Vec<f64> = order
+    let max = f64::from(logits[argmax()]);
+    let weights: Vec<f64> = logits
         .iter()
-        .map(|&i| ((f64::from(logits[i]) - max) / s.temperature).exp())
+        .map(|&l| ((f64::from(l) - max) / s.temperature).exp())
         .collect();
-    let total: f64 = probs.iter().sum();
-    probs.iter_mut().for_each(|p| *p /= total);
-    if s.top_p < 1.0 {
-        let mut cumulative = 0.0;
-        let mut keep = probs.len();
-        for (i, p) in probs.iter().enumerate() {
-            cumulative += p;
+    let vocab = logits.len();
+    let k = if s.top_k > 0 {
+        s.top_k.min(vocab)
+    } else {
+        vocab
+    };
+    if k == vocab && s.top_p >= 1.0 {
+        return draw(&weights, 0..vocab, rng);
+    }
+    let descending = |a: &usize, b: &usize| logits[*b].total_cmp(&logits[*a]);
+    let mut candidates: Vec<usize> = (0..vocab).collect();
+    if k < vocab {
+        candidates.select_nth_unstable_by(k - 1, descending);
+        candidates.truncate(k);
+    }
+    let total: f64 = candidates.iter().map(|&i| weights[i]).sum();
+    // Sort the top 256 candidates; where the nucleus (the smallest top set holding top_p) is not
+    // among them (a flat distribution), sort the rest too.
+    let (mut sorted, mut kept, mut cumulative) = (0, 0, 0.0);
+    while kept == 0 {
+        let n = candidates.len();
+        let upto = if sorted == 0 { n.min(256) } else { n };
+        // The top `upto - sorted` of the rest, then in order.
+        candidates[sorted..].select_nth_unstable_by(upto - sorted - 1, descending);
+        candidates[sorted..upto].sort_unstable_by(descending);
+        for (at, &i) in candidates.iter().enumerate().take(upto).skip(sorted) {
+            cumulative += weights[i] / total;
             if cumulative >= s.top_p {
-                keep = i + 1;
+                kept = at + 1;
                 break;
             }
         }
-        probs.truncate(keep);
-        order.truncate(keep);
-    }
-    let total: f64 = probs.iter().sum();
-    let mut x = rng.random::<f64>() * total;
-    for (p, &i) in probs.iter().zip(&order) {
-        if x < *p {
-            return i;
+        sorted = upto;
+        if sorted == n && kept == 0 {
+            kept = n;
         }
-        x -= p;
     }
-    order[order.len() - 1]
+    let nucleus: Vec<f64> = candidates[..kept].iter().map(|&i| weights[i]).collect();
+    candidates[draw(&nucleus, 0..kept, rng)]
+}
+
+/// Draws a position of `positions` with probability proportional to `weights` (one per position).
+fn draw(weights: &[f64], positions: std::ops::Range<usize>, rng: &mut StdRng) -> usize {
+    let total: f64 = weights.iter().sum();
+    let mut x = rng.random::<f64>() * total;
+    for (w, at) in weights.iter().zip(positions.clone()) {
+        if x < *w {
+            return at;
+        }
+        x -= w;
+    }
+    positions.end - 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frequencies(logits: &[f32], s: &Sampling, draws: usize) -> Vec<f64> {
+        let mut rng = StdRng::seed_from_u64(7);
+        let mut counts = vec![0usize; logits.len()];
+        for _ in 0..draws {
+            counts[pick(logits, s, &mut rng)] += 1;
+        }
+        counts.iter().map(|&c| c as f64 / draws as f64).collect()
+    }
+
+    #[test]
+    fn samples_follow_temperature_top_k_and_top_p() {
+        // Weights 1, 2, 3, 4 (and a tail of zeros in probability) under temperature 1.
+        let mut logits: Vec<f32> = [1.0f32, 2.0, 3.0, 4.0].iter().map(|w| w.ln()).collect();
+        logits.extend(std::iter::repeat_n(-1e9, 300));
+        let plain = Sampling {
+            temperature: 1.0,
+            ..Default::default()
+        };
+        let f = frequencies(&logits, &plain, 40_000);
+        for (i, want) in [0.1, 0.2, 0.3, 0.4].iter().enumerate() {
+            assert!((f[i] - want).abs() < 0.01, "token {i}: {} vs {want}", f[i]);
+        }
+        assert!(f[4..].iter().all(|&x| x == 0.0));
+        // Top-2: only the two likeliest, renormalized 3:4.
+        let top2 = Sampling {
+            top_k: 2,
+            ..plain.clone()
+        };
+        let f = frequencies(&logits, &top2, 40_000);
+        assert_eq!(f[0] + f[1], 0.0);
+        assert!((f[3] - 4.0 / 7.0).abs() < 0.01, "{f:?}");
+        // Top-p 0.65: the nucleus is {4, 3} (0.4 + 0.3 >= 0.65).
+        let nucleus = Sampling {
+            top_p: 0.65,
+            ..plain.clone()
+        };
+        let f = frequencies(&logits, &nucleus, 40_000);
+        assert_eq!(f[0] + f[1], 0.0);
+        assert!((f[2] - 3.0 / 7.0).abs() < 0.01, "{f:?}");
+        // A flat distribution over a large vocabulary: the nucleus grows past the first prefix.
+        let flat = vec![0.0f32; 1000];
+        let half = Sampling {
+            top_p: 0.5,
+            ..plain.clone()
+        };
+        let f = frequencies(&flat, &half, 20_000);
+        let support = f.iter().filter(|&&x| x > 0.0).count();
+        assert_eq!(support, 500, "half of a flat vocabulary");
+    }
 }

@@ -34,7 +34,11 @@ pub fn device(name: &str) -> anyhow::Result<tch::Device> {
     match name {
         "cpu" => Ok(tch::Device::Cpu),
         "cuda" => {
-            anyhow::ensure!(tch::Cuda::is_available(), "--device cuda: no CUDA device");
+            anyhow::ensure!(
+                tch::Cuda::is_available(),
+                "--device cuda: no CUDA device (or a build without libtorch's CUDA library: build \
+                 with CLAWLINE_TORCH_CUDA=1)"
+            );
             Ok(tch::Device::Cuda(0))
         }
         "auto" => Ok(tch::Device::cuda_if_available()),
