@@ -29,6 +29,10 @@ pub const BUILTIN_MARKERS: &[&str] = &[
     // Claude Code asking the model to summarize the conversation before it compacts it
     // (`/compact`, auto-compact): the summary is the agent's, not an answer to the user.
     "Your task is to create a detailed summary of the",
+    // OpenClaw asking for its compaction summary (first, update, and a turn too large to keep).
+    "The messages above are a conversation to summarize.",
+    "The messages above are NEW conversation messages to incorporate into the existing summary",
+    "This is the PREFIX of a turn that was too large to keep.",
 ];
 
 /// The markers in force: the built-in ones plus `extra`, or none at all when `extra` holds `none`.

@@ -182,14 +182,13 @@ pub(crate) async fn resolve(
         let prompt_uid = t.prompt_uid.clone();
         return Ok((t, prompt_uid, None));
     }
-    if let Some(session) = agent_session_id(headers)
-        && let Some(existing) = state
+    if let Some(existing) =
+        state
             .sessions
-            .resumed_after_compaction(tenant, session, messages)
+            .resumed_after_compaction(tenant, agent_session_id(headers), messages)
         && let Ok(mut t) = state.sessions.next_step(&existing.uid, tenant)
     {
-        // The summary replaced the answers: nothing in this call reacts to one of them.
-        t.last_step = None;
+        t.last_step = existing.last_step;
         let prompt_uid = t.prompt_uid.clone();
         return Ok((t, prompt_uid, None));
     }

@@ -419,3 +419,61 @@ async fn a_history_the_agent_compacted_continues_its_conversation() {
         "the summary replaced the answers: no reaction to one of them"
     );
 }
+
+#[tokio::test]
+async fn openclaw_compaction_keeps_the_conversation_and_its_feedback() {
+    let h = Harness::start().await;
+    let system = json!({"role": "system", "content": "You are OpenClaw, a personal assistant."});
+    let mut history = vec![
+        system.clone(),
+        json!({"role": "user", "content": "[Thu 2026-12-03 06:22 UTC] Plan my week"}),
+    ];
+    let (t1, answer, _) = ask(&h, &history).await;
+    history.push(answer);
+    history.push(
+        json!({"role": "user", "content": "[Thu 2026-12-03 06:23 UTC] Add the gym on Tuesday"}),
+    );
+    let (t2, kept_answer, kept_step) = ask(&h, &history).await;
+    assert_eq!(t2, t1);
+    // OpenClaw asks for its summary in a request of its own: the agent's turn, not the user's.
+    let summarize = [
+        json!({"role": "system", "content": "You are a context summarization assistant."}),
+        json!({"role": "user", "content": "<conversation>\n[User]: Plan my week\n</conversation>\n\nThe messages above are a conversation to summarize. Create a structured context checkpoint summary that another LLM will use to continue the work."}),
+    ];
+    let (summary_t, _, _) = ask(&h, &summarize).await;
+    // It goes on from the summary and the turns it kept, which end with the latest answer (no
+    // session id: OpenClaw sends none to a custom provider).
+    let compacted = vec![
+        system.clone(),
+        json!({"role": "user", "content": "The conversation history before this point was compacted into the following summary:\n\n<summary>\nThe user is planning the week.\n</summary>"}),
+        json!({"role": "user", "content": "[Thu 2026-12-03 06:23 UTC] Add the gym on Tuesday"}),
+        kept_answer.clone(),
+        json!({"role": "user", "content": "[Thu 2026-12-03 06:30 UTC] No, Wednesday."}),
+    ];
+    let (t3, _, _) = ask(&h, &compacted).await;
+    assert_eq!(t3, t1, "the compacted history continues the conversation");
+    // A compacted history whose kept turns end with another answer is another conversation.
+    let mut stranger = compacted.clone();
+    stranger[3] = json!({"role": "assistant", "content": "Something else entirely."});
+    let (other, _, _) = ask(&h, &stranger).await;
+    assert_ne!(other, t1);
+
+    let steps = h.steps().await;
+    let summary_step = steps
+        .iter()
+        .find(|s| s.trajectory_uid == summary_t)
+        .unwrap();
+    assert!(
+        summary_step.background,
+        "the summary request is the agent's own turn"
+    );
+    let resumed = steps
+        .iter()
+        .find(|s| s.trajectory_uid == t1 && s.step_index == 2)
+        .unwrap();
+    assert_eq!(
+        resumed.previous_step_id.as_deref(),
+        Some(kept_step.as_str()),
+        "the correction reacts to the answer the compaction kept"
+    );
+}

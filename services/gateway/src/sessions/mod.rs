@@ -18,9 +18,12 @@ mod fingerprint;
 use fingerprint::{Fingerprint, fingerprint};
 
 /// How agents open a history they compacted: the first user message starts with one of these.
-/// Claude Code (`/compact` and auto-compact) replaces the conversation with its summary so.
-pub const COMPACTION_MARKERS: &[&str] =
-    &["This session is being continued from a previous conversation that ran out of context."];
+/// Claude Code (`/compact` and auto-compact) replaces the conversation with its summary so;
+/// OpenClaw puts its summary first and keeps the latest turns as they were.
+pub const COMPACTION_MARKERS: &[&str] = &[
+    "This session is being continued from a previous conversation that ran out of context.",
+    "The conversation history before this point was compacted into the following summary:",
+];
 
 /// Whether `messages` are a compacted history: the first user message opens with a marker.
 pub fn compacted(messages: &[serde_json::Value]) -> bool {
@@ -61,6 +64,8 @@ pub struct Trajectory {
     /// trailing context message the agent may not keep in its history; after background turns
     /// also where it stood before them (agents drop a heartbeat that had nothing to say).
     fingerprints: Vec<Fingerprint>,
+    /// The latest user-facing answer alone, for a compacted history that keeps it (OpenClaw).
+    last_answer: Option<Fingerprint>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -167,6 +172,7 @@ impl Sessions {
             lease_end: (origin == Origin::Client).then_some(0),
             last_active: Instant::now(),
             fingerprints: Vec::new(),
+            last_answer: None,
         };
         inner.by_uid.insert(uid.to_string(), trajectory.clone());
         Ok((trajectory, true))
@@ -271,20 +277,31 @@ impl Sessions {
             })
     }
 
-    /// The conversation a call whose history the agent compacted continues: the agent session's
-    /// most recently active open conversation. A compacted history (the earlier turns replaced by
-    /// a summary) matches no fingerprint; the agent's own session id and the summary that opens
-    /// the new history say it goes on. Only such a call joins by session id: Claude Code's
-    /// subagents share their parent's id and open with their own task, not a summary.
+    /// The conversation a call whose history the agent compacted continues. A compacted history
+    /// (the earlier turns replaced by a summary) matches no fingerprint. With the agent's own
+    /// session id (Claude Code), the session's most recently active open conversation goes on;
+    /// only such a call joins by session id: Claude Code's subagents share their parent's id and
+    /// open with their own task, not a summary. Without one (OpenClaw sends none to a custom
+    /// provider), the open conversation whose latest answer the compacted history still ends
+    /// its kept turns with.
     pub fn resumed_after_compaction(
         &self,
         tenant: &str,
-        agent_session: &str,
+        agent_session: Option<&str>,
         messages: &[serde_json::Value],
     ) -> Option<Trajectory> {
         if !compacted(messages) {
             return None;
         }
+        let kept_answer = match agent_session {
+            Some(_) => None,
+            None => {
+                let answer = messages.iter().rev().find(|m| {
+                    m.get("role").and_then(serde_json::Value::as_str) == Some("assistant")
+                })?;
+                Some(fingerprint(tenant, &[], Some(answer), &self.wake_markers))
+            }
+        };
         let inner = self.lock();
         inner
             .by_uid
@@ -294,14 +311,24 @@ impl Sessions {
                     && !t.completed
                     && t.tenant == tenant
                     && t.last_active.elapsed() < self.limits.session_idle
-                    && t.metadata
-                        .as_ref()
-                        .and_then(|m| m.get("agent_session"))
-                        .and_then(serde_json::Value::as_str)
-                        == Some(agent_session)
+                    && match (agent_session, kept_answer) {
+                        (Some(session), _) => {
+                            t.metadata
+                                .as_ref()
+                                .and_then(|m| m.get("agent_session"))
+                                .and_then(serde_json::Value::as_str)
+                                == Some(session)
+                        }
+                        (None, answer) => answer.is_some() && t.last_answer == answer,
+                    }
             })
             .max_by_key(|t| t.last_active)
-            .cloned()
+            .map(|t| Trajectory {
+                // A summary alone replaced the answers: nothing in the call reacts to one of them.
+                // Kept turns end with the latest answer, which the new message reacts to.
+                last_step: kept_answer.and(t.last_step.clone()),
+                ..t.clone()
+            })
     }
 
     /// Remembers that `messages` plus `answer` (step `step`) is where this session stands now.
@@ -342,6 +369,7 @@ impl Sessions {
             t.fingerprints.extend(keys.iter().copied());
             Vec::new()
         } else {
+            t.last_answer = Some(fingerprint(tenant, &[], Some(answer), wake));
             std::mem::replace(&mut t.fingerprints, keys.clone())
         };
         for key in old {
