@@ -232,7 +232,7 @@ impl Upstreams {
                     request = request.header(name, value);
                 }
             }
-            if path == "/messages" {
+            if path.starts_with("/messages") {
                 request = anthropic_headers(request, upstream, client_headers);
             }
             if let Some(t) = timeout {

@@ -78,6 +78,11 @@ async fn the_official_anthropic_client_works_through_messages() {
     let steps = h.steps().await;
     assert_eq!(steps.len(), 5, "five answered calls: {steps:#?}");
     assert!(steps.iter().all(|s| s.token_source == TokenSource::Engine));
+    assert_eq!(
+        seen["count_tokens"],
+        steps[0].prompt_ids.len(),
+        "count_tokens counts the prompt the engine got"
+    );
     // The engine saw the system prompt first, as the chat template renders it.
     assert_eq!(steps[0].messages[0].role, "system");
     assert_eq!(
@@ -156,6 +161,11 @@ async fn messages_go_as_they_are_to_an_engine_that_speaks_them() {
     );
     assert_eq!(seen["after_tool"], "echo: buy milk");
     assert_eq!(seen["bad_request"], json!([400, "invalid_request_error"]));
+    assert_eq!(
+        seen["count_tokens"],
+        json!([404, "not_found_error"]),
+        "the engine answers count_tokens itself (this one does not serve it)"
+    );
 
     let steps = h.steps().await;
     assert_eq!(steps.len(), 5, "five answered calls: {steps:#?}");

@@ -2,22 +2,86 @@
 //! engine's chat completions and back ([`crate::protocols::anthropic`]), captured like any chat call.
 //! Errors come back in Anthropic's shape.
 
+use axum::Json;
 use axum::Router;
 use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 
 use super::chat::{Native, Reply, serve};
-use super::{Body, parse_json};
+use super::{Body, caller, parse_json};
 use crate::AppState;
 use crate::error::ApiError;
 use crate::protocols::anthropic::{MessagesDialect, error_response, recordable, to_chat};
 use crate::settings::EngineProtocol;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/messages", post(messages))
+    Router::new()
+        .route("/v1/messages", post(messages))
+        .route("/v1/messages/count_tokens", post(count_tokens))
+}
+
+/// `POST /v1/messages/count_tokens` (Claude Code sizes its context with it): an engine that speaks
+/// Messages answers itself; otherwise the prompt the engine would get is rendered and tokenized
+/// with `--tokenizer` (exact), or estimated at four bytes a token without one.
+async fn count_tokens(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Body, ApiError>,
+) -> Response {
+    let answer = async {
+        let Body(body) = body?;
+        caller(&state, &headers)?;
+        let mut request: Map<String, Value> = parse_json(&body)?;
+        if state
+            .config
+            .engine_speaks
+            .contains(&EngineProtocol::Messages)
+        {
+            let (response, _) = state
+                .upstreams
+                .post(
+                    "/messages/count_tokens",
+                    |_| body.to_vec(),
+                    Some(state.config.upstream_timeout),
+                    &headers,
+                )
+                .await?;
+            let status = response.status();
+            let bytes = response.bytes().await.unwrap_or_default();
+            if !status.is_success() {
+                return Err(ApiError::Upstream {
+                    status,
+                    body: bytes,
+                });
+            }
+            return Ok(([("content-type", "application/json")], bytes).into_response());
+        }
+        // Counting takes no `max_tokens`; the translation wants one.
+        request.entry("max_tokens").or_insert(Value::from(1));
+        let chat = to_chat(&recordable(&request)).map_err(|(p, m)| ApiError::bad_param(&p, m))?;
+        let messages = chat
+            .get("messages")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let tools = chat.get("tools");
+        let tokens = match &state.tokenizer {
+            Some(t) => t
+                .encode_chat(&messages, tools)
+                .map_err(|e| ApiError::bad_request(format!("rendering the chat template: {e}")))?
+                .len(),
+            None => {
+                (Value::Array(messages).to_string().len()
+                    + tools.map_or(0, |t| t.to_string().len()))
+                    / 4
+            }
+        };
+        Ok(Json(json!({"input_tokens": tokens})).into_response())
+    };
+    answer.await.unwrap_or_else(error_response)
 }
 
 async fn messages(

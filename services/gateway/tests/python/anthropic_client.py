@@ -18,6 +18,10 @@ out["plain"] = message.content[0].text
 out["plain_stop"] = message.stop_reason
 out["plain_usage"] = [message.usage.input_tokens, message.usage.output_tokens]
 out["plain_model"] = message.model
+try:
+    out["count_tokens"] = client.messages.count_tokens(model="claude-sonnet-4-5", system=system, messages=history).input_tokens
+except anthropic.APIStatusError as err:
+    out["count_tokens"] = [err.status_code, err.body["error"]["type"]]
 history.append({"role": "assistant", "content": message.content})
 history.append({"role": "user", "content": [{"type": "text", "text": "now stream it"}]})
 
