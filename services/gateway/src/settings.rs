@@ -356,6 +356,11 @@ impl Args {
 }
 
 impl Settings {
+    /// Whether the engines serve `protocol` themselves (`--engine-speaks`).
+    pub fn engine_speaks(&self, protocol: EngineProtocol) -> bool {
+        self.engine_speaks.contains(&protocol)
+    }
+
     /// Serving from `upstreams` (OpenAI-compatible base URLs) with every default.
     pub fn new(upstreams: Vec<String>) -> Self {
         Self {

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::{Map, Value, json};
 
-use super::chat::{Native, Reply, serve};
+use super::chat::{Native, Reply, prompt_tokens, serve};
 use super::{Body, caller, parse_json};
 use crate::AppState;
 use crate::error::ApiError;
@@ -25,7 +25,7 @@ pub fn router() -> Router<AppState> {
 
 /// `POST /v1/messages/count_tokens` (Claude Code sizes its context with it): an engine that speaks
 /// Messages answers itself; otherwise the prompt the engine would get is rendered and tokenized
-/// with `--tokenizer` (exact), or estimated at four bytes a token without one.
+/// with `--tokenizer` (exact), or estimated at four bytes a token without one ([`prompt_tokens`]).
 async fn count_tokens(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -35,11 +35,7 @@ async fn count_tokens(
         let Body(body) = body?;
         caller(&state, &headers)?;
         let mut request: Map<String, Value> = parse_json(&body)?;
-        if state
-            .config
-            .engine_speaks
-            .contains(&EngineProtocol::Messages)
-        {
+        if state.config.engine_speaks(EngineProtocol::Messages) {
             let (response, _) = state
                 .upstreams
                 .post(
@@ -67,18 +63,7 @@ async fn count_tokens(
             .and_then(Value::as_array)
             .cloned()
             .unwrap_or_default();
-        let tools = chat.get("tools");
-        let tokens = match &state.tokenizer {
-            Some(t) => t
-                .encode_chat(&messages, tools)
-                .map_err(|e| ApiError::bad_request(format!("rendering the chat template: {e}")))?
-                .len(),
-            None => {
-                (Value::Array(messages).to_string().len()
-                    + tools.map_or(0, |t| t.to_string().len()))
-                    / 4
-            }
-        };
+        let tokens = prompt_tokens(&state, &messages, chat.get("tools"));
         Ok(Json(json!({"input_tokens": tokens})).into_response())
     };
     answer.await.unwrap_or_else(error_response)
@@ -92,10 +77,7 @@ async fn messages(
     let answer = async {
         let Body(body) = body?;
         let request: Map<String, Value> = parse_json(&body)?;
-        let native = state
-            .config
-            .engine_speaks
-            .contains(&EngineProtocol::Messages);
+        let native = state.config.engine_speaks(EngineProtocol::Messages);
         let chat = if native {
             to_chat(&recordable(&request))
         } else {

@@ -9,13 +9,12 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::add_call_headers;
-use super::serve::{Native, Reply, read_answer};
+use super::serve::{Native, Reply, is_event_stream, policy_version_of, read_answer};
 use super::stream::{InFlight, stream_response};
 use crate::AppState;
 use crate::chat::{Answer, Wants};
 use crate::error::ApiError;
 use crate::http::steps::{CallContext, record_call};
-use crate::identity::POLICY_VERSION_HEADER;
 use crate::protocols::anthropic::as_chat_completion;
 
 /// Forwards `native.request` to the engine's own endpoint and answers with the engine's answer.
@@ -37,23 +36,13 @@ pub(super) async fn forward(
         .await
         .map_err(|_| ApiError::GatewayTimeout(state.config.upstream_timeout))??;
     ctx.upstream = upstream.base.clone();
-    ctx.policy_version = response
-        .headers()
-        .get(POLICY_VERSION_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-        .or_else(|| state.policy.get());
+    ctx.policy_version = policy_version_of(&state, &response);
     let status = response.status();
     if !status.is_success() {
         let body = response.bytes().await.unwrap_or_default();
         return Err(ApiError::Upstream { status, body });
     }
-    let is_event_stream = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("text/event-stream"));
-    if is_event_stream {
+    if is_event_stream(&response) {
         return Ok(stream_response(
             state,
             ctx,

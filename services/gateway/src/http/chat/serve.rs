@@ -227,12 +227,7 @@ pub(crate) async fn serve(
             .await?;
     }
     let status = response.status();
-    let policy_version = response
-        .headers()
-        .get(POLICY_VERSION_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-        .or_else(|| state.policy.get());
+    let policy_version = policy_version_of(&state, &response);
     if !status.is_success() {
         let error_body = response.bytes().await.unwrap_or_default();
         return Err(ApiError::Upstream {
@@ -258,12 +253,7 @@ pub(crate) async fn serve(
         policy_version,
         background,
     };
-    let is_event_stream = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("text/event-stream"));
-    if engine_streams && is_event_stream {
+    if engine_streams && is_event_stream(&response) {
         let parser = token_in
             .as_ref()
             .map(|ids| crate::token_in::StreamParser::new(ids.clone(), &ctx.request_id));
@@ -321,6 +311,40 @@ pub(crate) async fn serve(
     let mut response = ([("content-type", content_type)], out).into_response();
     add_call_headers(response.headers_mut(), &ctx);
     Ok(response)
+}
+
+/// The policy version that answered: the engine's header, else the version serving now.
+pub(super) fn policy_version_of(state: &AppState, response: &reqwest::Response) -> Option<u64> {
+    response
+        .headers()
+        .get(POLICY_VERSION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .or_else(|| state.policy.get())
+}
+
+/// Whether the engine answers with an event stream.
+pub(super) fn is_event_stream(response: &reqwest::Response) -> bool {
+    response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"))
+}
+
+/// The prompt's length in tokens as the engine gets it: rendered and tokenized with the model's
+/// tokenizer when the gateway has it, else estimated at one token per four bytes.
+pub(crate) fn prompt_tokens(state: &AppState, messages: &[Value], tools: Option<&Value>) -> u64 {
+    state
+        .tokenizer
+        .as_ref()
+        .and_then(|t| t.encode_chat(messages, tools).ok())
+        .map(|ids| ids.len() as u64)
+        .unwrap_or_else(|| {
+            let bytes = serde_json::to_vec(messages).map_or(0, |b| b.len())
+                + tools.map_or(0, |t| t.to_string().len());
+            bytes as u64 / 4
+        })
 }
 
 /// A whole (non-streamed) answer of the engine: its bytes and their JSON, timed.
@@ -393,16 +417,7 @@ async fn cap_max_tokens(
     let Some(context) = state.upstreams.served().await.and_then(|s| s.max_model_len) else {
         return;
     };
-    let prompt = state
-        .tokenizer
-        .as_ref()
-        .and_then(|t| t.encode_chat(messages, tools).ok())
-        .map(|ids| ids.len() as u64)
-        .unwrap_or_else(|| {
-            let bytes = serde_json::to_vec(messages).map_or(0, |b| b.len())
-                + tools.map_or(0, |t| t.to_string().len());
-            bytes as u64 / 4
-        });
+    let prompt = prompt_tokens(state, messages, tools);
     let room = context.saturating_sub(prompt);
     if room > 0 && asked > room {
         request.insert("max_tokens".into(), Value::from(room));
