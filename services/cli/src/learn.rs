@@ -61,6 +61,8 @@ pub struct LearnArgs {
 pub struct Learning {
     /// The built-in policy server's `/v1` URL, when it runs.
     pub policy_url: Option<String>,
+    /// The model it serves (its tokenizer and chat template are the gateway's too).
+    pub policy_model: Option<PathBuf>,
     pub lines: Vec<String>,
 }
 
@@ -117,7 +119,11 @@ pub async fn spawn(
     }
     if engines.is_empty() {
         lines.push("learning:                 off (--upstream without --engine)".into());
-        return Ok(Learning { policy_url, lines });
+        return Ok(Learning {
+            policy_url,
+            policy_model: builtin.then(|| model.clone()),
+            lines,
+        });
     }
     let kl_coef = args.kl_coef.unwrap_or(if builtin && args.model.is_none() {
         0.3
@@ -173,5 +179,9 @@ pub async fn spawn(
         args.broadcaster_listen,
         if args.no_canary { "" } else { ", canary on" }
     ));
-    Ok(Learning { policy_url, lines })
+    Ok(Learning {
+        policy_url,
+        policy_model: builtin.then_some(model),
+        lines,
+    })
 }

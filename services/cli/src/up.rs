@@ -43,7 +43,8 @@ pub struct UpArgs {
     pub upstreams: Vec<String>,
     #[command(flatten)]
     pub learn: LearnArgs,
-    /// Tokenizer dir for steps whose engine returns no token ids.
+    /// Tokenizer dir for steps whose engine returns no token ids (default with the built-in policy:
+    /// its model's).
     #[arg(long, env = "CLAWLINE_TOKENIZER")]
     tokenizer: Option<PathBuf>,
     /// API key file (`KEY TENANT [admin]` lines); without it the gateway is open.
@@ -202,7 +203,9 @@ pub async fn start(args: UpArgs, shutdown: &Shutdown) -> anyhow::Result<Running>
     };
     let mut gateway = clawline_gateway::Settings::new(upstreams);
     gateway.nats = nats.clone();
-    gateway.tokenizer = args.tokenizer;
+    // The built-in policy's own tokenizer unless another is named: `/compute_reward` on token ids,
+    // white-box steps and `count_tokens` then read and count exactly what the model sees.
+    gateway.tokenizer = args.tokenizer.or(learning.policy_model);
     gateway.api_keys = args.api_keys;
     gateway.spool_dir = args.data_dir.join("spool");
     args.gateway.apply(&mut gateway);

@@ -392,6 +392,29 @@ async fn clawline_up_without_an_engine_serves_and_learns_with_the_built_in_polic
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-clawline-policy-version"], "0");
+    // The gateway counts a Messages prompt with the served model's own tokenizer: exactly the
+    // prompt tokens the policy server reports for the same call.
+    let call = json!({"model": "m", "max_tokens": 4, "system": "Be brief.", "messages": [{"role": "user", "content": "Hi there"}]});
+    let post = |path: &'static str, body: Value| {
+        let http = http.clone();
+        let url = url.clone();
+        async move {
+            let r = http
+                .post(format!("{url}{path}"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    let answered = post("/v1/messages", call.clone()).await;
+    let counted = post("/v1/messages/count_tokens", call).await;
+    assert_eq!(
+        counted["input_tokens"], answered["usage"]["input_tokens"],
+        "{counted} vs {answered}"
+    );
     for port in [trainer, broadcaster] {
         let status: Value = http
             .get(format!("http://127.0.0.1:{port}/status"))
