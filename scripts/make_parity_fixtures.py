@@ -208,7 +208,6 @@ def main():
             index["tf4_layout"].append(name)
         print(f"{name}: {sum(p.numel() for p in model.parameters())} parameters")
     index["adapters"] = adapters(out, ids)
-    index["templates"] = templates(out)
     (out / "index.json").write_text(json.dumps(index, indent=1) + "\n")
 
 
@@ -256,93 +255,6 @@ def adapters(out, ids):
         names.append(name)
     return names
 
-
-
-# Conversations rendered by each template in scripts/parity/: tool schemas in the order the
-# OpenAI SDK's users write them (not sorted), arguments as a JSON string (what OpenAI clients
-# send; vLLM parses them before rendering) and as an object, text HTML-escaping would change.
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Weather for a city, in °C <now> & \"later\"",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string"}, "days": {"type": "integer", "minimum": 1}},
-            "required": ["city"],
-        },
-    },
-}
-CONVERSATIONS = {
-    "plain": dict(
-        messages=[
-            {"role": "system", "content": "Be brief."},
-            {"role": "user", "content": "Hi <b>there</b> & good morning, Zoë!"},
-        ],
-        tools=None,
-    ),
-    "tools": dict(
-        messages=[
-            {"role": "user", "content": "Weather in Zürich?"},
-            {
-                "role": "assistant",
-                "content": None,
-                "tool_calls": [
-                    {
-                        "id": "c1",
-                        "type": "function",
-                        "function": {"name": "get_weather", "arguments": {"days": 2, "city": "Zürich"}},
-                    }
-                ],
-            },
-            {"role": "tool", "tool_call_id": "c1", "content": "{\"temp\": 21}"},
-            {"role": "user", "content": "And tomorrow?"},
-        ],
-        tools=[WEATHER],
-    ),
-}
-
-
-def templates(out):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    here = Path(__file__).parent / "parity"
-    specials = ["<|begin_of_text|>", "<|im_start|>", "<|im_end|>", "<|start_header_id|>",
-                "<|end_header_id|>", "<|eot_id|>"]
-    names = []
-    for path in sorted(here.glob("*.jinja")):
-        tok = Tokenizer(models.BPE())
-        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-        tok.decoder = decoders.ByteLevel()
-        corpus = [path.read_text(), json.dumps(CONVERSATIONS, ensure_ascii=False)]
-        tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=400, special_tokens=specials,
-                                                           initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-        if "llama" in path.stem:
-            # As Llama 3's tokenizer: a text prompt gets the BOS token (`add_special_tokens`).
-            bos = tok.token_to_id("<|begin_of_text|>")
-            tok.post_processor = processors.TemplateProcessing(
-                single="<|begin_of_text|> $A", special_tokens=[("<|begin_of_text|>", bos)]
-            )
-        fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|begin_of_text|>",
-                                       eos_token="<|im_end|>" if "qwen" in path.stem else "<|eot_id|>")
-        fast.chat_template = path.read_text()
-        d = out / f"template-{path.stem}"
-        if d.exists():
-            shutil.rmtree(d)
-        fast.save_pretrained(d)
-        expected = {}
-        for name, conv in CONVERSATIONS.items():
-            text = fast.apply_chat_template(conv["messages"], tools=conv["tools"], add_generation_prompt=True,
-                                            tokenize=False)
-            ids = fast.apply_chat_template(conv["messages"], tools=conv["tools"], add_generation_prompt=True,
-                                           tokenize=True, return_dict=False)
-            expected[name] = {"messages": conv["messages"], "tools": conv["tools"], "text": text, "ids": ids}
-        prompt = "Once upon a time in Zürich,"
-        expected["completion_prompt"] = {"text": prompt, "ids": fast(prompt)["input_ids"]}
-        (d / "expected.json").write_text(json.dumps(expected, ensure_ascii=False, indent=1))
-        names.append(d.name)
-    return names
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ struct Index {
     cases: Vec<String>,
     tf4_layout: Vec<String>,
     adapters: Vec<String>,
-    templates: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -364,55 +363,5 @@ fn peft_adapters_compute_what_peft_computes_and_dora_is_refused() {
             .map(|e| format!("{e:#}"))
             .unwrap_or_else(|| panic!("{key} = {value} was accepted"));
         assert!(err.contains(says), "{key}: {err}");
-    }
-}
-
-/// Chat templates render as transformers' `apply_chat_template` renders them, read from a
-/// tokenizer dir transformers 5 saved (`chat_template.jinja`): `trim_blocks`/`lstrip_blocks`,
-/// `tojson` without HTML escaping and with `indent`, tool schemas in their own key order, and
-/// tool-call arguments sent as a JSON string (what OpenAI clients send) rendered as the object.
-#[test]
-fn chat_templates_render_what_apply_chat_template_renders() {
-    let index = index();
-    assert_eq!(index.templates.len(), 2, "{:?}", index.templates);
-    for name in &index.templates {
-        let dir = fixtures().join(name);
-        assert!(dir.join("chat_template.jinja").is_file());
-        let tok = clawline_runtime::tokenize::ChatTokenizer::load(&dir)
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
-        let cases: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_slice(&std::fs::read(dir.join("expected.json")).unwrap()).unwrap();
-        // A text prompt for /v1/completions: the tokenizer's BOS where it adds one.
-        let completion = &cases["completion_prompt"];
-        let ids: Vec<u32> = serde_json::from_value(completion["ids"].clone()).unwrap();
-        let text = completion["text"].as_str().unwrap();
-        assert_eq!(tok.encode_prompt(text).unwrap(), ids, "{name}: text prompt");
-        for (case, want) in cases.iter().filter(|(c, _)| *c != "completion_prompt") {
-            let messages = want["messages"].as_array().unwrap().clone();
-            let tools = Some(&want["tools"]).filter(|t| !t.is_null());
-            let text = tok.render(&messages, tools).unwrap();
-            assert_eq!(text, want["text"].as_str().unwrap(), "{name}/{case}");
-            let ids: Vec<u32> = serde_json::from_value(want["ids"].clone()).unwrap();
-            assert_eq!(
-                tok.encode_chat(&messages, tools).unwrap(),
-                ids,
-                "{name}/{case}"
-            );
-            // The same conversation as an OpenAI client sends it: arguments as a string.
-            let mut sent = messages.clone();
-            for m in &mut sent {
-                if let Some(calls) = m.get_mut("tool_calls").and_then(|c| c.as_array_mut()) {
-                    for c in calls {
-                        let args = c["function"]["arguments"].to_string();
-                        c["function"]["arguments"] = args.into();
-                    }
-                }
-            }
-            assert_eq!(
-                tok.render(&sent, tools).unwrap(),
-                want["text"].as_str().unwrap(),
-                "{name}/{case}, arguments as a string"
-            );
-        }
     }
 }

@@ -181,3 +181,65 @@ async fn token_in_streams_as_the_engine_generates_and_records_the_same_step() {
         h.mock.prompt_ids(&messages, Some(&tools()))
     );
 }
+
+/// An answer the client prefilled (`continue_final_message`, vLLM's request field) is continued,
+/// not answered anew: the step's prompt ends inside the assistant's turn, whether the gateway
+/// renders the template (token-in mode, or the engine gave no ids) or the engine does.
+#[tokio::test]
+async fn a_prefilled_answer_is_continued_and_recorded_as_the_engine_saw_it() {
+    let tok = clawline_runtime::tokenize::ChatTokenizer::load(&tokenizer_dir()).unwrap();
+    let messages = json!([
+        {"role": "user", "content": "Name a colour."},
+        {"role": "assistant", "content": "Sure, the colour is"},
+    ]);
+    let body = json!({
+        "model": "default", "messages": messages,
+        "continue_final_message": true, "add_generation_prompt": false,
+    });
+    let engine_renders = Options {
+        mock: clawline_mock_vllm::MockConfig {
+            reply: Some(" blue.".into()),
+            ..Default::default()
+        },
+        ..Options::default()
+    };
+    let engine_gives_no_ids = Options {
+        mock: clawline_mock_vllm::MockConfig {
+            reply: Some(" blue.".into()),
+            token_ids: false,
+            ..Default::default()
+        },
+        ..Options::default()
+    };
+    let mut prompts = Vec::new();
+    for (mode, options) in [
+        ("token-in", token_in(" blue.")),
+        ("engine", engine_renders),
+        ("no ids", engine_gives_no_ids),
+    ] {
+        let h = Harness::with(options).await;
+        let r = h.post("/v1/chat/completions", body.clone()).await;
+        assert_eq!(r.status(), 200, "{mode}: {}", r.text().await.unwrap());
+        let step = &h.steps().await[0];
+        let source = match mode {
+            "no ids" => TokenSource::Retokenized,
+            _ => TokenSource::Engine,
+        };
+        assert_eq!(step.token_source, source, "{mode}");
+        let prompt = tok.decode(&step.prompt_ids).unwrap();
+        assert!(
+            prompt.ends_with("<|im_start|>assistant\nSure, the colour is"),
+            "{mode}: {prompt:?}"
+        );
+        prompts.push(step.prompt_ids.clone());
+
+        // Both at once is refused by name, as vLLM refuses it.
+        let mut both = body.clone();
+        both["add_generation_prompt"] = true.into();
+        let r = h.post("/v1/chat/completions", both).await;
+        assert_eq!(r.status(), 400, "{mode}");
+        let err: Value = r.json().await.unwrap();
+        assert_eq!(err["error"]["param"], "continue_final_message", "{mode}");
+    }
+    assert!(prompts.windows(2).all(|w| w[0] == w[1]), "{prompts:?}");
+}

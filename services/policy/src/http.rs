@@ -12,7 +12,7 @@ use axum::routing::{get, post};
 use clawline_model::{LlamaConfig, Loaded, Request, Sampling};
 use clawline_runtime::http::{self as edge, ApiError};
 use clawline_runtime::keys::ApiKeys;
-use clawline_runtime::tokenize::ChatTokenizer;
+use clawline_runtime::tokenize::{ChatTokenizer, TemplateArgs};
 use serde_json::{Value, json};
 
 use crate::Settings;
@@ -195,9 +195,19 @@ async fn chat(State(app): State<Arc<App>>, body: Bytes) -> Result<Response, ApiE
         .ok_or_else(|| {
             ApiError::bad_param("messages", "messages: a non-empty array is required")
         })?;
+    let template = body
+        .as_object()
+        .map(TemplateArgs::of_request)
+        .transpose()
+        .map_err(|e| ApiError::bad_param(e.field, e.to_string()))?
+        .unwrap_or_default();
     let prompt = app
         .tokenizer
-        .encode_chat(messages, body.get("tools").filter(|t| !t.is_null()))
+        .encode_chat_with(
+            messages,
+            body.get("tools").filter(|t| !t.is_null()),
+            &template,
+        )
         .map_err(|e| ApiError::bad_param("messages", format!("messages: {e}")))?;
     generate(app, body, prompt, Kind::Chat).await
 }

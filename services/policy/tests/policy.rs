@@ -24,6 +24,19 @@ async fn answers_carry_token_ids_and_logprobs_the_trainer_recomputes() {
     let messages = body_messages();
     let prompt = ids(&body["prompt_token_ids"]);
     assert_eq!(prompt, tok.encode_chat(&messages, None).unwrap());
+    // An answer the client prefilled is continued inside the assistant's turn, as vLLM does.
+    let mut prefilled = chat(12, 5);
+    prefilled["messages"] = json!([
+        {"role": "user", "content": "Name a colour."},
+        {"role": "assistant", "content": "The colour is"},
+    ]);
+    prefilled["continue_final_message"] = true.into();
+    prefilled["add_generation_prompt"] = false.into();
+    let (status, _, continued) =
+        post(&format!("{}/v1/chat/completions", server.url), prefilled).await;
+    assert_eq!(status, 200, "{continued}");
+    let text = tok.decode(&ids(&continued["prompt_token_ids"])).unwrap();
+    assert!(text.ends_with("assistant\nThe colour is"), "{text:?}");
     let choice = &body["choices"][0];
     let completion = ids(&choice["token_ids"]);
     assert_eq!(body["usage"]["completion_tokens"], completion.len());
@@ -279,6 +292,14 @@ async fn bad_weights_and_bad_requests_are_refused_and_serving_goes_on() {
         (
             json!({"messages": [{"role": "user", "content": "hi"}], "temperature": "hot"}),
             "temperature",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": "hi"}], "chat_template_kwargs": "x"}),
+            "chat_template_kwargs",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": "hi"}], "continue_final_message": true}),
+            "continue_final_message",
         ),
     ] {
         let (status, _, body) = post(&url, bad).await;

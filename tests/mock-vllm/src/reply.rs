@@ -7,6 +7,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use clawline_runtime::tokenize::TemplateArgs;
 use serde_json::{Value, json};
 
 use crate::{Shared, error, sse};
@@ -205,10 +206,20 @@ pub(crate) async fn chat(State(shared): State<Arc<Shared>>, body: Bytes) -> Resp
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
-    let prompt_ids = shared
-        .tokenizer
-        .encode_chat(&messages, request.get("tools"))
-        .unwrap_or_default();
+    // As vLLM: the request's template variables, and a template that cannot render is a 400.
+    let template = match request.as_object().map(TemplateArgs::of_request) {
+        Some(Ok(template)) => template,
+        None => TemplateArgs::default(),
+        Some(Err(e)) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
+    };
+    let prompt_ids = match shared.tokenizer.encode_chat_with(
+        &messages,
+        request.get("tools").filter(|t| !t.is_null()),
+        &template,
+    ) {
+        Ok(ids) => ids,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
+    };
     let choices: Vec<Generated> = (0..n).map(|i| generate(&shared, &request, i)).collect();
     let id = format!(
         "chatcmpl-mock-{}",

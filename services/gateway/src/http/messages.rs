@@ -8,6 +8,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use clawline_runtime::tokenize::TemplateArgs;
 use serde_json::{Map, Value, json};
 
 use super::chat::{Native, Reply, prompt_tokens, serve};
@@ -63,7 +64,12 @@ async fn count_tokens(
             .and_then(Value::as_array)
             .cloned()
             .unwrap_or_default();
-        let tokens = prompt_tokens(&state, &messages, chat.get("tools"));
+        let tokens = prompt_tokens(
+            &state,
+            &messages,
+            chat.get("tools"),
+            &TemplateArgs::default(),
+        );
         Ok(Json(json!({"input_tokens": tokens})).into_response())
     };
     answer.await.unwrap_or_else(error_response)

@@ -25,6 +25,8 @@ pub struct CallContext {
     pub messages: Vec<Value>,
     pub tools: Option<Value>,
     pub params_json: Option<String>,
+    /// The template variables the request set (`chat_template_kwargs`, …).
+    pub template: clawline_runtime::tokenize::TemplateArgs,
     /// The prompt as text, for calls made with a prompt instead of messages (`/v1/completions`).
     pub prompt_text: Option<String>,
     pub request_id: String,
@@ -70,7 +72,7 @@ fn tokens_for(
     if let Some(tokenizer) = &state.tokenizer {
         let prompt = match &ctx.prompt_text {
             Some(text) => tokenizer.encode(text),
-            None => tokenizer.encode_chat(&ctx.messages, ctx.tools.as_ref()),
+            None => tokenizer.encode_chat_with(&ctx.messages, ctx.tools.as_ref(), &ctx.template),
         };
         let text = if choice.tool_calls.is_empty() {
             choice.text.clone()

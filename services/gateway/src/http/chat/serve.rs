@@ -7,6 +7,7 @@ use std::time::Instant;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use clawline_runtime::tokenize::TemplateArgs;
 use clawline_schemas::new_event_id;
 use serde_json::{Map, Value};
 
@@ -92,6 +93,9 @@ pub(crate) async fn serve(
         .and_then(Value::as_bool)
         .unwrap_or(false);
     let tools = request.get("tools").cloned().filter(|t| !t.is_null());
+    // The template variables the engine renders this request with (vLLM's request fields).
+    let template = TemplateArgs::of_request(&request)
+        .map_err(|e| ApiError::bad_param(e.field, e.to_string()))?;
     let background =
         crate::background::is_background(&state.background_markers, &headers, &messages)?;
     let (trajectory, prompt_uid, new_registration) =
@@ -134,6 +138,7 @@ pub(crate) async fn serve(
             messages,
             tools,
             params_json,
+            template: TemplateArgs::default(),
             prompt_text: None,
             request_id,
             stream,
@@ -146,13 +151,13 @@ pub(crate) async fn serve(
         return super::native::forward(state, headers, ctx, *native, in_flight).await;
     }
     if matches!(reply, Reply::Translated(_)) {
-        cap_max_tokens(&state, &mut request, &messages, tools.as_ref()).await;
+        cap_max_tokens(&state, &mut request, &messages, tools.as_ref(), &template).await;
     }
     // Token-in mode: the prompt rendered and tokenized here; the engine completes its ids.
     let token_in = match (state.config.token_in && !completions, &state.tokenizer) {
         (true, Some(tokenizer)) => Some(
             tokenizer
-                .encode_chat(&messages, tools.as_ref())
+                .encode_chat_with(&messages, tools.as_ref(), &template)
                 .map_err(|e| ApiError::bad_request(format!("rendering the chat template: {e}")))?,
         ),
         _ => None,
@@ -244,6 +249,7 @@ pub(crate) async fn serve(
         messages: if completions { Vec::new() } else { messages },
         tools,
         params_json,
+        template,
         prompt_text,
         request_id,
         stream,
@@ -334,11 +340,16 @@ pub(super) fn is_event_stream(response: &reqwest::Response) -> bool {
 
 /// The prompt's length in tokens as the engine gets it: rendered and tokenized with the model's
 /// tokenizer when the gateway has it, else estimated at one token per four bytes.
-pub(crate) fn prompt_tokens(state: &AppState, messages: &[Value], tools: Option<&Value>) -> u64 {
+pub(crate) fn prompt_tokens(
+    state: &AppState,
+    messages: &[Value],
+    tools: Option<&Value>,
+    template: &TemplateArgs,
+) -> u64 {
     state
         .tokenizer
         .as_ref()
-        .and_then(|t| t.encode_chat(messages, tools).ok())
+        .and_then(|t| t.encode_chat_with(messages, tools, template).ok())
         .map(|ids| ids.len() as u64)
         .unwrap_or_else(|| {
             let bytes = serde_json::to_vec(messages).map_or(0, |b| b.len())
@@ -410,6 +421,7 @@ async fn cap_max_tokens(
     request: &mut Map<String, Value>,
     messages: &[Value],
     tools: Option<&Value>,
+    template: &TemplateArgs,
 ) {
     let Some(asked) = request.get("max_tokens").and_then(Value::as_u64) else {
         return;
@@ -417,7 +429,7 @@ async fn cap_max_tokens(
     let Some(context) = state.upstreams.served().await.and_then(|s| s.max_model_len) else {
         return;
     };
-    let prompt = prompt_tokens(state, messages, tools);
+    let prompt = prompt_tokens(state, messages, tools, template);
     let room = context.saturating_sub(prompt);
     if room > 0 && asked > room {
         request.insert("max_tokens".into(), Value::from(room));
