@@ -19,6 +19,8 @@ pub use parse::{DefaultParam, parse_duration};
 pub enum EngineProtocol {
     /// Anthropic Messages (`/v1/messages`).
     Messages,
+    /// OpenAI Responses (`/v1/responses`).
+    Responses,
 }
 
 /// Claw-R1's port.

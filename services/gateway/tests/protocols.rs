@@ -208,17 +208,19 @@ async fn messages_go_as_they_are_to_an_engine_that_speaks_them() {
     );
 }
 
-#[tokio::test]
-async fn the_official_openai_client_works_through_responses_and_completions() {
-    let h = Harness::with(with_tool_parser()).await;
-    let seen = run_client(&h, "responses_client.py", &format!("{}/v1", h.url)).await;
-
+/// What `responses_client.py` must have seen, translated or not: the answers, the stream's events,
+/// `previous_response_id` named in the answer, retrieval, the tool round trip, and `unstored` as
+/// the status of continuing a response kept nowhere.
+fn responses_client_saw(seen: &Value, unstored: u64, why: &str) {
     assert_eq!(seen["plain"], "echo: hello from the responses client");
     assert_eq!(seen["plain_status"], "completed");
     assert!(seen["plain_usage"].as_u64().unwrap() > 0);
     assert_eq!(seen["streamed"], "echo: now stream it");
     assert_eq!(seen["streamed_final"], "echo: now stream it");
-    assert_eq!(seen["streamed_previous"], true);
+    assert_eq!(
+        seen["streamed_previous"], true,
+        "the answer names the client's previous_response_id"
+    );
     for event in [
         "response.created",
         "response.output_item.added",
@@ -237,11 +239,16 @@ async fn the_official_openai_client_works_through_responses_and_completions() {
         json!({"name": "exec_command", "arguments": {"query": "list the files"}})
     );
     assert_eq!(seen["after_call"], "echo: notes.txt");
-    assert_eq!(
-        seen["unstored"], 400,
-        "store=false keeps nothing to continue"
-    );
+    assert_eq!(seen["unstored"], unstored, "{why}");
     assert_eq!(seen["deleted"], 404);
+}
+
+#[tokio::test]
+async fn the_official_openai_client_works_through_responses_and_completions() {
+    let h = Harness::with(with_tool_parser()).await;
+    let seen = run_client(&h, "responses_client.py", &format!("{}/v1", h.url)).await;
+
+    responses_client_saw(&seen, 400, "store=false keeps nothing to continue");
 
     assert_eq!(seen["completion"], "echo completion");
     assert_eq!(
@@ -284,6 +291,69 @@ async fn the_official_openai_client_works_through_responses_and_completions() {
             .map(|t| t.contains("web_search")),
         Some(false)
     );
+    assert_eq!(
+        task[2].previous_step_id.as_deref(),
+        Some(task[1].event_id.as_str()),
+        "the correction follows the answer it corrects"
+    );
+}
+
+/// An engine that speaks Responses itself (`--engine-speaks responses`, as vLLM's OpenAI server
+/// does): the same client script, every call forwarded to the engine's `/v1/responses`. The
+/// engine keeps no responses (vLLM's default), so `previous_response_id` works only because the
+/// gateway sends the conversation it kept as the whole input, and names the client's id again in
+/// the answer.
+#[tokio::test]
+async fn responses_go_to_an_engine_that_speaks_them_and_keep_their_state_here() {
+    let h = Harness::with(Options {
+        mock: clawline_mock_vllm::MockConfig {
+            responses: true,
+            tool_parser: true,
+            ..Default::default()
+        },
+        extra_args: ["--engine-speaks", "responses"].map(String::from).to_vec(),
+        ..Options::default()
+    })
+    .await;
+    let seen = run_client(&h, "responses_client.py", &format!("{}/v1", h.url)).await;
+
+    assert_eq!(h.mock.chat_requests(), 0, "no call was translated");
+    responses_client_saw(
+        &seen,
+        404,
+        "an id the gateway did not keep goes to the engine, which does not know it either",
+    );
+
+    // The engine got the first turn's items and the new input, not an id it cannot resolve.
+    let steps = h.steps().await;
+    assert_eq!(steps.len(), 6, "six answered calls: {steps:#?}");
+    let responses = &steps[..5];
+    assert!(
+        responses
+            .iter()
+            .all(|s| s.token_source == TokenSource::Retokenized && !s.response_ids.is_empty())
+    );
+    assert_eq!(
+        responses[0].response_text,
+        "echo: hello from the responses client"
+    );
+    let roles: Vec<&str> = responses[1]
+        .messages
+        .iter()
+        .map(|m| m.role.as_str())
+        .collect();
+    assert_eq!(roles, ["system", "user", "assistant", "user"]);
+    assert_eq!(responses[1].trajectory_uid, responses[0].trajectory_uid);
+    assert!(responses[1].stream);
+    let task = &responses[2..];
+    assert!(
+        task.iter()
+            .all(|s| s.trajectory_uid == task[0].trajectory_uid)
+    );
+    let call = &task[0].response_tool_calls[0];
+    assert_eq!(call.name, "exec_command");
+    let tool_message = task[1].messages.iter().find(|m| m.role == "tool").unwrap();
+    assert_eq!(tool_message.tool_call_id.as_deref(), Some(call.id.as_str()));
     assert_eq!(
         task[2].previous_step_id.as_deref(),
         Some(task[1].event_id.as_str()),
@@ -343,4 +413,30 @@ async fn stored_responses_survive_a_gateway_restart() {
         .await
         .unwrap();
     assert_eq!(got["output"], first["output"]);
+}
+
+/// An Anthropic client that prefills the answer (a final assistant turn, e.g. `{` to get JSON)
+/// gets the model's continuation of it: the engine renders the prompt ending inside that turn.
+#[tokio::test]
+async fn a_prefilled_anthropic_answer_is_continued() {
+    let h = Harness::start().await;
+    let r = h
+        .post(
+            "/v1/messages",
+            json!({"model": "claude-sonnet-4-5", "max_tokens": 16, "messages": [
+                {"role": "user", "content": "Your answer as JSON?"},
+                {"role": "assistant", "content": [{"type": "text", "text": "{\"answer\":"}]},
+            ]}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["role"], "assistant", "{body}");
+    let step = &h.steps().await[0];
+    let tok = clawline_runtime::tokenize::ChatTokenizer::load(&tokenizer_dir()).unwrap();
+    let prompt = tok.decode(&step.prompt_ids).unwrap();
+    assert!(
+        prompt.ends_with("<|im_start|>assistant\n{\"answer\":"),
+        "{prompt:?}"
+    );
 }

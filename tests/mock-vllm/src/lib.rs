@@ -26,6 +26,7 @@ use serde_json::{Value, json};
 mod completions;
 mod messages;
 mod reply;
+mod responses;
 mod weights;
 
 pub use weights::EngineWeights;
@@ -65,6 +66,9 @@ pub struct MockConfig {
     /// Serve Anthropic Messages at `/v1/messages` too, as SGLang and Anthropic's API do; off by
     /// default (vLLM's OpenAI server answers 404 there).
     pub messages: bool,
+    /// Serve OpenAI Responses at `/v1/responses` too, as vLLM's OpenAI server does (keeping no
+    /// responses, its default); off by default so that a test opts in.
+    pub responses: bool,
 }
 
 impl Default for MockConfig {
@@ -82,6 +86,7 @@ impl Default for MockConfig {
             tool_parser: false,
             call_tool: None,
             messages: false,
+            responses: false,
         }
     }
 }
@@ -233,6 +238,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/chat/completions", post(reply::chat))
         .route("/v1/completions", post(completions::completions))
         .route("/v1/messages", post(messages::messages))
+        .route("/v1/responses", post(responses::responses))
         .route("/v1/models", get(models))
         .route("/health", get(|| async { "ok" }))
         .route("/v1/load_lora_adapter", post(weights::load_lora))
@@ -364,6 +370,22 @@ pub(crate) async fn end_stream(
 }
 
 /// An event-stream response fed by `rx`.
+/// A stream of ready events, one each `delay`, as an engine generating them would send them.
+pub(crate) fn paced_events(delay: Duration, events: Vec<Bytes>) -> Response {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::convert::Infallible>>(16);
+    tokio::spawn(async move {
+        for e in events {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            if tx.send(Ok(e)).await.is_err() {
+                return;
+            }
+        }
+    });
+    event_stream(rx)
+}
+
 pub(crate) fn event_stream(
     rx: tokio::sync::mpsc::Receiver<Result<Bytes, std::convert::Infallible>>,
 ) -> Response {

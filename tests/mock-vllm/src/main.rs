@@ -38,6 +38,9 @@ struct Args {
     /// Serve Anthropic Messages at /v1/messages too, as SGLang does.
     #[arg(long)]
     messages: bool,
+    /// Serve OpenAI Responses at /v1/responses too, as vLLM does (keeping no responses).
+    #[arg(long)]
+    responses: bool,
 }
 
 #[tokio::main]
@@ -61,6 +64,7 @@ async fn main() -> anyhow::Result<()> {
             .map(|(n, a)| (n.to_string(), a.to_string())),
         api_key: args.api_key,
         messages: args.messages,
+        responses: args.responses,
         ..Default::default()
     };
     serve_forever(

@@ -4,7 +4,6 @@
 //! required, an unknown model is 404.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -12,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use crate::reply::{Generated, content_text, generate, read_request};
+use crate::reply::{Generated, content_text, generate_numbered, read_request_if};
 use crate::{Shared, error};
 
 fn event(name: &str, data: &Value) -> Bytes {
@@ -65,14 +64,7 @@ fn as_chat(request: &Value) -> Value {
 
 pub(crate) async fn messages(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     let config = shared.config();
-    if !config.messages {
-        return (
-            StatusCode::NOT_FOUND,
-            axum::Json(json!({"detail": "Not Found"})),
-        )
-            .into_response();
-    }
-    let request = match read_request(&shared, &body) {
+    let request = match read_request_if(&shared, config.messages, &body) {
         Ok(request) => request,
         Err(refused) => return *refused,
     };
@@ -88,16 +80,7 @@ pub(crate) async fn messages(State(shared): State<Arc<Shared>>, body: Bytes) -> 
         );
     }
     let chat = as_chat(&request);
-    let generated = generate(&shared, &chat, 0);
-    let prompt_tokens = shared
-        .tokenizer
-        .encode_chat(
-            chat["messages"].as_array().map_or(&[][..], Vec::as_slice),
-            None,
-        )
-        .unwrap_or_default()
-        .len();
-    let n = shared.counter.fetch_add(1, Ordering::Relaxed);
+    let (generated, prompt_tokens, n) = generate_numbered(&shared, &chat);
     let id = format!("msg_mock_{n}");
     let tool_id = format!("toolu_mock_{n}");
     if request.get("stream").and_then(Value::as_bool) == Some(true) {
@@ -126,9 +109,7 @@ fn stream(
     prompt_tokens: usize,
     g: Generated,
 ) -> Response {
-    let token_delay = shared.config().token_delay;
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::convert::Infallible>>(16);
-    tokio::spawn(async move {
+    let events = {
         let mut events = vec![
             event(
                 "message_start",
@@ -139,24 +120,13 @@ fn stream(
         match &g.tool_call {
             Some((name, args)) => {
                 events.push(event("content_block_start", &json!({"type": "content_block_start", "index": 0, "content_block": {"type": "tool_use", "id": tool_id, "name": name, "input": {}}})));
-                let half = args.len() / 2;
-                let half = (0..=half)
-                    .rev()
-                    .find(|&i| args.is_char_boundary(i))
-                    .unwrap_or(0);
-                for part in [&args[..half], &args[half..]] {
+                for part in Generated::halves(args) {
                     events.push(event("content_block_delta", &json!({"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": part}})));
                 }
             }
             None => {
                 events.push(event("content_block_start", &json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})));
-                let body: Vec<u32> = if g.finish == "length" {
-                    g.ids.clone()
-                } else {
-                    g.ids[..g.ids.len().saturating_sub(1)].to_vec()
-                };
-                let (pieces, _) = crate::detokenized(&shared, &body);
-                for (text, _) in pieces.into_iter().filter(|(t, _)| !t.is_empty()) {
+                for text in g.text_pieces(&shared) {
                     events.push(event("content_block_delta", &json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}})));
                 }
             }
@@ -167,14 +137,7 @@ fn stream(
         ));
         events.push(event("message_delta", &json!({"type": "message_delta", "delta": {"stop_reason": stop_reason(g.finish), "stop_sequence": null}, "usage": {"output_tokens": g.ids.len()}})));
         events.push(event("message_stop", &json!({"type": "message_stop"})));
-        for e in events {
-            if !token_delay.is_zero() {
-                tokio::time::sleep(token_delay).await;
-            }
-            if tx.send(Ok(e)).await.is_err() {
-                return;
-            }
-        }
-    });
-    crate::event_stream(rx)
+        events
+    };
+    crate::paced_events(shared.config().token_delay, events)
 }

@@ -20,6 +20,33 @@ pub(crate) struct Generated {
     pub(crate) finish: &'static str,
 }
 
+impl Generated {
+    /// The answer's text as an engine streams it, piece by piece (the end-of-sequence token
+    /// it stopped on shows no text).
+    pub(crate) fn text_pieces(&self, shared: &Shared) -> Vec<String> {
+        let body = if self.finish == "length" {
+            &self.ids[..]
+        } else {
+            &self.ids[..self.ids.len().saturating_sub(1)]
+        };
+        let (pieces, _) = crate::detokenized(shared, body);
+        pieces
+            .into_iter()
+            .map(|(text, _)| text)
+            .filter(|t| !t.is_empty())
+            .collect()
+    }
+
+    /// A tool call's arguments in two pieces, as streamed arguments arrive.
+    pub(crate) fn halves(args: &str) -> [&str; 2] {
+        let half = (0..=args.len() / 2)
+            .rev()
+            .find(|&i| args.is_char_boundary(i))
+            .unwrap_or(0);
+        [&args[..half], &args[half..]]
+    }
+}
+
 pub(crate) fn logprob(id: u32) -> f32 {
     -(0.05 + (id % 10) as f32 * 0.1)
 }
@@ -128,6 +155,22 @@ pub(crate) fn generate(shared: &Shared, request: &Value, choice: usize) -> Gener
     }
 }
 
+/// One answer to a request another protocol made (read as `chat`): what was generated, the
+/// prompt's length in tokens, and the answer's number (for its ids).
+pub(crate) fn generate_numbered(shared: &Shared, chat: &Value) -> (Generated, usize, u64) {
+    let generated = generate(shared, chat, 0);
+    let prompt_tokens = shared
+        .tokenizer
+        .encode_chat(
+            chat["messages"].as_array().map_or(&[][..], Vec::as_slice),
+            None,
+        )
+        .unwrap_or_default()
+        .len();
+    let n = shared.counter.fetch_add(1, Ordering::Relaxed);
+    (generated, prompt_tokens, n)
+}
+
 fn token_logprobs(shared: &Shared, ids: &[u32]) -> Value {
     let content: Vec<Value> = ids
         .iter()
@@ -141,6 +184,25 @@ fn token_logprobs(shared: &Shared, ids: &[u32]) -> Value {
 
 /// A request body as JSON, kept as the last request; refused as vLLM refuses bad JSON and a model
 /// it does not serve.
+/// The request of a route the mock serves only when `served` (another protocol's): a 404 as
+/// vLLM's server gives for a route it lacks, else [`read_request`].
+pub(crate) fn read_request_if(
+    shared: &Shared,
+    served: bool,
+    body: &[u8],
+) -> Result<Value, Box<Response>> {
+    if !served {
+        return Err(Box::new(
+            (
+                StatusCode::NOT_FOUND,
+                axum::Json(json!({"detail": "Not Found"})),
+            )
+                .into_response(),
+        ));
+    }
+    read_request(shared, body)
+}
+
 pub(crate) fn read_request(shared: &Shared, body: &[u8]) -> Result<Value, Box<Response>> {
     let request: Value = serde_json::from_slice(body).map_err(|e| {
         Box::new(error(

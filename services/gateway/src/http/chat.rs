@@ -22,7 +22,8 @@ use crate::identity::{POLICY_VERSION_HEADER, STEP_ID_HEADER, TRAJECTORY_HEADER};
 mod native;
 mod serve;
 mod stream;
-pub(crate) use serve::{Native, Reply, prompt_tokens, serve};
+pub(crate) use native::Native;
+pub(crate) use serve::{Reply, prompt_tokens, serve};
 
 pub fn router() -> Router<AppState> {
     Router::new()

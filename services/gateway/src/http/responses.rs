@@ -1,6 +1,8 @@
 //! `POST /v1/responses` (OpenAI Responses: Codex CLI, the Agents SDK), translated to the engine's
 //! chat completions and back ([`crate::protocols::responses`]), captured like any chat call;
 //! `GET` and `DELETE /v1/responses/{id}` for the answers the gateway keeps (`store`, default true).
+//! With `--engine-speaks responses` the request goes to the engine's own `/v1/responses`
+//! ([`crate::protocols::responses::native`]).
 
 use axum::Json;
 use axum::Router;
@@ -10,11 +12,14 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use serde_json::{Map, Value, json};
 
-use super::chat::{Reply, serve};
+use super::chat::{Native, Reply, serve};
 use super::{Body, caller, parse_json};
 use crate::AppState;
 use crate::error::ApiError;
-use crate::protocols::responses::{ResponsesDialect, input_messages, to_chat};
+use crate::protocols::responses::{
+    NativeResponses, ResponsesDialect, input_messages, native, to_chat,
+};
+use crate::settings::EngineProtocol;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -32,21 +37,9 @@ async fn create(
     Body(body): Body,
 ) -> Result<Response, ApiError> {
     let request: Map<String, Value> = parse_json(&body)?;
-    let history = match request.get("previous_response_id") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::String(id)) => {
-            let tenant = caller(&state, &headers)?.tenant;
-            state
-                .responses
-                .conversation(&tenant, id)
-                .await
-                .ok_or_else(|| {
-                    ApiError::bad_param(
-                        "previous_response_id",
-                        format!("Previous response with id '{id}' not found."),
-                    )
-                })?
-        }
+    let previous = match request.get("previous_response_id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(id)) => Some(id.clone()),
         Some(_) => {
             return Err(ApiError::bad_param(
                 "previous_response_id",
@@ -54,11 +47,53 @@ async fn create(
             ));
         }
     };
-    let bad = |(param, message): (String, String)| ApiError::bad_param(&param, message);
-    let input = input_messages(&request).map_err(bad)?;
-    let chat = to_chat(&request, history, input.clone()).map_err(bad)?;
+    let chain = match &previous {
+        Some(id) => {
+            let tenant = caller(&state, &headers)?.tenant;
+            state.responses.chain(&tenant, id).await
+        }
+        None => None,
+    };
     let store =
         (request.get("store") != Some(&Value::Bool(false))).then(|| state.responses.clone());
+    let bad = |(param, message): (String, String)| ApiError::bad_param(&param, message);
+    if state.config.engine_speaks(EngineProtocol::Responses) {
+        // The engine takes the request itself; the step records what chat form can hold.
+        let record = native::recordable(&request);
+        let input = input_messages(&record).map_err(bad)?;
+        let (history, prior) = chain.unwrap_or_default();
+        let chat = to_chat(&record, history, input.clone()).map_err(bad)?;
+        let mut forwarded = request.clone();
+        // A conversation the gateway kept goes to the engine whole: vLLM keeps none by default.
+        let expanded = !prior.is_empty();
+        if expanded {
+            forwarded.remove("previous_response_id");
+            let mut items = prior;
+            items.extend(native::input_items(&request));
+            forwarded.insert("input".into(), Value::Array(items));
+        }
+        let reader = NativeResponses::new(
+            store,
+            previous,
+            expanded,
+            native::input_items(&request),
+            input,
+        );
+        let reply = Reply::Native(Box::new(Native::responses(forwarded, reader)));
+        return serve(state, headers, None, chat, reply).await;
+    }
+    let history = match (&previous, chain) {
+        (None, _) => Vec::new(),
+        (Some(_), Some((messages, _))) => messages,
+        (Some(id), None) => {
+            return Err(ApiError::bad_param(
+                "previous_response_id",
+                format!("Previous response with id '{id}' not found."),
+            ));
+        }
+    };
+    let input = input_messages(&request).map_err(bad)?;
+    let chat = to_chat(&request, history, input.clone()).map_err(bad)?;
     let dialect = ResponsesDialect::new(&request, input, store);
     serve(
         state,

@@ -55,7 +55,7 @@ client.responses.create(model="gpt-5-codex", input=task, tools=tools, store=Fals
 try:
     client.responses.create(model="gpt-5-codex", input="x", previous_response_id=called.id)
     out["unstored"] = None
-except openai.BadRequestError as err:
+except (openai.BadRequestError, openai.NotFoundError) as err:
     out["unstored"] = err.status_code
 client.responses.delete(first.id)
 try:

@@ -12,6 +12,7 @@ use clawline_schemas::new_event_id;
 use serde_json::{Map, Value};
 
 use super::add_call_headers;
+use super::native::Native;
 use super::stream::{InFlight, stream_response};
 use crate::AppState;
 use crate::chat::{Answer, request_exact_tokens, strip_unrequested, validate_messages};
@@ -42,25 +43,6 @@ pub(crate) enum Reply {
     /// Another protocol the engine speaks itself: the client's request forwarded as it is, the
     /// engine's answer back as it is, read as a chat completion for the step.
     Native(Box<Native>),
-}
-
-/// A call forwarded in the engine's own protocol (only Anthropic Messages so far).
-pub(crate) struct Native {
-    /// The client's request, sent to the engine with only the model name policy applied.
-    pub(crate) request: Map<String, Value>,
-    pub(crate) stream: crate::protocols::anthropic::NativeMessages,
-    /// The stream's closing event, sent once the step is recorded.
-    pub(crate) closing: Option<Bytes>,
-}
-
-impl Native {
-    pub(crate) fn messages(request: Map<String, Value>) -> Self {
-        Self {
-            request,
-            stream: Default::default(),
-            closing: None,
-        }
-    }
 }
 
 /// Serves one chat-completions request (the client's own, or one translated from another

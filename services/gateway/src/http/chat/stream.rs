@@ -110,16 +110,26 @@ fn process_event(
         // The engine's own protocol: every event goes on as it is; the closing one once the step
         // is recorded.
         let event = event_data(&raw).and_then(|d| serde_json::from_str::<Value>(&d).ok());
-        if let Some(event) = event {
-            if let Some(chunk) = native.stream.chunk(&event) {
-                answer.push_chunk(&chunk);
-            }
-            if crate::protocols::anthropic::is_closing(&event) {
-                native.closing = Some(Bytes::from(raw));
-                return Event::Done;
-            }
+        let Some(mut event) = event else {
+            return Event::Forward(vec![Bytes::from(raw)]);
+        };
+        if let Some(chunk) = native.chunk(&event) {
+            answer.push_chunk(&chunk);
         }
-        return Event::Forward(vec![Bytes::from(raw)]);
+        let raw = if native.restore(&mut event) {
+            let name = event
+                .get("type")
+                .and_then(Value::as_str)
+                .unwrap_or("message");
+            Bytes::from(format!("event: {name}\ndata: {event}\n\n"))
+        } else {
+            Bytes::from(raw)
+        };
+        if native.is_closing(&event) {
+            native.closing = Some(raw);
+            return Event::Done;
+        }
+        return Event::Forward(vec![raw]);
     }
     let Some(data) = event_data(&raw) else {
         return match reply {
@@ -160,7 +170,7 @@ fn error_event(reply: &mut Reply, message: &str) -> Bytes {
             Bytes::from(format!("data: {body}\n\n"))
         }
         Reply::Translated(dialect) => dialect.stream_error(message),
-        Reply::Native(_) => crate::protocols::anthropic::stream_error(message),
+        Reply::Native(native) => native.stream_error(message),
     }
 }
 
@@ -240,6 +250,7 @@ async fn pump(
         }
         Reply::Chat | Reply::Completions => {}
         Reply::Native(native) => {
+            native.finished(&ctx, None);
             if let Some(closing) = native.closing.take() {
                 let _ = tx.send(Ok(closing)).await;
             }

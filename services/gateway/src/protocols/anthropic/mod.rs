@@ -67,6 +67,15 @@ pub fn to_chat(request: &Map<String, Value>) -> Result<Map<String, Value>, Inval
     for (i, turn) in turns.iter().enumerate() {
         translate_turn(turn, i, &mut messages)?;
     }
+    // A final assistant turn is an answer the client prefilled: the model goes on from it, as
+    // vLLM and SGLang do with these fields (and Anthropic's API does for its own).
+    if messages
+        .last()
+        .is_some_and(|m| m["role"] == "assistant" && m.get("tool_calls").is_none())
+    {
+        chat.insert("continue_final_message".into(), Value::Bool(true));
+        chat.insert("add_generation_prompt".into(), Value::Bool(false));
+    }
     chat.insert("messages".into(), Value::Array(messages));
     for (from, to) in [
         ("stop_sequences", "stop"),

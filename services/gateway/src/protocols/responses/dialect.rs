@@ -213,6 +213,7 @@ impl ResponsesDialect {
                 previous: self.previous.clone(),
                 messages,
                 response: response.clone(),
+                items: Vec::new(),
             },
         );
     }

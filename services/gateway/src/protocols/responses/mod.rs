@@ -17,9 +17,11 @@ use serde_json::{Map, Value, json};
 use super::{Invalid, blocks_text, invalid, parts_content};
 
 mod dialect;
+pub mod native;
 mod store;
 
 pub use dialect::ResponsesDialect;
+pub use native::NativeResponses;
 pub use store::{ResponseStore, Stored};
 
 /// The argument a custom (free-form) tool's text travels in, as a chat-completions function.

@@ -18,6 +18,11 @@ pub struct Stored {
     pub previous: Option<String>,
     pub messages: Vec<Value>,
     pub response: Value,
+    /// For an engine that speaks Responses itself: this turn's input and output items as the
+    /// engine took and gave them, to send a later turn's whole input when the engine keeps no
+    /// state of its own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub items: Vec<Value>,
 }
 
 /// The longest `previous_response_id` chain followed (a cycle cannot be made through the API, but a
@@ -147,17 +152,27 @@ impl ResponseStore {
     /// The whole conversation up to and including response `id`, oldest first; `None` when `id`
     /// or a response it continues is unknown (or another tenant's).
     pub async fn conversation(&self, tenant: &str, id: &str) -> Option<Vec<Value>> {
+        self.chain(tenant, id).await.map(|(messages, _)| messages)
+    }
+
+    /// The conversation up to and including response `id`, oldest first, in chat form and as
+    /// the engine's own items; `None` as [`Self::conversation`].
+    pub async fn chain(&self, tenant: &str, id: &str) -> Option<(Vec<Value>, Vec<Value>)> {
         let mut turns = Vec::new();
         let mut next = Some(id.to_string());
         while let Some(id) = next {
             let stored = self.get(tenant, &id).await?;
             next = stored.previous.clone();
-            turns.push(stored.messages);
+            turns.push((stored.messages, stored.items));
             if turns.len() > MAX_CHAIN {
                 return None;
             }
         }
-        Some(turns.into_iter().rev().flatten().collect())
+        let (messages, items): (Vec<_>, Vec<_>) = turns.into_iter().rev().unzip();
+        Some((
+            messages.into_iter().flatten().collect(),
+            items.into_iter().flatten().collect(),
+        ))
     }
 }
 
@@ -178,6 +193,7 @@ mod tests {
                 previous: None,
                 messages: turn("1"),
                 response: json!({}),
+                items: vec![json!({"type": "item", "n": 1})],
             },
         );
         store.insert(
@@ -187,11 +203,20 @@ mod tests {
                 previous: Some("r1".into()),
                 messages: turn("2"),
                 response: json!({}),
+                items: vec![json!({"type": "item", "n": 2})],
             },
         );
         assert_eq!(
             store.conversation("a", "r2").await,
             Some([turn("1"), turn("2")].concat())
+        );
+        assert_eq!(
+            store.chain("a", "r2").await.map(|(_, items)| items),
+            Some(vec![
+                json!({"type": "item", "n": 1}),
+                json!({"type": "item", "n": 2})
+            ]),
+            "the engine's own items, oldest first"
         );
         assert_eq!(
             store.conversation("b", "r2").await,
@@ -205,6 +230,7 @@ mod tests {
                 previous: Some("r2".into()),
                 messages: turn("3"),
                 response: json!({}),
+                items: vec![json!({"type": "item", "n": 3})],
             },
         );
         assert_eq!(
