@@ -202,11 +202,23 @@ async fn feedback_lands_on_the_step_the_client_names() {
         )
         .await;
     assert_eq!(r.status(), 200);
+    // The answer's step id alone is enough: it names its trajectory.
+    let r = h
+        .post(
+            "/v1/feedback",
+            json!({"step_id": first_step, "thumbs": "up"}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
 
     let feedback: Vec<FeedbackReceived> = h
         .events("TRAJECTORIES", "clawline.trajectories.feedback")
         .await;
-    assert_eq!(feedback.len(), 3);
+    assert_eq!(feedback.len(), 4);
+    assert_eq!(feedback[3].trajectory_uid, t);
+    assert_eq!(feedback[3].step_index, Some(0));
+    assert_eq!(feedback[3].step_id.as_deref(), Some(first_step.as_str()));
+    assert_eq!(feedback[3].thumbs, Some(Thumbs::Up));
     assert_eq!(feedback[0].step_id.as_deref(), Some(second_step.as_str()));
     assert_eq!(feedback[0].step_index, Some(1));
     assert_eq!(feedback[0].thumbs, Some(Thumbs::Down));
@@ -232,6 +244,7 @@ async fn feedback_lands_on_the_step_the_client_names() {
         ),
         (json!({"trajectory_uid": t}), None),
         (json!({"trajectory_uid": t, "thumbs": "sideways"}), None),
+        (json!({"thumbs": "up"}), Some("trajectory_uid")),
     ] {
         let r = h.post("/v1/feedback", body.clone()).await;
         assert_eq!(r.status(), 400, "{body}");
@@ -247,10 +260,17 @@ async fn feedback_lands_on_the_step_the_client_names() {
         )
         .await;
     assert_eq!(r.status(), 404);
+    let r = h
+        .post(
+            "/v1/feedback",
+            json!({"step_id": "stp_unknown", "thumbs": "up"}),
+        )
+        .await;
+    assert_eq!(r.status(), 404);
     let feedback: Vec<FeedbackReceived> = h
         .events("TRAJECTORIES", "clawline.trajectories.feedback")
         .await;
-    assert_eq!(feedback.len(), 3, "rejected feedback changes nothing");
+    assert_eq!(feedback.len(), 4, "rejected feedback changes nothing");
 }
 
 /// OpenClaw's heartbeat wakes the agent in the user's session every 30 minutes. Its turn stays in

@@ -194,12 +194,13 @@ pub async fn record_call(state: &AppState, ctx: &mut CallContext, answer: &Answe
         .capture_seconds
         .observe(started.elapsed().as_secs_f64());
     // The user's next message reacts to the last answer they saw, not to a background turn's.
-    if !steps.is_empty() && !ctx.background {
+    if !steps.is_empty() {
         state.sessions.step_recorded(
             &ctx.trajectory.uid,
             &ctx.caller.tenant,
             ctx.trajectory.next_step,
             &ctx.step_id(0),
+            !ctx.background,
         );
     }
     if let Some(first) = answer.choices.first()

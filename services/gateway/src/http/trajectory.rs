@@ -281,7 +281,8 @@ pub async fn complete_idle(state: &AppState, t: &Trajectory) {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FeedbackBody {
-    trajectory_uid: String,
+    /// Optional when `step_id` names a step this gateway recorded.
+    trajectory_uid: Option<String>,
     /// The step, by id (`x-clawline-step-id`) or by index; neither means the whole trajectory.
     step_id: Option<String>,
     step_index: Option<u32>,
@@ -303,10 +304,28 @@ async fn feedback(
 ) -> Result<Json<Value>, ApiError> {
     let caller: Caller = caller(&state, &headers)?;
     let fb: FeedbackBody = super::parse_json(&body)?;
-    let t = state
-        .sessions
-        .get(&fb.trajectory_uid, &caller.tenant)
-        .map_err(|_| unknown(&fb.trajectory_uid))?;
+    let t = match (&fb.trajectory_uid, &fb.step_id) {
+        (Some(uid), _) => state
+            .sessions
+            .get(uid, &caller.tenant)
+            .map_err(|_| unknown(uid))?,
+        // The step's id (`x-clawline-step-id`) is enough: it names its trajectory.
+        (None, Some(step)) => state
+            .sessions
+            .trajectory_of_step(step, &caller.tenant)
+            .map_err(|_| {
+                ApiError::NotFound(format!(
+                    "step {step} is unknown to this gateway (recorded before its last restart, \
+                     or expired): name its trajectory_uid too"
+                ))
+            })?,
+        (None, None) => {
+            return Err(ApiError::bad_param(
+                "trajectory_uid",
+                "feedback needs trajectory_uid, or step_id (the x-clawline-step-id of the answer)",
+            ));
+        }
+    };
     if fb.thumbs.is_none() && fb.rating.is_none() && fb.correction.is_none() && fb.comment.is_none()
     {
         return Err(ApiError::bad_request(

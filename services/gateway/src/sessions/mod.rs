@@ -90,6 +90,25 @@ type Point = (String, (u32, String));
 struct Inner {
     by_uid: HashMap<String, Trajectory>,
     by_fingerprint: HashMap<Fingerprint, Point>,
+    /// The trajectory of each recorded step (its first choice's id), for feedback that names
+    /// only the step.
+    by_step: HashMap<String, String>,
+}
+
+/// Forgets what points to trajectory `t`: its fingerprints and its steps.
+fn forget(
+    by_fingerprint: &mut HashMap<Fingerprint, Point>,
+    by_step: &mut HashMap<String, String>,
+    t: &Trajectory,
+) {
+    for fp in &t.fingerprints {
+        by_fingerprint.remove(fp);
+    }
+    for index in 0..t.next_step {
+        by_step.remove(&clawline_schemas::StepRecorded::id_for(
+            &t.tenant, &t.uid, index, 0,
+        ));
+    }
 }
 
 /// Why a trajectory cannot be used by this caller.
@@ -246,13 +265,26 @@ impl Sessions {
         });
     }
 
-    /// Notes that step `index` (first choice `step_id`) was recorded, unless a later one already was.
-    pub fn step_recorded(&self, uid: &str, tenant: &str, index: u32, step_id: &str) {
-        let _ = self.update(uid, tenant, |t| {
-            if t.last_step.as_ref().is_none_or(|(last, _)| *last < index) {
+    /// Notes that step `index` (first choice `step_id`) was recorded: feedback may name it alone
+    /// from now on, and, for a step the user saw (`seen`), the user's next message reacts to it
+    /// unless a later one was already recorded.
+    pub fn step_recorded(&self, uid: &str, tenant: &str, index: u32, step_id: &str, seen: bool) {
+        let known = self.update(uid, tenant, |t| {
+            if seen && t.last_step.as_ref().is_none_or(|(last, _)| *last < index) {
                 t.last_step = Some((index, step_id.to_string()));
             }
         });
+        if known.is_ok() {
+            self.lock()
+                .by_step
+                .insert(step_id.to_string(), uid.to_string());
+        }
+    }
+
+    /// The trajectory a recorded step of `tenant` belongs to, by the step's id.
+    pub fn trajectory_of_step(&self, step_id: &str, tenant: &str) -> Result<Trajectory, Denied> {
+        let uid = self.lock().by_step.get(step_id).cloned();
+        self.get(&uid.ok_or(Denied::NotFound)?, tenant)
     }
 
     /// The implicit session that `messages` continue, if any, with `last_step` set to the step
@@ -391,6 +423,7 @@ impl Sessions {
         let Inner {
             by_uid,
             by_fingerprint,
+            by_step,
         } = &mut *inner;
         for t in by_uid.values_mut() {
             if t.implicit
@@ -407,9 +440,7 @@ impl Sessions {
         by_uid.retain(|_, t| {
             let keep = now.duration_since(t.last_active) < self.limits.trajectory_ttl;
             if !keep {
-                for fp in &t.fingerprints {
-                    by_fingerprint.remove(fp);
-                }
+                forget(by_fingerprint, by_step, t);
             }
             keep
         });
@@ -422,9 +453,7 @@ impl Sessions {
             let excess = by_uid.len() - self.limits.max_trajectories;
             for (_, uid) in ages.into_iter().take(excess) {
                 if let Some(t) = by_uid.remove(&uid) {
-                    for fp in &t.fingerprints {
-                        by_fingerprint.remove(fp);
-                    }
+                    forget(by_fingerprint, by_step, &t);
                 }
             }
         }

@@ -149,6 +149,41 @@ fn idle_sessions_end_and_memory_stays_bounded() {
     assert!(s.sweep().is_empty(), "an ended session is reported once");
 }
 
+/// Feedback may name a step alone: the step leads to its trajectory for its tenant, for as long
+/// as the trajectory is kept.
+#[test]
+fn a_recorded_step_leads_to_its_trajectory_until_it_is_forgotten() {
+    let s = sessions(60_000);
+    for i in 0..4 {
+        let uid = format!("t{i}");
+        s.create(&uid, "acme", "train", "p", None, Origin::Init)
+            .expect("create");
+        let t = s.next_step(&uid, "acme").expect("step");
+        let id = clawline_schemas::StepRecorded::id_for("acme", &uid, t.next_step, 0);
+        s.step_recorded(&uid, "acme", t.next_step, &id, i != 1);
+    }
+    let id = |uid: &str| clawline_schemas::StepRecorded::id_for("acme", uid, 0, 0);
+    assert_eq!(
+        s.trajectory_of_step(&id("t3"), "acme").map(|t| t.uid),
+        Ok("t3".into())
+    );
+    assert_eq!(
+        s.trajectory_of_step(&id("t1"), "acme").map(|t| t.uid),
+        Ok("t1".into()),
+        "a background turn's step too"
+    );
+    assert!(
+        s.trajectory_of_step(&id("t3"), "other").is_err(),
+        "another tenant's"
+    );
+    s.sweep();
+    assert!(
+        s.trajectory_of_step(&id("t0"), "acme").is_err(),
+        "t0 went past max_trajectories, and its steps with it"
+    );
+    assert!(s.lock().by_step.len() == 3, "nothing left behind");
+}
+
 /// OpenClaw's heartbeat, as recorded from OpenClaw 2026.9.6: the heartbeat call has its own system
 /// prompt and sends the heartbeat prompt; when it had nothing to say the next user turn's history
 /// leaves the exchange out, and when it did, the history keeps `[timestamp] [OpenClaw heartbeat
