@@ -242,7 +242,12 @@ async fn main() -> anyhow::Result<()> {
 
     let mock_port = free_port()?;
     let mut mock_cmd = Command::new(args.bin_dir.join("clawline-mock-vllm"));
-    mock_cmd.args(["--listen", &format!("127.0.0.1:{mock_port}")]);
+    mock_cmd.args([
+        "--listen",
+        &format!("127.0.0.1:{mock_port}"),
+        "--messages",
+        "--responses",
+    ]);
     let _mock = spawn(mock_cmd, &dir.path().join("mock.log"))?;
     let mock_url = format!("http://127.0.0.1:{mock_port}/v1");
     wait_http(&format!("{mock_url}/models"), Duration::from_secs(10)).await?;
@@ -260,28 +265,43 @@ async fn main() -> anyhow::Result<()> {
     let proxy_url = format!("http://127.0.0.1:{proxy_port}");
     wait_http(&format!("{proxy_url}/healthz"), Duration::from_secs(10)).await?;
 
-    let gw_port = free_port()?;
-    let mut gw_cmd = Command::new(args.bin_dir.join("clawline-gateway"));
-    gw_cmd.args([
-        "--upstream",
-        &mock_url,
-        "--nats-url",
-        &nats_url,
-        "--listen",
-        &format!("127.0.0.1:{gw_port}"),
-    ]);
-    gw_cmd.args([
-        "--spool-dir",
-        &dir.path().join("spool").display().to_string(),
-        "--log-level",
-        "warn",
-    ]);
-    gw_cmd.args(["--tokenizer", "data/tokenizer"]);
-    let gateway = spawn(gw_cmd, &dir.path().join("gateway.log"))?;
-    let gw_url = format!("http://127.0.0.1:{gw_port}");
+    let start_gateway = |name: &str, extra: &[&str]| {
+        let port = free_port()?;
+        let mut cmd = Command::new(args.bin_dir.join("clawline-gateway"));
+        cmd.args([
+            "--upstream",
+            &mock_url,
+            "--nats-url",
+            &nats_url,
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ]);
+        cmd.args([
+            "--spool-dir",
+            &dir.path()
+                .join(format!("spool-{name}"))
+                .display()
+                .to_string(),
+            "--log-level",
+            "warn",
+        ]);
+        cmd.args(["--tokenizer", "data/tokenizer"]);
+        cmd.args(extra);
+        let child = spawn(cmd, &dir.path().join(format!("{name}.log")))?;
+        anyhow::Ok((child, format!("http://127.0.0.1:{port}")))
+    };
+    let (gateway, gw_url) = start_gateway("gateway", &[])?;
     wait_http(&format!("{gw_url}/ready"), Duration::from_secs(20)).await?;
+    let (_native, native_url) =
+        start_gateway("native", &["--engine-speaks", "messages,responses"])?;
+    wait_http(&format!("{native_url}/ready"), Duration::from_secs(20)).await?;
 
-    let per_protocol = protocols::measure(&args.oha, &mock_url, &gw_url, args.protocol_requests)?;
+    let per_protocol = protocols::measure(
+        &args.oha,
+        &mock_url,
+        (&gw_url, &native_url),
+        args.protocol_requests,
+    )?;
     std::fs::write(&args.protocols_report, &per_protocol)?;
     println!("{per_protocol}");
     if args.protocols_only {
