@@ -7,7 +7,8 @@
 //! `previous_response_id` the stored conversation comes first, so the engine sees the whole history
 //! (the gateway keeps what `store` asks it to keep, [`ResponseStore`]). `reasoning` items and
 //! settings have no chat-completions meaning and are dropped; hosted tools (web search, file search,
-//! computer use, …) are refused with a 400 naming them.
+//! computer use, …) are left out, since a chat-completions engine cannot run them. An engine that
+//! speaks Responses itself gets the request as it is ([`native`]).
 //!
 //! Answer: text, reasoning and tool calls become output items; the stream becomes Responses
 //! events (`response.created` … `response.completed`, the last sent after the step is recorded).
