@@ -77,6 +77,16 @@ async fn run_agent(mut cmd: tokio::process::Command, what: &str) -> String {
 /// The agent's task as the gateway captured it: one trajectory, a call of `tool` whose result
 /// (holding `result`) went back to the engine, then the correction.
 fn assert_one_trajectory_with_tool_round_trip(steps: &[StepRecorded], tool: &str, result: &str) {
+    assert_round_trip_with_tokens(steps, tool, result, TokenSource::Engine);
+}
+
+/// As [`assert_one_trajectory_with_tool_round_trip`], with every step's tokens from `source`.
+fn assert_round_trip_with_tokens(
+    steps: &[StepRecorded],
+    tool: &str,
+    result: &str,
+    source: TokenSource,
+) {
     assert!(steps.len() >= 3, "call, answer, correction: {steps:#?}");
     let uid = &steps[0].trajectory_uid;
     assert!(
@@ -87,7 +97,7 @@ fn assert_one_trajectory_with_tool_round_trip(steps: &[StepRecorded], tool: &str
             .map(|s| (&s.trajectory_uid, s.step_index))
             .collect::<Vec<_>>()
     );
-    assert!(steps.iter().all(|s| s.token_source == TokenSource::Engine));
+    assert!(steps.iter().all(|s| s.token_source == source));
     let call = steps
         .iter()
         .find(|s| {
@@ -180,8 +190,24 @@ async fn claude_code_runs_unchanged_through_the_gateway() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn codex_cli_runs_unchanged_through_the_gateway() {
+    codex_through(false).await;
+}
+
+/// The same task with the engine speaking Responses itself (`--engine-speaks responses`): Codex's
+/// requests reach the engine's `/v1/responses` as Codex sent them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codex_cli_runs_unchanged_against_an_engine_that_speaks_responses() {
+    codex_through(true).await;
+}
+
+async fn codex_through(native: bool) {
     let bin = agents_dir();
-    let h = Harness::with(harness_calling("exec_command", r#"{"cmd": "ls"}"#)).await;
+    let mut options = harness_calling("exec_command", r#"{"cmd": "ls"}"#);
+    if native {
+        options.mock.responses = true;
+        options.extra_args = ["--engine-speaks", "responses"].map(String::from).to_vec();
+    }
+    let h = Harness::with(options).await;
     let (dir, work, home) = workspace();
     let codex_home = dir.path().join("codex");
     std::fs::create_dir_all(&codex_home).unwrap();
@@ -222,7 +248,17 @@ async fn codex_cli_runs_unchanged_through_the_gateway() {
     .await;
 
     let steps = h.steps().await;
-    assert_one_trajectory_with_tool_round_trip(&steps, "exec_command", "notes.txt");
+    if native {
+        assert_eq!(h.mock.chat_requests(), 0, "no call was translated");
+        assert_round_trip_with_tokens(
+            &steps,
+            "exec_command",
+            "notes.txt",
+            TokenSource::Retokenized,
+        );
+    } else {
+        assert_one_trajectory_with_tool_round_trip(&steps, "exec_command", "notes.txt");
+    }
     assert_agent_session(&steps);
 }
 
