@@ -266,6 +266,11 @@ async fn codex_through(native: bool) {
 /// correction. Its internal-context message comes with every call (in the middle of the input on
 /// the Responses API) and must not split the trajectory.
 async fn openclaw_on(api: &str) {
+    openclaw_through(api, false).await;
+}
+
+/// As [`openclaw_on`], with the engine speaking `api`'s protocol itself (`--engine-speaks`).
+async fn openclaw_through(api: &str, native: bool) {
     let dir = installed("agents/openclaw/node_modules");
     let path = format!(
         "{}:{}:{}",
@@ -280,7 +285,14 @@ async fn openclaw_on(api: &str) {
             call_tool: Some(("read".into(), r#"{"path": "notes.txt"}"#.into())),
             // A real model does not repeat OpenClaw's context message back (the echo would).
             reply: Some(ANSWER.into()),
+            messages: native && api == "anthropic-messages",
+            responses: native && api == "openai-responses",
             ..Default::default()
+        },
+        extra_args: match (native, api) {
+            (false, _) => Vec::new(),
+            (true, "anthropic-messages") => vec!["--engine-speaks".into(), "messages".into()],
+            (true, _) => vec!["--engine-speaks".into(), "responses".into()],
         },
         ..Options::default()
     })
@@ -325,7 +337,13 @@ async fn openclaw_on(api: &str) {
         let out = run_agent(cmd, &format!("openclaw agent ({api})")).await;
         assert!(out.contains(ANSWER), "the agent's answer ({api}): {out}");
     }
-    assert_one_trajectory_with_tool_round_trip(&h.steps().await, "read", "buy milk");
+    if native {
+        assert_eq!(h.mock.chat_requests(), 0, "no call was translated");
+        let source = TokenSource::Retokenized;
+        assert_round_trip_with_tokens(&h.steps().await, "read", "buy milk", source);
+    } else {
+        assert_one_trajectory_with_tool_round_trip(&h.steps().await, "read", "buy milk");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -341,4 +359,10 @@ async fn openclaw_runs_unchanged_on_responses() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openclaw_runs_unchanged_on_anthropic_messages() {
     openclaw_on("anthropic-messages").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openclaw_runs_unchanged_on_engines_that_speak_its_protocols() {
+    openclaw_through("openai-responses", true).await;
+    openclaw_through("anthropic-messages", true).await;
 }
