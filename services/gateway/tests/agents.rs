@@ -162,12 +162,26 @@ fn claude(bin: &Path, work: &Path, home: &Path, url: &str) -> tokio::process::Co
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claude_code_runs_unchanged_through_the_gateway() {
+    claude_code_through(false).await;
+}
+
+/// The same task with the engine speaking Anthropic Messages itself (`--engine-speaks messages`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claude_code_runs_unchanged_against_an_engine_that_speaks_messages() {
+    claude_code_through(true).await;
+}
+
+async fn claude_code_through(native: bool) {
     let bin = agents_dir();
-    let h = Harness::with(harness_calling(
+    let mut options = harness_calling(
         "Bash",
         r#"{"command": "ls", "description": "List the files"}"#,
-    ))
-    .await;
+    );
+    if native {
+        options.mock.messages = true;
+        options.extra_args = ["--engine-speaks", "messages"].map(String::from).to_vec();
+    }
+    let h = Harness::with(options).await;
     let (_dir, work, home) = workspace();
     let mut first = claude(&bin, &work, &home, &h.url);
     first.args(["-p", "list the files here", "--allowedTools", "Bash"]);
@@ -184,7 +198,12 @@ async fn claude_code_runs_unchanged_through_the_gateway() {
     run_agent(again, "claude -p --continue").await;
 
     let steps = h.steps().await;
-    assert_one_trajectory_with_tool_round_trip(&steps, "Bash", "notes.txt");
+    if native {
+        assert_eq!(h.mock.chat_requests(), 0, "no call was translated");
+        assert_round_trip_with_tokens(&steps, "Bash", "notes.txt", TokenSource::Retokenized);
+    } else {
+        assert_one_trajectory_with_tool_round_trip(&steps, "Bash", "notes.txt");
+    }
     assert_agent_session(&steps);
 }
 
