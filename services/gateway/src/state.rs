@@ -200,6 +200,13 @@ impl AppState {
             !config.token_in || config.engine_speaks.is_empty(),
             "--token-in renders every call's prompt here; --engine-speaks forwards calls as they are: choose one"
         );
+        if !config.engine_speaks.is_empty() && tokenizer.is_none() {
+            tracing::warn!(
+                protocols = ?config.engine_speaks,
+                "--engine-speaks without --tokenizer: these protocols carry no token ids, so their \
+                 steps keep text only (untokenized) and do not train; give the model's tokenizer"
+            );
+        }
         anyhow::ensure!(
             clawline_nats::subjects::is_valid_token(&config.default_channel),
             "--default-channel {:?} must be 1-64 of [A-Za-z0-9_-]",
