@@ -229,8 +229,13 @@ impl ChatTokenizer {
     ) -> Result<String, TokenizerError> {
         let template = self.env.get_template("chat")?;
         let messages = jinja::conversation(self.content_format, self.knows_developer, messages);
+        // Only a continued final message is read after rendering.
+        let last = args
+            .continues_final_message()
+            .then(|| messages.last().cloned())
+            .flatten();
         let mut vars = self.special_tokens.clone();
-        vars.insert("messages".into(), Value::Array(messages.clone()));
+        vars.insert("messages".into(), Value::Array(messages));
         vars.insert(
             "tools".into(),
             tools
@@ -241,7 +246,7 @@ impl ChatTokenizer {
         vars.extend(args.0.iter().map(|(k, v)| (k.clone(), v.clone())));
         let text = template.render(minijinja::Value::from(minijinja::value::Serde(&vars)))?;
         if args.continues_final_message() {
-            return cut_after_final_message(text, messages.last());
+            return cut_after_final_message(text, last.as_ref());
         }
         Ok(text)
     }

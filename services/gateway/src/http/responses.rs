@@ -66,19 +66,13 @@ async fn create(
         let mut forwarded = request.clone();
         // A conversation the gateway kept goes to the engine whole: vLLM keeps none by default.
         let expanded = !prior.is_empty();
+        let items = native::input_items(&request);
         if expanded {
             forwarded.remove("previous_response_id");
-            let mut items = prior;
-            items.extend(native::input_items(&request));
-            forwarded.insert("input".into(), Value::Array(items));
+            let whole: Vec<Value> = prior.into_iter().chain(items.iter().cloned()).collect();
+            forwarded.insert("input".into(), Value::Array(whole));
         }
-        let reader = NativeResponses::new(
-            store,
-            previous,
-            expanded,
-            native::input_items(&request),
-            input,
-        );
+        let reader = NativeResponses::new(store, previous, expanded, items, input);
         let reply = Reply::Native(Box::new(Native::responses(forwarded, reader)));
         return serve(state, headers, None, chat, reply).await;
     }

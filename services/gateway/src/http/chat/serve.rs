@@ -132,9 +132,6 @@ pub(crate) async fn serve(
         };
         return super::native::forward(state, headers, ctx, *native, in_flight).await;
     }
-    if matches!(reply, Reply::Translated(_)) {
-        cap_max_tokens(&state, &mut request, &messages, tools.as_ref(), &template).await;
-    }
     // Token-in mode: the prompt rendered and tokenized here; the engine completes its ids.
     let token_in = match (state.config.token_in && !completions, &state.tokenizer) {
         (true, Some(tokenizer)) => Some(
@@ -144,6 +141,16 @@ pub(crate) async fn serve(
         ),
         _ => None,
     };
+    if matches!(reply, Reply::Translated(_)) {
+        // The prompt's length: token-in's ids where rendered already, else rendered for it.
+        let prompt = || {
+            token_in.as_ref().map_or_else(
+                || prompt_tokens(&state, &messages, tools.as_ref(), &template),
+                |ids| ids.len() as u64,
+            )
+        };
+        cap_max_tokens(&state, &mut request, prompt).await;
+    }
     if stream && matches!(reply, Reply::Translated(_)) {
         // Translated streams report usage at their end, as the engine does when asked.
         request.insert(
@@ -401,9 +408,7 @@ fn prompt_of(state: &AppState, request: &Map<String, Value>) -> Result<String, A
 async fn cap_max_tokens(
     state: &AppState,
     request: &mut Map<String, Value>,
-    messages: &[Value],
-    tools: Option<&Value>,
-    template: &TemplateArgs,
+    prompt: impl FnOnce() -> u64,
 ) {
     let Some(asked) = request.get("max_tokens").and_then(Value::as_u64) else {
         return;
@@ -411,8 +416,7 @@ async fn cap_max_tokens(
     let Some(context) = state.upstreams.served().await.and_then(|s| s.max_model_len) else {
         return;
     };
-    let prompt = prompt_tokens(state, messages, tools, template);
-    let room = context.saturating_sub(prompt);
+    let room = context.saturating_sub(prompt());
     if room > 0 && asked > room {
         request.insert("max_tokens".into(), Value::from(room));
     }
