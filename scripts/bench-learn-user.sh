@@ -36,7 +36,8 @@ done
 
 STARTED=$(date +%s)
 "$PY" scripts/learn_user.py --base-url "http://127.0.0.1:$BASE/v1" \
-    --sql-url "http://127.0.0.1:$((BASE + 3))/sql" --out "$OUT" "$@"
+    --sql-url "http://127.0.0.1:$((BASE + 3))/sql" --engine-url "http://127.0.0.1:$((BASE + 4))/v1" \
+    --out "$OUT" "$@"
 ELAPSED=$(( $(date +%s) - STARTED ))
 curl -s "http://127.0.0.1:$((BASE + 6))/status" >"$OUT/broadcaster.json" || true
 curl -s "http://127.0.0.1:$((BASE + 5))/status" >"$OUT/trainer.json" || true
@@ -75,6 +76,23 @@ d = s['liked_last'] - s['liked_first']
 print(f"- liked rise in standard errors of the difference: {d / max(1e-9, (se(s['liked_first'])**2 + se(s['liked_last'])**2) ** 0.5):.1f}")
 print(f"- thumbs-up → first answer served by weights trained on it: median {fmt(lat['median'])} s, "
       f"p90 {fmt(lat['p90'])} s over {lat['n']} liked steps (target: median ≤ 5 s)")
+stages = lat.get("median_stage_s") or {}
+if stages:
+    print("  - median of each stage: " + ", ".join(f"{k} {fmt(v)} s" for k, v in stages.items())
+          + " (thumbs-up → its batch formed → the version trained on it published → that or a later version "
+          "activated after the canary → the first answer it served)")
+pe = s.get("paired")
+if pe:
+    print(f"- paired evaluation, straight from the engine (not recorded, not trained on): the same {pe['prompts']} "
+          f"prompts with the same seeds before the users started (v{pe['versions'][0]}) and after they finished "
+          f"(v{pe['versions'][1]}). Under no change the answers that changed split evenly both ways (McNemar); "
+          "z is the change in standard errors.\n")
+    print("  | measure | before | after | ratio | gained | lost | z |\n  | --- | --- | --- | --- | --- | --- | --- |")
+    for k in ("liked", "well_formed"):
+        m = pe[k]
+        print(f"  | {k.replace('_', '-')} share | {m['before']:.3f} | {m['after']:.3f} | "
+              f"{fmt(m['ratio'])}× | {m['gained']} | {m['lost']} | {m['z']:+.1f} |")
+    print()
 print(f"- highest version served: {s['versions_served_last']}\n")
 print("![liked and well-formed shares](learn-user.svg)\n")
 print("First answers:\n")

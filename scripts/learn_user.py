@@ -15,7 +15,15 @@ repeated back to back, every word one the warm-start corpus' assistant uses).
 
 After the run it asks the SQL service which batch each liked step went into, which version
 learned from that batch, and when the first answer was served by that version: thumbs-up ->
-served latency. Writes `interactions.jsonl` and `summary.json` into --out.
+served latency, split into its stages. Writes `interactions.jsonl` and `summary.json` into --out.
+
+With --engine-url (the policy server's /v1), it also asks the engine itself, before the users start
+and after they finish, for answers to the same --eval prompts with the same seeds: a paired
+before/after comparison of the starting and the final version. Those requests do not pass the
+gateway, so nothing of them is recorded or trained on. Paired by seed (the policy server draws the
+same token for the same seed and distribution), the two samples share their randomness, so the
+comparison is far less noisy than two windows of live traffic: each of the users' first and last
+100 answers has a standard error of about 0.05 on its own.
 
     python3 scripts/learn_user.py --base-url http://127.0.0.1:8100/v1 --sql-url http://127.0.0.1:8103/sql --out /tmp/lu
 """
@@ -144,6 +152,63 @@ def run_users(args, prompts, vocabulary):
     return records, time.time() - start
 
 
+def engine_answers(args, prompts, vocabulary) -> dict:
+    """The serving version's answers to --eval fixed prompts with fixed seeds, straight from the
+    engine (`--engine-url`): nothing is recorded, nothing trains on them."""
+    client = OpenAI(base_url=args.engine_url.rstrip("/"), api_key="unused", max_retries=2, timeout=60)
+    listed = client.models.list().data[0]
+    pick = random.Random(20261204)
+    items = [(pick.choice(prompts), 1000 + k) for k in range(args.eval)]
+    answers = [None] * len(items)
+    todo = iter(range(len(items)))
+    lock = threading.Lock()
+
+    def worker():
+        while True:
+            with lock:
+                k = next(todo, None)
+            if k is None:
+                return
+            prompt, seed = items[k]
+            answer = client.chat.completions.create(
+                model=listed.id,
+                messages=[{"role": "user", "content": prompt}],
+                temperature=1.0,
+                max_tokens=args.max_tokens,
+                seed=seed,
+            )
+            text = answer.choices[0].message.content or ""
+            answers[k] = {"seed": seed, "text": text, "liked": liked(text), "well_formed": well_formed(text, vocabulary)}
+
+    threads = [threading.Thread(target=worker) for _ in range(args.users)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    version = (getattr(listed, "version", None) or (listed.model_extra or {}).get("version"))
+    if any(a is None for a in answers):
+        raise RuntimeError("an evaluation request failed")
+    return {"version": version, "answers": answers}
+
+
+def paired(before: dict, after: dict, key: str) -> dict:
+    """Before/after shares of `key` over the same prompts and seeds, with the discordant pairs:
+    under "no change" the pairs that changed split evenly between the two directions (McNemar), so
+    `z` says how many standard errors the change is from none."""
+    pairs = list(zip(before["answers"], after["answers"]))
+    gained = sum(1 for b, a in pairs if a[key] and not b[key])
+    lost = sum(1 for b, a in pairs if b[key] and not a[key])
+    first, last = share(before["answers"], key), share(after["answers"], key)
+    return {
+        "before": first,
+        "after": last,
+        "ratio": last / first if first else None,
+        "gained": gained,
+        "lost": lost,
+        "z": (gained - lost) / math.sqrt(gained + lost) if gained + lost else 0.0,
+    }
+
+
 def post_json(url: str, body) -> int:
     req = urllib.request.Request(
         url, data=json.dumps(body).encode(), headers={"content-type": "application/json"}
@@ -190,34 +255,47 @@ def ts(value) -> float:
 
 
 def served_latencies(args, records):
-    """Thumbs-up -> first answer served by a version that trained on that step (seconds)."""
-    batches = sql(args.sql_url, "SELECT batch_id, step_ids FROM batches")
-    batch_of = {}
+    """Thumbs-up -> first answer served by a version that trained on that step (seconds), and the
+    same path in stages: thumbs-up -> its batch formed -> that version published -> the first
+    version at or after it activated -> the first answer it served."""
+    batches = sql(args.sql_url, "SELECT batch_id, step_ids, event_time FROM batches")
+    batch_of, batch_at = {}, {}
     for b in batches:
+        batch_at[b["batch_id"]] = ts(b["event_time"])
         for s in b["step_ids"] or []:
             batch_of.setdefault(s, b["batch_id"])
-    published = sql(args.sql_url, "SELECT version, event_json FROM weights WHERE event = 'published'")
-    version_of = {}
+    published = sql(args.sql_url, "SELECT version, event_time, event_json FROM weights WHERE event = 'published'")
+    version_of, published_at = {}, {}
     for w in published:
+        published_at[w["version"]] = ts(w["event_time"])
         for b in json.loads(w["event_json"]).get("batch_ids", []):
             version_of[b] = min(version_of.get(b, w["version"]), w["version"])
+    activated_at = {}
+    for w in sql(args.sql_url, "SELECT version, event_time FROM weights WHERE event = 'activated'"):
+        activated_at[w["version"]] = min(activated_at.get(w["version"], ts(w["event_time"])), ts(w["event_time"]))
     steps = sql(args.sql_url, "SELECT policy_version, event_time FROM steps WHERE policy_version IS NOT NULL")
     first_served = {}
     for s in steps:
         v, t = s["policy_version"], ts(s["event_time"])
         first_served[v] = min(first_served.get(v, t), t)
-    out = []
+    out, stages = [], {"batched": [], "published": [], "activated": [], "served": []}
     for r in records:
         if not (r.get("ok") and r["liked"]):
             continue
-        v = version_of.get(batch_of.get(r["step_id"]))
+        batch = batch_of.get(r["step_id"])
+        v = version_of.get(batch)
         if v is None:
             continue
         # Versions build on each other: the first answer stamped v or later, after the thumbs-up.
         after = [t for ver, t in first_served.items() if ver >= v and t >= r["feedback_at"] - 0.05]
-        if after:
-            out.append(max(0.0, min(after) - r["feedback_at"]))
-    return out
+        active = [t for ver, t in activated_at.items() if ver >= v]
+        if not (after and active):
+            continue
+        out.append(max(0.0, min(after) - r["feedback_at"]))
+        marks = [r["feedback_at"], batch_at[batch], published_at[v], min(active), min(after)]
+        for name, (a, b) in zip(stages, zip(marks, marks[1:])):
+            stages[name].append(max(0.0, b - a))
+    return out, {k: statistics.median(v) if v else None for k, v in stages.items()}
 
 
 def reference_likelihood(args, records):
@@ -307,19 +385,24 @@ def main():
     p.add_argument("--think-ms", type=int, default=0)
     p.add_argument("--prompts", type=Path, default=Path("data/prompts/users.jsonl"))
     p.add_argument("--corpus", type=Path, default=Path("data/model/corpus.txt"))
+    p.add_argument("--engine-url", help="the policy server's /v1, for the paired before/after evaluation")
+    p.add_argument("--eval", type=int, default=200, help="evaluation prompts (with --engine-url)")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
     vocabulary = corpus_vocabulary(args.corpus)
-    records, wall = run_users(args, load_prompts(args.prompts), vocabulary)
+    prompts = load_prompts(args.prompts)
+    before = engine_answers(args, prompts, vocabulary) if args.engine_url else None
+    records, wall = run_users(args, prompts, vocabulary)
+    after = engine_answers(args, prompts, vocabulary) if args.engine_url else None
     with open(args.out / "interactions.jsonl", "w") as f:
         for r in records:
             f.write(json.dumps(r) + "\n")
     ok = [r for r in records if r.get("ok")]
     first, last = ok[: args.window], ok[-args.window :]
     time.sleep(2)  # let the last steps reach the SQL live tail
-    latencies = served_latencies(args, records)
+    latencies, stages = served_latencies(args, records)
     q = lambda xs, f: statistics.quantiles(xs, n=10)[int(f * 10) - 1] if len(xs) >= 10 else None
     summary = {
         "interactions": len(records),
@@ -332,10 +415,21 @@ def main():
         "well_formed_last": share(last, "well_formed"),
         "versions_served_last": max((r.get("version", 0) for r in ok), default=0),
         "reference_likelihood": reference_likelihood(args, records),
+        "paired": None
+        if before is None
+        else {
+            "prompts": args.eval,
+            "versions": [before["version"], after["version"]],
+            "liked": paired(before, after, "liked"),
+            "well_formed": paired(before, after, "well_formed"),
+            "examples_before": [a["text"] for a in before["answers"][:3]],
+            "examples_after": [a["text"] for a in after["answers"][:3]],
+        },
         "thumbs_up_to_served_s": {
             "n": len(latencies),
             "median": statistics.median(latencies) if latencies else None,
             "p90": q(latencies, 0.9),
+            "median_stage_s": stages,
         },
         "liked_by_window": [share(ok[i : i + args.window], "liked") for i in range(0, len(ok), args.window)],
         "canary": canary_outcomes(args),

@@ -4,13 +4,16 @@
 //! (`open_trajectories: N`, `batches: 0`, trainer version 0). Their taste (answers ending "Anything
 //! else?") is not the bundled reward model's.
 //!
-//! How much they teach it is the benchmark's (`scripts/bench-learn-user.sh`: a rise of ≥ 0.3 in
-//! the liked share with the well-formed share ≥ 0.95×). This test gates on a looser floor, so that a
-//! loop that stops learning or breaks the model's language fails while a run's spread does not: the
-//! liked share must rise by at least 0.1 and the well-formed share keep 0.75× its start. Measured
-//! since the canary judges degenerate shares against their sampling noise and the KL penalty is
-//! exact: +0.36, +0.46, +0.49 and +0.41 locally, +0.53 in CI (well-formed 0.94–1.31×). Before those
-//! two fixes CI runs measured +0.02 to +0.33, which is why the floor is not the benchmark's bar.
+//! It gates on the issue's bar, measured where it is not noise: the users' script also asks the
+//! policy server itself (not the gateway: nothing recorded, nothing trained) for answers to the same
+//! 200 prompts with the same seeds before the users start and after they finish. Between the
+//! starting and the final version the liked share must rise by at least 0.3 and the well-formed
+//! share keep at least 0.95× its start. Paired by seed, the two samples share their randomness; the
+//! users' own first and last 100 answers are each a mix of versions with a standard error of about
+//! 0.05, and the first window already holds early learning, so those (logged, and in the
+//! benchmark's report) are gated only on a looser floor: a rise of 0.1 and 0.75×. Measured (bench,
+//! debug build): paired +0.51 and +0.58, well-formed 1.21× and 1.29×, while the live windows said
+//! +0.34 / 1.02× and +0.28 / 0.93× on the same runs.
 #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
 mod common;
@@ -69,6 +72,7 @@ async fn a_plain_openai_client_trains_the_policy_without_completing_anything() {
         .arg("scripts/learn_user.py")
         .args(["--base-url", &format!("http://{http_addr}/v1")])
         .args(["--sql-url", &format!("http://{sql}/sql")])
+        .args(["--engine-url", &format!("http://{policy}/v1")])
         .args([
             "--interactions",
             "500",
@@ -94,14 +98,32 @@ async fn a_plain_openai_client_trains_the_policy_without_completing_anything() {
     // (see the top), and these say where a weak one lost its way.
     eprintln!(
         "liked share {} -> {}, well-formed share {} -> {}, highest version served {}\n\
-         liked share per 100 interactions {}\nversions {}",
+         liked share per 100 interactions {}\nversions {}\npaired evaluation {}",
         summary["liked_first"],
         summary["liked_last"],
         summary["well_formed_first"],
         summary["well_formed_last"],
         summary["versions_served_last"],
         summary["liked_by_window"],
-        summary["canary"]
+        summary["canary"],
+        summary["paired"]
+    );
+    let paired = |measure: &str, k: &str| summary["paired"][measure][k].as_f64().unwrap();
+    let (before, after) = (paired("liked", "before"), paired("liked", "after"));
+    assert!(
+        after - before >= 0.3,
+        "the users' taste was not learned: the starting version's answers were liked {before}, \
+         the final version's {after} (same prompts, same seeds)\n{stdout}"
+    );
+    let (before, after) = (
+        paired("well_formed", "before"),
+        paired("well_formed", "after"),
+    );
+    assert!(
+        after >= 0.95 * before,
+        "the model's language got worse: well-formed share {before} -> {after} (same prompts, \
+         same seeds)\n{}",
+        summary["paired"]["examples_after"]
     );
     let number = |k: &str| summary[k].as_f64().unwrap();
     let rise = number("liked_last") - number("liked_first");
