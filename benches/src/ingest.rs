@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use clawline_schemas::{SCHEMA_VERSION, StepRecorded, StepSource, TokenSource};
+use clawline_schemas::{Envelope, StepRecorded, StepSource, TokenSource};
 use serde_json::json;
 
 pub struct Result {
@@ -45,10 +45,10 @@ fn step_json(trajectory: &str, index: u32) -> serde_json::Value {
 
 fn step_event(trajectory: &str, index: u32) -> StepRecorded {
     StepRecorded {
-        event_id: StepRecorded::id_for("default", trajectory, index, 0),
-        event_time: clawline_schemas::now_ms(),
-        producer: "clawline-gateway/0.1.0".into(),
-        schema_version: SCHEMA_VERSION,
+        envelope: Envelope::new(
+            StepRecorded::id_for("default", trajectory, index, 0),
+            "clawline-gateway/0.1.0",
+        ),
         tenant: "default".into(),
         channel: "bench".into(),
         trajectory_uid: trajectory.into(),
@@ -83,7 +83,7 @@ pub async fn compare(nats_url: &str, gateway: &str) -> anyhow::Result<Result> {
                     let event = step_event(&format!("raw-{c}-{b}"), i as u32);
                     let payload = clawline_schemas::encode(&event)?;
                     let mut headers = async_nats::HeaderMap::new();
-                    headers.insert("Nats-Msg-Id", event.event_id.as_str());
+                    headers.insert("Nats-Msg-Id", event.envelope.event_id.as_str());
                     acks.push(
                         js.publish_with_headers("clawline.steps.bench", headers, payload.into())
                             .await?,

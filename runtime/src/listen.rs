@@ -2,7 +2,42 @@
 //! so an address in use stops start-up with the flag named, and tests hand in a listener on port 0
 //! instead of guessing a free port.
 
+use std::future::Future;
 use std::net::SocketAddr;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::{LogArgs, Shutdown, init_tracing};
+
+/// What every service binary's `main` does after parsing its flags: logging as `--log-*` says,
+/// the `--listen` socket bound (an address in use names the flag), Ctrl-C and SIGTERM wired to the
+/// shutdown token, then the service's `run(settings, listener, shutdown)`.
+pub async fn serve_main<F, Fut>(log: LogArgs, listen: SocketAddr, run: F) -> anyhow::Result<()>
+where
+    F: FnOnce(tokio::net::TcpListener, CancellationToken) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
+    init_tracing(&log);
+    let listener = bind("--listen", listen).await?;
+    run(listener, Shutdown::on_signals().token()).await
+}
+
+/// The whole `main` of a service binary whose crate exports `Args` (with `log`, `listen` and
+/// `settings()`) and `run(settings, listener, shutdown)`: parse the flags, then [`serve_main`].
+/// The crate needs `tokio` (with `macros`), `clap` and `anyhow`, as every service has.
+#[macro_export]
+macro_rules! service_main {
+    ($service:ident) => {
+        #[tokio::main]
+        async fn main() -> anyhow::Result<()> {
+            let args = <$service::Args as clap::Parser>::parse();
+            $crate::serve_main(args.log.clone(), args.listen, |listener, shutdown| {
+                $service::run(args.settings(), listener, shutdown)
+            })
+            .await
+        }
+    };
+}
 
 /// Binds `addr` for `flag` (named in the error, e.g. `--listen 127.0.0.1:8104: Address in use`).
 pub async fn bind(flag: &str, addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {

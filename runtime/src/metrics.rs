@@ -63,3 +63,23 @@ where
         async move { axum::Json(value) }
     })
 }
+
+impl crate::TaskSet {
+    /// Serves a service's admin edge on `listener`: `/healthz`, `/metrics` from `registry`, and
+    /// `GET /status` as the JSON of the returned cell, which the service keeps current.
+    pub fn serve_status<T>(
+        &mut self,
+        listener: tokio::net::TcpListener,
+        registry: Metrics,
+    ) -> Arc<Mutex<T>>
+    where
+        T: Clone + Default + serde::Serialize + Send + 'static,
+    {
+        let status = Arc::new(Mutex::new(T::default()));
+        self.serve(
+            listener,
+            admin_routes(Some(registry)).route("/status", json_snapshot(status.clone())),
+        );
+        status
+    }
+}

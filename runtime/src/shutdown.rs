@@ -120,6 +120,15 @@ impl TaskSet {
         self.join_within(SHUTDOWN_GRACE).await
     }
 
+    /// Ends a service whose own loop returned `result`: cancels the token so every task stops,
+    /// waits for them as [`join`](Self::join) does, and returns the loop's error first, else the
+    /// first task's.
+    pub async fn finish(self, result: anyhow::Result<()>) -> anyhow::Result<()> {
+        self.token.cancel();
+        let joined = self.join().await;
+        result.and(joined)
+    }
+
     async fn join_within(mut self, grace: std::time::Duration) -> anyhow::Result<()> {
         let mut first: Option<anyhow::Error> = None;
         let token = self.token.clone();

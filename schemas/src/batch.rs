@@ -4,8 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::impl_event;
 use crate::step::TokenSource;
+use crate::{Envelope, impl_event};
 
 /// How the batch's groups were formed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -90,10 +90,8 @@ impl BatchStep {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct BatchFormed {
     /// `BatchFormed::id_for(step ids)`.
-    pub event_id: String,
-    pub event_time: i64,
-    pub producer: String,
-    pub schema_version: u16,
+    #[serde(flatten)]
+    pub envelope: Envelope,
 
     pub channel: String,
     #[serde(default)]

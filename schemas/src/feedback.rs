@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::impl_event;
+use crate::{Envelope, impl_event};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -34,10 +34,8 @@ pub enum ImplicitSignal {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct FeedbackReceived {
-    pub event_id: String,
-    pub event_time: i64,
-    pub producer: String,
-    pub schema_version: u16,
+    #[serde(flatten)]
+    pub envelope: Envelope,
 
     pub tenant: String,
     pub trajectory_uid: String,

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::impl_event;
+use crate::{Envelope, impl_event};
 
 /// What a reward is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -20,10 +20,8 @@ pub enum RewardScope {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct RewardAssigned {
     /// `RewardAssigned::id_for(cause, source, source_version)`, so a re-scored step stores once.
-    pub event_id: String,
-    pub event_time: i64,
-    pub producer: String,
-    pub schema_version: u16,
+    #[serde(flatten)]
+    pub envelope: Envelope,
 
     pub tenant: String,
     /// The channel of the scored step, when the scorer knows it (feedback events do not carry one).

@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::impl_event;
+use crate::{Envelope, impl_event};
 
 /// Where a step's token ids came from, which decides whether it is fit for on-policy training.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -83,12 +83,8 @@ pub struct Message {
 pub struct StepRecorded {
     /// Derived from (tenant, trajectory_uid, step_index, choice_index): a retried capture or a
     /// re-submitted white-box step has the same id and is stored once.
-    pub event_id: String,
-    /// Unix epoch milliseconds when the step was recorded.
-    pub event_time: i64,
-    /// The writer, e.g. `clawline-gateway/0.1.0`.
-    pub producer: String,
-    pub schema_version: u16,
+    #[serde(flatten)]
+    pub envelope: Envelope,
 
     pub tenant: String,
     pub channel: String,
@@ -236,8 +232,8 @@ pub struct StepForBatching {
 impl From<StepRecorded> for StepForBatching {
     fn from(s: StepRecorded) -> Self {
         Self {
-            event_id: s.event_id,
-            event_time: s.event_time,
+            event_id: s.envelope.event_id,
+            event_time: s.envelope.event_time,
             tenant: s.tenant,
             channel: s.channel,
             trajectory_uid: s.trajectory_uid,

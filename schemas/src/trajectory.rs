@@ -3,15 +3,13 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::impl_event;
+use crate::{Envelope, impl_event};
 
 /// A trajectory was opened with its channel and metadata (`/init_trajectory`, `register_trajectory`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct TrajectoryRegistered {
-    pub event_id: String,
-    pub event_time: i64,
-    pub producer: String,
-    pub schema_version: u16,
+    #[serde(flatten)]
+    pub envelope: Envelope,
 
     pub tenant: String,
     pub channel: String,
@@ -43,10 +41,8 @@ pub enum CompletionReason {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct TrajectoryCompleted {
     /// Derived from (tenant, trajectory_uid): completing twice stores one event.
-    pub event_id: String,
-    pub event_time: i64,
-    pub producer: String,
-    pub schema_version: u16,
+    #[serde(flatten)]
+    pub envelope: Envelope,
 
     pub tenant: String,
     pub channel: String,

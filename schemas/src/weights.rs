@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::impl_event;
+use crate::{Envelope, impl_event};
 
 /// What the published file holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -66,10 +66,8 @@ fn is_zero(n: &u64) -> bool {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct WeightsPublished {
     /// `WeightsPublished::id_for(version, sha256)`.
-    pub event_id: String,
-    pub event_time: i64,
-    pub producer: String,
-    pub schema_version: u16,
+    #[serde(flatten)]
+    pub envelope: Envelope,
 
     pub version: u64,
     /// The version these weights were trained from (0: the base model).
@@ -224,10 +222,8 @@ pub struct DegenerateShares {
 /// A version now serving on one engine. Produced by the broadcaster.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct WeightsActivated {
-    pub event_id: String,
-    pub event_time: i64,
-    pub producer: String,
-    pub schema_version: u16,
+    #[serde(flatten)]
+    pub envelope: Envelope,
 
     pub version: u64,
     /// The engine's name in the broadcaster's configuration.
@@ -249,10 +245,8 @@ impl_event!(WeightsActivated, "weights_activated");
 /// A version an engine did not take (integrity, canary, the engine refused), the old one serving.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct WeightsRejected {
-    pub event_id: String,
-    pub event_time: i64,
-    pub producer: String,
-    pub schema_version: u16,
+    #[serde(flatten)]
+    pub envelope: Envelope,
 
     pub version: u64,
     pub engine: String,

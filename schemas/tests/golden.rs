@@ -38,10 +38,11 @@ where
 
 fn step() -> StepRecorded {
     StepRecorded {
-        event_id: StepRecorded::id_for("acme", "traj-1", 2, 0),
-        event_time: 1_790_000_000_123,
-        producer: "clawline-gateway/0.1.0".into(),
-        schema_version: SCHEMA_VERSION,
+        envelope: Envelope::new(
+            StepRecorded::id_for("acme", "traj-1", 2, 0),
+            "clawline-gateway/0.1.0",
+        )
+        .at(1_790_000_000_123),
         tenant: "acme".into(),
         channel: "train".into(),
         trajectory_uid: "traj-1".into(),
@@ -102,10 +103,11 @@ fn trajectory_events_encoding_is_pinned() {
     check_golden(
         "trajectory_registered.msgpack",
         &TrajectoryRegistered {
-            event_id: "trg_01j000000000000000000000".into(),
-            event_time: 1_790_000_000_000,
-            producer: "clawline-gateway/0.1.0".into(),
-            schema_version: SCHEMA_VERSION,
+            envelope: Envelope::new(
+                "trg_01j000000000000000000000".into(),
+                "clawline-gateway/0.1.0",
+            )
+            .at(1_790_000_000_000),
             tenant: "acme".into(),
             channel: "train".into(),
             trajectory_uid: "traj-1".into(),
@@ -117,10 +119,11 @@ fn trajectory_events_encoding_is_pinned() {
     check_golden(
         "trajectory_completed.msgpack",
         &TrajectoryCompleted {
-            event_id: TrajectoryCompleted::id_for("acme", "traj-1"),
-            event_time: 1_790_000_000_999,
-            producer: "clawline-gateway/0.1.0".into(),
-            schema_version: SCHEMA_VERSION,
+            envelope: Envelope::new(
+                TrajectoryCompleted::id_for("acme", "traj-1"),
+                "clawline-gateway/0.1.0",
+            )
+            .at(1_790_000_000_999),
             tenant: "acme".into(),
             channel: "train".into(),
             trajectory_uid: "traj-1".into(),
@@ -137,10 +140,11 @@ fn feedback_encoding_is_pinned() {
     check_golden(
         "feedback_received.msgpack",
         &FeedbackReceived {
-            event_id: "fbk_01j000000000000000000000".into(),
-            event_time: 1_790_000_001_000,
-            producer: "clawline-gateway/0.1.0".into(),
-            schema_version: SCHEMA_VERSION,
+            envelope: Envelope::new(
+                "fbk_01j000000000000000000000".into(),
+                "clawline-gateway/0.1.0",
+            )
+            .at(1_790_000_001_000),
             tenant: "acme".into(),
             trajectory_uid: "traj-1".into(),
             step_id: Some(StepRecorded::id_for("acme", "traj-1", 2, 0)),
@@ -162,10 +166,16 @@ fn reward_encoding_is_pinned() {
     check_golden(
         "reward_assigned.msgpack",
         &RewardAssigned {
-            event_id: RewardAssigned::id_for(&step_id, "rm:bundled@0123abcd", "0123abcd4567ef89"),
-            event_time: 1_790_000_002_000,
-            producer: "clawline-reward/0.1.0".into(),
-            schema_version: SCHEMA_VERSION,
+            envelope: Envelope {
+                event_id: RewardAssigned::id_for(
+                    &step_id,
+                    "rm:bundled@0123abcd",
+                    "0123abcd4567ef89",
+                ),
+                event_time: 1_790_000_002_000,
+                producer: "clawline-reward/0.1.0".into(),
+                schema_version: SCHEMA_VERSION,
+            },
             tenant: "acme".into(),
             channel: Some("train".into()),
             trajectory_uid: "traj-1".into(),
@@ -210,10 +220,11 @@ fn batch_encoding_is_pinned() {
     check_golden(
         "batch_formed.msgpack",
         &BatchFormed {
-            event_id: BatchFormed::id_for(ids.iter().map(String::as_str)),
-            event_time: 1_790_000_003_000,
-            producer: "clawline-batcher/0.1.0".into(),
-            schema_version: SCHEMA_VERSION,
+            envelope: Envelope::new(
+                BatchFormed::id_for(ids.iter().map(String::as_str)),
+                "clawline-batcher/0.1.0",
+            )
+            .at(1_790_000_003_000),
             channel: "train".into(),
             mode: GroupMode::Prompt,
             policy_version: Some(4),
@@ -346,10 +357,8 @@ fn weights_published_encoding_is_pinned() {
     check_golden(
         "weights_published.msgpack",
         &WeightsPublished {
-            event_id: WeightsPublished::id_for(4, sha),
-            event_time: 1_790_000_003_000,
-            producer: "clawline-trainer/0.1.0".into(),
-            schema_version: SCHEMA_VERSION,
+            envelope: Envelope::new(WeightsPublished::id_for(4, sha), "clawline-trainer/0.1.0")
+                .at(1_790_000_003_000),
             version: 4,
             parent: 3,
             format: WeightsFormat::Lora,
@@ -413,10 +422,8 @@ fn weights_activation_encodings_are_pinned() {
     check_golden(
         "weights_activated.msgpack",
         &WeightsActivated {
-            event_id: "wac_1".into(),
-            event_time: 1_790_000_004_000,
-            producer: "clawline-broadcaster/0.1.0".into(),
-            schema_version: SCHEMA_VERSION,
+            envelope: Envelope::new("wac_1".into(), "clawline-broadcaster/0.1.0")
+                .at(1_790_000_004_000),
             version: 4,
             engine: "policy".into(),
             sha256: "ab12".into(),
@@ -428,10 +435,8 @@ fn weights_activation_encodings_are_pinned() {
     check_golden(
         "weights_rejected.msgpack",
         &WeightsRejected {
-            event_id: "wrj_1".into(),
-            event_time: 1_790_000_005_000,
-            producer: "clawline-broadcaster/0.1.0".into(),
-            schema_version: SCHEMA_VERSION,
+            envelope: Envelope::new("wrj_1".into(), "clawline-broadcaster/0.1.0")
+                .at(1_790_000_005_000),
             version: 5,
             engine: "vllm".into(),
             sha256: "cd34".into(),
@@ -455,10 +460,8 @@ fn canary_quality_encoding_is_pinned() {
     check_golden(
         "weights_rejected_quality.msgpack",
         &WeightsRejected {
-            event_id: "wrj_2".into(),
-            event_time: 1_790_000_006_000,
-            producer: "clawline-broadcaster/0.1.0".into(),
-            schema_version: SCHEMA_VERSION,
+            envelope: Envelope::new("wrj_2".into(), "clawline-broadcaster/0.1.0")
+                .at(1_790_000_006_000),
             version: 6,
             engine: "policy".into(),
             sha256: "ef56".into(),

@@ -52,11 +52,13 @@ fn step(args: &Args, i: u32) -> StepRecorded {
     let n = args.steps_per_trajectory;
     let uid = format!("t{:08}", i / n);
     StepRecorded {
-        event_id: StepRecorded::id_for("bench", &uid, i % n, 0),
+        envelope: Envelope {
+            event_id: StepRecorded::id_for("bench", &uid, i % n, 0),
+            event_time: 1_800_000_000_000 + i64::from(i),
+            producer: "bench".into(),
+            schema_version: SCHEMA_VERSION,
+        },
         step_index: i % n,
-        event_time: 1_800_000_000_000 + i64::from(i),
-        producer: "bench".into(),
-        schema_version: SCHEMA_VERSION,
         tenant: "bench".into(),
         channel: "train".into(),
         trajectory_uid: uid,
@@ -76,22 +78,28 @@ async fn load(js: &jetstream::Context, args: &Args) -> anyhow::Result<()> {
     for i in 0..args.steps {
         let s = step(args, i);
         let reward = RewardAssigned {
-            event_id: RewardAssigned::id_for(&s.event_id, "rm:bench@1", "v"),
-            event_time: s.event_time,
+            envelope: Envelope {
+                event_id: RewardAssigned::id_for(&s.envelope.event_id, "rm:bench@1", "v"),
+                event_time: s.envelope.event_time,
+                ..Default::default()
+            },
             tenant: s.tenant.clone(),
             channel: Some("train".into()),
             trajectory_uid: s.trajectory_uid.clone(),
-            step_id: Some(s.event_id.clone()),
+            step_id: Some(s.envelope.event_id.clone()),
             source: "rm:bench@1".into(),
             value: f64::from(i % 10) / 10.0,
-            caused_by: s.event_id.clone(),
+            caused_by: s.envelope.event_id.clone(),
             ..Default::default()
         };
         // The completion goes out with a trajectory's last step.
         let last = i % args.steps_per_trajectory == args.steps_per_trajectory - 1;
         let done = TrajectoryCompleted {
-            event_id: TrajectoryCompleted::id_for("bench", &s.trajectory_uid),
-            event_time: s.event_time,
+            envelope: Envelope {
+                event_id: TrajectoryCompleted::id_for("bench", &s.trajectory_uid),
+                event_time: s.envelope.event_time,
+                ..Default::default()
+            },
             tenant: "bench".into(),
             channel: "train".into(),
             trajectory_uid: s.trajectory_uid.clone(),
@@ -99,15 +107,19 @@ async fn load(js: &jetstream::Context, args: &Args) -> anyhow::Result<()> {
             ..Default::default()
         };
         for (subject, id, payload) in [
-            (subjects::steps("train"), s.event_id.clone(), encode(&s)?),
+            (
+                subjects::steps("train"),
+                s.envelope.event_id.clone(),
+                encode(&s)?,
+            ),
             (
                 subjects::rewards("rm"),
-                reward.event_id.clone(),
+                reward.envelope.event_id.clone(),
                 encode(&reward)?,
             ),
             (
                 subjects::TRAJECTORY_COMPLETED.to_string(),
-                done.event_id.clone(),
+                done.envelope.event_id.clone(),
                 encode(&done)?,
             ),
         ]

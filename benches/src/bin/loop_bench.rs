@@ -16,7 +16,7 @@ use clawline_model::init::{InitOptions, init};
 use clawline_nats::server::{LocalServer, LocalServerConfig};
 use clawline_nats::{buckets, publish_event, subjects};
 use clawline_runtime::CancellationToken;
-use clawline_schemas::{WeightsActivated, WeightsFormat, WeightsPublished};
+use clawline_schemas::{Envelope, WeightsActivated, WeightsFormat, WeightsPublished};
 use futures::StreamExt as _;
 use serde_json::json;
 
@@ -169,8 +169,11 @@ async fn main() -> anyhow::Result<()> {
         let object = format!("v{version}/model.safetensors");
         store.put(object.as_str(), &mut &bytes[..]).await?;
         let event = WeightsPublished {
-            event_id: WeightsPublished::id_for(version, &sha),
-            event_time: clawline_schemas::now_ms(),
+            envelope: Envelope {
+                event_id: WeightsPublished::id_for(version, &sha),
+                event_time: clawline_schemas::now_ms(),
+                ..Default::default()
+            },
             version,
             parent: version - 1,
             format: WeightsFormat::Full,

@@ -355,7 +355,7 @@ for line in sys.stdin:
             .unwrap_or_default()
             .to_string();
         let mut step: clawline_schemas::StepRecorded = serde_json::from_value(step.json)?;
-        step.event_time = clawline_schemas::now_ms();
+        step.envelope.event_time = clawline_schemas::now_ms();
         let started = Instant::now();
         clawline_nats::publish_event(&js, clawline_nats::subjects::steps("train"), &step).await?;
         loop {

@@ -1,15 +1,6 @@
-use clap::Parser;
-use clawline_batcher::Args;
-use clawline_runtime::{Shutdown, bind, init_tracing};
+//! `clawline-batcher`, the DataPool: scored steps into training batches; flags: its `Args`.
 
 #[global_allocator]
 static ALLOC: clawline_runtime::alloc::MiMalloc = clawline_runtime::alloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    init_tracing(&args.log);
-    let listener = bind("--listen", args.listen).await?;
-    let shutdown = Shutdown::on_signals();
-    clawline_batcher::run(args.settings(), listener, shutdown.token()).await
-}
+clawline_runtime::service_main!(clawline_batcher);

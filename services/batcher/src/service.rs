@@ -290,7 +290,7 @@ impl Main {
                 self.pool.commit(&proposed);
                 let sent = Sent {
                     subject: subjects::batches(&channel),
-                    id: proposed.batch.event_id,
+                    id: proposed.batch.envelope.event_id,
                     steps: proposed.batch.steps.len(),
                     payload: proposed.payload,
                 };

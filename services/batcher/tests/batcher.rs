@@ -38,8 +38,8 @@ fn batcher(nats: &NatsServer, config: Option<&std::path::Path>) -> Child {
 async fn trajectory(js: &jetstream::Context, i: u32) -> String {
     let uid = format!("t{i:03}");
     let step = StepRecorded {
-        event_id: StepRecorded::id_for("acme", &uid, 0, 0),
-        event_time: T0 + i64::from(i),
+        envelope: Envelope::new(StepRecorded::id_for("acme", &uid, 0, 0), "test")
+            .at(T0 + i64::from(i)),
         tenant: "acme".into(),
         channel: "train".into(),
         trajectory_uid: uid.clone(),
@@ -54,22 +54,25 @@ async fn trajectory(js: &jetstream::Context, i: u32) -> String {
         .await
         .unwrap();
     let reward = RewardAssigned {
-        event_id: RewardAssigned::id_for(&step.event_id, "rm:x@1", "v"),
+        envelope: Envelope {
+            event_id: RewardAssigned::id_for(&step.envelope.event_id, "rm:x@1", "v"),
+            ..Default::default()
+        },
         tenant: "acme".into(),
         channel: Some("train".into()),
         trajectory_uid: uid.clone(),
-        step_id: Some(step.event_id.clone()),
+        step_id: Some(step.envelope.event_id.clone()),
         source: "rm:x@1".into(),
         value: f64::from(i % 5) / 4.0,
-        caused_by: step.event_id.clone(),
+        caused_by: step.envelope.event_id.clone(),
         ..Default::default()
     };
     publish_event(js, subjects::rewards("rm"), &reward)
         .await
         .unwrap();
     let done = TrajectoryCompleted {
-        event_id: TrajectoryCompleted::id_for("acme", &uid),
-        event_time: T0 + i64::from(i),
+        envelope: Envelope::new(TrajectoryCompleted::id_for("acme", &uid), "test")
+            .at(T0 + i64::from(i)),
         tenant: "acme".into(),
         channel: "train".into(),
         trajectory_uid: uid,
@@ -79,7 +82,7 @@ async fn trajectory(js: &jetstream::Context, i: u32) -> String {
     publish_event(js, subjects::TRAJECTORY_COMPLETED.into(), &done)
         .await
         .unwrap();
-    step.event_id
+    step.envelope.event_id
 }
 
 async fn batches(js: &jetstream::Context) -> Vec<BatchFormed> {
@@ -127,7 +130,7 @@ async fn defaults_turn_completed_rewarded_trajectories_into_batches() {
     let b = wait_batches(&js, 1).await;
     assert_eq!(b[0].steps.len(), 8, "default window of 8");
     assert_eq!(
-        b[0].event_id,
+        b[0].envelope.event_id,
         BatchFormed::id_for(ids.iter().map(String::as_str))
     );
     assert_eq!(b[0].channel, "train");
@@ -179,7 +182,7 @@ async fn kill_9_mid_stream_and_restart_forms_the_same_batches_with_every_step_on
         .chunks(4)
         .map(|c| BatchFormed::id_for(c.iter().map(String::as_str)))
         .collect();
-    let got: HashSet<String> = all.iter().map(|b| b.event_id.clone()).collect();
+    let got: HashSet<String> = all.iter().map(|b| b.envelope.event_id.clone()).collect();
     assert_eq!(got, expected);
     let mut steps: Vec<&str> = all
         .iter()

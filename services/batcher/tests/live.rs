@@ -15,8 +15,7 @@ const SEC: i64 = 1000;
 /// A turn of a conversation the gateway grouped itself (a plain OpenAI client).
 fn turn(traj: &str, index: u32, at: i64, implicit: bool) -> StepRecorded {
     StepRecorded {
-        event_id: StepRecorded::id_for("acme", traj, index, 0),
-        event_time: at,
+        envelope: Envelope::new(StepRecorded::id_for("acme", traj, index, 0), "test").at(at),
         tenant: "acme".into(),
         channel: "train".into(),
         trajectory_uid: traj.into(),
@@ -34,15 +33,18 @@ fn turn(traj: &str, index: u32, at: i64, implicit: bool) -> StepRecorded {
 
 fn reward(step: &StepRecorded, source: &str, value: f64, at: i64) -> RewardAssigned {
     RewardAssigned {
-        event_id: RewardAssigned::id_for(&step.event_id, source, &at.to_string()),
-        event_time: at,
+        envelope: Envelope::new(
+            RewardAssigned::id_for(&step.envelope.event_id, source, &at.to_string()),
+            "test",
+        )
+        .at(at),
         tenant: step.tenant.clone(),
         channel: Some(step.channel.clone()),
         trajectory_uid: step.trajectory_uid.clone(),
-        step_id: Some(step.event_id.clone()),
+        step_id: Some(step.envelope.event_id.clone()),
         source: source.into(),
         value,
-        caused_by: step.event_id.clone(),
+        caused_by: step.envelope.event_id.clone(),
         ..Default::default()
     }
 }
@@ -74,7 +76,7 @@ fn a_plain_clients_steps_train_without_the_conversation_ending() {
     // The user's thumbs-up: the step is ready at once; no complete_trajectory ever comes.
     pool.add_reward(&reward(&s0, "feedback:explicit", 1.0, T0 + 2 * SEC));
     let batches = drain(&mut pool, T0 + 2 * SEC);
-    assert_eq!(ids(&batches), vec![s0.event_id.clone()]);
+    assert_eq!(ids(&batches), vec![s0.envelope.event_id.clone()]);
     let step = &batches[0].steps[0];
     assert_eq!(step.reward, 0.5 + 2.0, "rm weight 1 + explicit weight 2");
     assert!(!step.truncated && !step.late);
@@ -84,7 +86,7 @@ fn a_plain_clients_steps_train_without_the_conversation_ending() {
     pool.add_reward(&reward(&s1, "rm:x@1", 0.7, T0 + 5 * SEC));
     assert!(drain(&mut pool, T0 + 34 * SEC).is_empty());
     let batches = drain(&mut pool, T0 + 35 * SEC);
-    assert_eq!(ids(&batches), vec![s1.event_id.clone()]);
+    assert_eq!(ids(&batches), vec![s1.envelope.event_id.clone()]);
     assert_eq!(batches[0].steps[0].rewards, vec![("rm:x@1".into(), 0.7)]);
     assert_eq!(pool.stats(T0 + 35 * SEC)["train"].consumed_steps, 2);
 }
@@ -102,13 +104,13 @@ fn later_turns_never_hold_earlier_ones_back_nor_the_reverse() {
     pool.add_reward(&reward(&s1, "feedback:explicit", -1.0, T0 + 2 * SEC));
     assert_eq!(
         ids(&drain(&mut pool, T0 + 3 * SEC)),
-        vec![s1.event_id.clone()]
+        vec![s1.envelope.event_id.clone()]
     );
     // The next user turn reads as implicit feedback on the first answer: ready too.
     pool.add_reward(&reward(&s0, "feedback:implicit", 0.2, T0 + 4 * SEC));
     assert_eq!(
         ids(&drain(&mut pool, T0 + 4 * SEC)),
-        vec![s0.event_id.clone()]
+        vec![s0.envelope.event_id.clone()]
     );
 }
 
@@ -122,7 +124,7 @@ fn named_trajectories_keep_claw_r1_semantics_unless_configured() {
     pool.add_reward(&reward(&s, "rm:x@1", 0.5, T0));
     pool.add_reward(&reward(&s, "feedback:explicit", 1.0, T0));
     assert!(drain(&mut pool, T0 + 60 * SEC).is_empty());
-    let why = pool.explain(&s.event_id, T0 + 60 * SEC);
+    let why = pool.explain(&s.envelope.event_id, T0 + 60 * SEC);
     assert_eq!(why.state, "waiting");
     assert_eq!(why.readiness, Some("trajectory"));
     assert!(
@@ -130,14 +132,17 @@ fn named_trajectories_keep_claw_r1_semantics_unless_configured() {
         "{why:?}"
     );
     pool.add_completion(&TrajectoryCompleted {
-        event_id: TrajectoryCompleted::id_for("acme", "named"),
-        event_time: T0 + 61 * SEC,
+        envelope: Envelope::new(TrajectoryCompleted::id_for("acme", "named"), "test")
+            .at(T0 + 61 * SEC),
         tenant: "acme".into(),
         channel: "train".into(),
         trajectory_uid: "named".into(),
         ..Default::default()
     });
-    assert_eq!(ids(&drain(&mut pool, T0 + 61 * SEC)), vec![s.event_id]);
+    assert_eq!(
+        ids(&drain(&mut pool, T0 + 61 * SEC)),
+        vec![s.envelope.event_id]
+    );
 
     // `readiness = "step"` makes every step of a channel train on its own.
     let mut cfg = one_by_one();
@@ -147,7 +152,7 @@ fn named_trajectories_keep_claw_r1_semantics_unless_configured() {
     pool.add_step(s.clone());
     pool.add_reward(&reward(&s, "rm:x@1", 0.5, T0));
     pool.add_reward(&reward(&s, "feedback:explicit", 1.0, T0));
-    assert_eq!(ids(&drain(&mut pool, T0 + SEC)), vec![s.event_id]);
+    assert_eq!(ids(&drain(&mut pool, T0 + SEC)), vec![s.envelope.event_id]);
 }
 
 #[test]
@@ -156,13 +161,13 @@ fn a_step_without_its_required_rewards_falls_back_after_the_deadline() {
     let s = turn("chat", 0, T0, true);
     pool.add_step(s.clone());
     pool.add_reward(&reward(&s, "feedback:explicit", 1.0, T0 + SEC));
-    let why = pool.explain(&s.event_id, T0 + 2 * SEC);
+    let why = pool.explain(&s.envelope.event_id, T0 + 2 * SEC);
     assert!(why.waits_for[0].starts_with("reward rm:*"), "{why:?}");
     assert_eq!(pool.stats(T0 + 2 * SEC)["train"].waiting.rewards, 1);
     assert!(drain(&mut pool, T0 + 29 * SEC).is_empty());
     // Reacted at once, so the deadline (30 s) counts from the answer.
     let batches = drain(&mut pool, T0 + 30 * SEC);
-    assert_eq!(ids(&batches), vec![s.event_id]);
+    assert_eq!(ids(&batches), vec![s.envelope.event_id]);
     assert_eq!(pool.stats(T0 + 30 * SEC)["train"].deadline_fallbacks, 1);
 }
 
@@ -173,22 +178,22 @@ fn feedback_after_training_trains_as_its_own_sample_once() {
     pool.add_step(s.clone());
     pool.add_reward(&reward(&s, "rm:x@1", 0.5, T0));
     let first = drain(&mut pool, T0 + 31 * SEC);
-    assert_eq!(ids(&first), vec![s.event_id.clone()]);
+    assert_eq!(ids(&first), vec![s.envelope.event_id.clone()]);
 
     // The user rates the answer ten minutes later.
     let late = reward(&s, "feedback:explicit", -1.0, T0 + 600 * SEC);
     pool.add_reward(&late);
-    let why = pool.explain(&s.event_id, T0 + 600 * SEC);
+    let why = pool.explain(&s.envelope.event_id, T0 + 600 * SEC);
     assert_eq!(why.state, "done");
     let second = drain(&mut pool, T0 + 600 * SEC);
     assert_eq!(second.len(), 1);
     let sample = &second[0].steps[0];
     assert!(sample.late);
-    assert_eq!(sample.step_id, s.event_id);
+    assert_eq!(sample.step_id, s.envelope.event_id);
     assert_eq!(sample.response_ids, vec![4, 5], "the same tokens");
     assert_eq!(sample.rewards, vec![("feedback:explicit".into(), -1.0)]);
-    assert_eq!(sample.reward_ids, vec![late.event_id.clone()]);
-    assert_ne!(second[0].event_id, first[0].event_id);
+    assert_eq!(sample.reward_ids, vec![late.envelope.event_id.clone()]);
+    assert_ne!(second[0].envelope.event_id, first[0].envelope.event_id);
     let stats = &pool.stats(T0 + 600 * SEC)["train"];
     assert_eq!((stats.late_feedback.trained, stats.consumed_steps), (1, 1));
 
@@ -221,19 +226,25 @@ fn feedback_while_its_step_waits_in_the_queue_is_not_lost() {
         drain(&mut pool, T0 + 31 * SEC).is_empty(),
         "queued, batch not full"
     );
-    assert_eq!(pool.explain(&a.event_id, T0 + 31 * SEC).state, "queued");
+    assert_eq!(
+        pool.explain(&a.envelope.event_id, T0 + 31 * SEC).state,
+        "queued"
+    );
     // The thumbs-up arrives while the step sits in the queue.
     pool.add_reward(&reward(&a, "feedback:explicit", 1.0, T0 + 32 * SEC));
     pool.add_step(b.clone());
     pool.add_reward(&reward(&b, "rm:x@1", 0.5, T0 + SEC));
     pool.add_reward(&reward(&b, "feedback:explicit", 1.0, T0 + 33 * SEC));
     let batches = drain(&mut pool, T0 + 33 * SEC);
-    assert_eq!(ids(&batches), vec![a.event_id.clone(), b.event_id.clone()]);
+    assert_eq!(
+        ids(&batches),
+        vec![a.envelope.event_id.clone(), b.envelope.event_id.clone()]
+    );
     // The late thumbs-up waits for a partner (batch_size 2), then trains.
     let later = drain(&mut pool, T0 + 200 * SEC);
     assert_eq!(later.len(), 1, "flushed after flush_after_secs");
     assert!(later[0].steps[0].late);
-    assert_eq!(later[0].steps[0].step_id, a.event_id);
+    assert_eq!(later[0].steps[0].step_id, a.envelope.event_id);
 }
 
 #[test]
@@ -255,10 +266,10 @@ fn report_mode_counts_late_feedback_and_trains_nothing() {
 fn explain_names_what_a_held_step_waits_for() {
     let mut pool = Pool::new(one_by_one(), "test");
     let s = turn("chat", 0, T0, true);
-    assert_eq!(pool.explain(&s.event_id, T0).state, "unknown");
+    assert_eq!(pool.explain(&s.envelope.event_id, T0).state, "unknown");
     pool.add_step(s.clone());
     pool.add_reward(&reward(&s, "rm:x@1", 0.5, T0));
-    let why = pool.explain(&s.event_id, T0 + SEC);
+    let why = pool.explain(&s.envelope.event_id, T0 + SEC);
     assert_eq!((why.state, why.readiness), ("waiting", Some("step")));
     assert!(
         why.waits_for[0].starts_with("the user's reaction")
@@ -272,7 +283,10 @@ fn explain_names_what_a_held_step_waits_for() {
         (1, 0, 0)
     );
     drain(&mut pool, T0 + 30 * SEC);
-    assert_eq!(pool.explain(&s.event_id, T0 + 30 * SEC).state, "done");
+    assert_eq!(
+        pool.explain(&s.envelope.event_id, T0 + 30 * SEC).state,
+        "done"
+    );
 }
 
 #[test]
@@ -290,19 +304,25 @@ fn background_turns_are_kept_out_of_training_unless_the_channel_asks() {
     };
     for step in [&s0, &heartbeat, &s2] {
         pool.add_step(step.clone());
-        pool.add_reward(&reward(step, "rm:x@1", 0.5, step.event_time));
-        pool.add_reward(&reward(step, "feedback:explicit", 1.0, step.event_time));
+        pool.add_reward(&reward(step, "rm:x@1", 0.5, step.envelope.event_time));
+        pool.add_reward(&reward(
+            step,
+            "feedback:explicit",
+            1.0,
+            step.envelope.event_time,
+        ));
     }
     let batches = drain(&mut pool, T0 + 60 * SEC);
     let mut trained = ids(&batches);
     trained.sort();
-    let mut users = vec![s0.event_id.clone(), s2.event_id.clone()];
+    let mut users = vec![s0.envelope.event_id.clone(), s2.envelope.event_id.clone()];
     users.sort();
     assert_eq!(trained, users);
     let stats = &pool.stats(T0 + 60 * SEC)["train"];
     assert_eq!(stats.dropped.get("background"), Some(&1), "{stats:?}");
     assert_eq!(
-        pool.explain(&heartbeat.event_id, T0 + 60 * SEC).state,
+        pool.explain(&heartbeat.envelope.event_id, T0 + 60 * SEC)
+            .state,
         "done"
     );
 
@@ -315,6 +335,6 @@ fn background_turns_are_kept_out_of_training_unless_the_channel_asks() {
     pool.add_reward(&reward(&heartbeat, "feedback:explicit", 1.0, T0 + SEC));
     assert_eq!(
         ids(&drain(&mut pool, T0 + 60 * SEC)),
-        vec![heartbeat.event_id.clone()]
+        vec![heartbeat.envelope.event_id.clone()]
     );
 }

@@ -12,8 +12,7 @@ const T0: i64 = 1_800_000_000_000;
 
 fn step(traj: &str, prompt: &str, index: u32, at: i64) -> StepRecorded {
     StepRecorded {
-        event_id: StepRecorded::id_for("acme", traj, index, 0),
-        event_time: at,
+        envelope: Envelope::new(StepRecorded::id_for("acme", traj, index, 0), "test").at(at),
         tenant: "acme".into(),
         channel: "train".into(),
         trajectory_uid: traj.into(),
@@ -30,21 +29,23 @@ fn step(traj: &str, prompt: &str, index: u32, at: i64) -> StepRecorded {
 
 fn reward(step: &StepRecorded, source: &str, value: f64) -> RewardAssigned {
     RewardAssigned {
-        event_id: RewardAssigned::id_for(&step.event_id, source, "v"),
+        envelope: Envelope {
+            event_id: RewardAssigned::id_for(&step.envelope.event_id, source, "v"),
+            ..Default::default()
+        },
         tenant: step.tenant.clone(),
         trajectory_uid: step.trajectory_uid.clone(),
-        step_id: Some(step.event_id.clone()),
+        step_id: Some(step.envelope.event_id.clone()),
         source: source.into(),
         value,
-        caused_by: step.event_id.clone(),
+        caused_by: step.envelope.event_id.clone(),
         ..Default::default()
     }
 }
 
 fn completed(traj: &str, prompt: &str, at: i64) -> TrajectoryCompleted {
     TrajectoryCompleted {
-        event_id: TrajectoryCompleted::id_for("acme", traj),
-        event_time: at,
+        envelope: Envelope::new(TrajectoryCompleted::id_for("acme", traj), "test").at(at),
         tenant: "acme".into(),
         channel: "train".into(),
         trajectory_uid: traj.into(),
@@ -94,11 +95,11 @@ fn window_batches_carry_what_the_trainer_needs() {
     let batch = &batches[0];
     assert_eq!(batch.mode, GroupMode::Window);
     assert_eq!(
-        batch.event_id,
-        BatchFormed::id_for([a.event_id.as_str(), b.event_id.as_str()])
+        batch.envelope.event_id,
+        BatchFormed::id_for([a.envelope.event_id.as_str(), b.envelope.event_id.as_str()])
     );
     let s = &batch.steps[0];
-    assert_eq!(s.step_id, a.event_id, "completion order");
+    assert_eq!(s.step_id, a.envelope.event_id, "completion order");
     assert_eq!(
         (s.prompt_ids.clone(), s.response_ids.clone()),
         (vec![1, 2, 3], vec![4, 5])
@@ -202,7 +203,10 @@ fn sources_combine_by_weight_and_trajectory_rewards_reach_every_step() {
     pool.add_reward(&reward(&s0, "feedback:explicit", -1.0));
     pool.add_reward(&reward(&s0, "unlisted:thing", 100.0));
     pool.add_reward(&RewardAssigned {
-        event_id: "rwd_t".into(),
+        envelope: Envelope {
+            event_id: "rwd_t".into(),
+            ..Default::default()
+        },
         tenant: "acme".into(),
         trajectory_uid: "a".into(),
         scope: RewardScope::Trajectory,
@@ -393,7 +397,7 @@ fn the_same_events_in_a_new_pool_form_the_same_batches_and_consumed_steps_stay_c
     let x = drain(&mut more_first, T0 + 300);
     let y = drain(&mut more_second, T0 + 300);
     assert_eq!(x.len(), 1);
-    assert_eq!(x[0].event_id, y[0].event_id);
+    assert_eq!(x[0].envelope.event_id, y[0].envelope.event_id);
     let adv = |b: &BatchFormed| b.steps.iter().map(|s| s.advantage).collect::<Vec<_>>();
     assert_eq!(adv(&x[0]), adv(&y[0]));
 }

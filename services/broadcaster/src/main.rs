@@ -1,12 +1,3 @@
-use clap::Parser;
-use clawline_broadcaster::Args;
-use clawline_runtime::{Shutdown, bind, init_tracing};
+//! `clawline-broadcaster`: canary-gated weight versions onto the engines; flags: its `Args`.
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    init_tracing(&args.log);
-    let listener = bind("--listen", args.listen).await?;
-    let shutdown = Shutdown::on_signals();
-    clawline_broadcaster::run(args.settings(), listener, shutdown.token()).await
-}
+clawline_runtime::service_main!(clawline_broadcaster);

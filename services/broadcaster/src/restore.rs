@@ -3,7 +3,7 @@
 //! version and activates it again where not, reporting `WeightsActivated` with reason `restore`.
 
 use clawline_nats::{publish_event, subjects};
-use clawline_schemas::{WeightsActivated, new_event_id, now_ms};
+use clawline_schemas::{Envelope, WeightsActivated, new_event_id, now_ms};
 
 use crate::engine;
 use crate::service::Broadcaster;
@@ -46,10 +46,7 @@ impl Broadcaster {
                 continue;
             }
             let activated = WeightsActivated {
-                event_id: new_event_id("wac"),
-                event_time: now_ms(),
-                producer: self.producer.clone(),
-                schema_version: clawline_schemas::SCHEMA_VERSION,
+                envelope: Envelope::new(new_event_id("wac"), &self.producer),
                 version: event.version,
                 engine: e.name.clone(),
                 sha256: event.sha256.clone(),

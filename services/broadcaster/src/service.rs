@@ -8,12 +8,10 @@ use std::time::Duration;
 use anyhow::Context as _;
 use async_nats::jetstream::{self, AckKind, kv};
 use clawline_nats::{DurableSpec, buckets, durable_consumer, publish_event, streams, subjects};
-use clawline_runtime::{
-    CancellationToken, Metrics, TaskSet, admin_routes, json_snapshot, start_nats,
-};
+use clawline_runtime::{CancellationToken, Metrics, TaskSet, start_nats};
 use clawline_schemas::{
-    CanaryResult, WeightsActivated, WeightsFormat, WeightsPublished, WeightsRejected, derived_id,
-    new_event_id, now_ms,
+    CanaryResult, Envelope, WeightsActivated, WeightsFormat, WeightsPublished, WeightsRejected,
+    derived_id, new_event_id, now_ms,
 };
 use futures::StreamExt;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -112,12 +110,8 @@ pub async fn run(
         "Version activations by engine and outcome",
         activations.clone(),
     );
-    let status = Arc::new(Mutex::new(Status::default()));
     let mut tasks = TaskSet::new(shutdown.clone());
-    tasks.serve(
-        listener,
-        admin_routes(Some(registry)).route("/status", json_snapshot(status.clone())),
-    );
+    let status = tasks.serve_status::<Status>(listener, registry);
 
     let mut b = Broadcaster {
         js: js.clone(),
@@ -177,9 +171,7 @@ pub async fn run(
         }
     };
     let result = main.await;
-    shutdown.cancel();
-    tasks.join().await?;
-    result
+    tasks.finish(result).await
 }
 
 pub(crate) struct Broadcaster {
@@ -290,15 +282,15 @@ impl Broadcaster {
             match outcome {
                 Ok(()) => {
                     let activated = WeightsActivated {
-                        event_id: self.event_id("wac", event, &trigger, &engine.name),
-                        event_time: now_ms(),
-                        producer: self.producer.clone(),
-                        schema_version: clawline_schemas::SCHEMA_VERSION,
+                        envelope: Envelope::new(
+                            self.event_id("wac", event, &trigger, &engine.name),
+                            &self.producer,
+                        ),
                         version: event.version,
                         engine: engine.name.clone(),
                         sha256: event.sha256.clone(),
                         reason: self.reason(&trigger).into(),
-                        seconds: (now_ms() - event.event_time).max(0) as f64 / 1000.0,
+                        seconds: (now_ms() - event.envelope.event_time).max(0) as f64 / 1000.0,
                         canary: canary_result.clone(),
                     };
                     publish_event(&self.js, subjects::WEIGHTS_ACTIVATED.into(), &activated).await?;
@@ -432,10 +424,7 @@ impl Broadcaster {
         canary: Option<CanaryResult>,
     ) -> anyhow::Result<()> {
         let rejected = WeightsRejected {
-            event_id: self.event_id("wrj", event, trigger, engine),
-            event_time: now_ms(),
-            producer: self.producer.clone(),
-            schema_version: clawline_schemas::SCHEMA_VERSION,
+            envelope: Envelope::new(self.event_id("wrj", event, trigger, engine), &self.producer),
             version: event.version,
             engine: engine.to_string(),
             sha256: event.sha256.clone(),
@@ -455,7 +444,7 @@ impl Broadcaster {
         engine: &str,
     ) -> String {
         match trigger {
-            Trigger::Published => derived_id(prefix, &[&event.event_id, engine]),
+            Trigger::Published => derived_id(prefix, &[&event.envelope.event_id, engine]),
             Trigger::Operator(_) => new_event_id(prefix),
         }
     }

@@ -35,7 +35,8 @@ impl Lineage {
                     && let Ok(mut l) = l.lock()
                 {
                     for s in b.steps {
-                        l.batch_of_step.insert(s.step_id, b.event_id.clone());
+                        l.batch_of_step
+                            .insert(s.step_id, b.envelope.event_id.clone());
                     }
                 }
             }

@@ -150,8 +150,7 @@ async fn a_step_is_explained_through_the_gateway_and_by_the_cli() {
     // The rest of its way, as the batcher, trainer and broadcaster publish it.
     let t0 = now_ms();
     let batch = BatchFormed {
-        event_id: BatchFormed::id_for([step_id.as_str()]),
-        event_time: t0,
+        envelope: Envelope::new(BatchFormed::id_for([step_id.as_str()]), "test").at(t0),
         channel: "train".into(),
         steps: vec![BatchStep {
             step_id: step_id.clone(),
@@ -164,19 +163,17 @@ async fn a_step_is_explained_through_the_gateway_and_by_the_cli() {
         .await
         .unwrap();
     let v1 = WeightsPublished {
-        event_id: WeightsPublished::id_for(1, "5e1f00d"),
-        event_time: t0 + 1,
+        envelope: Envelope::new(WeightsPublished::id_for(1, "5e1f00d"), "test").at(t0 + 1),
         version: 1,
         sha256: "5e1f00d".into(),
-        batch_ids: vec![batch.event_id.clone()],
+        batch_ids: vec![batch.envelope.event_id.clone()],
         ..Default::default()
     };
     publish_event(&js, subjects::WEIGHTS_PUBLISHED.into(), &v1)
         .await
         .unwrap();
     let activated = WeightsActivated {
-        event_id: "wa-1".into(),
-        event_time: t0 + 2,
+        envelope: Envelope::new("wa-1".into(), "test").at(t0 + 2),
         version: 1,
         engine: "policy".into(),
         reason: "published".into(),
@@ -186,8 +183,7 @@ async fn a_step_is_explained_through_the_gateway_and_by_the_cli() {
         .await
         .unwrap();
     let answer = StepRecorded {
-        event_id: StepRecorded::id_for("alpha", "later", 0, 0),
-        event_time: t0 + 3,
+        envelope: Envelope::new(StepRecorded::id_for("alpha", "later", 0, 0), "test").at(t0 + 3),
         tenant: "alpha".into(),
         channel: "train".into(),
         trajectory_uid: "later".into(),
@@ -217,11 +213,11 @@ async fn a_step_is_explained_through_the_gateway_and_by_the_cli() {
     eprintln!("{text}");
     for needle in [
         format!("step {step_id} (tenant alpha, channel train"),
-        format!("in batch {}", batch.event_id),
+        format!("in batch {}", batch.envelope.event_id),
         "trained: update 1 of 1 since v0".into(),
         "v1 published (parent v0, sha256 5e1f00d)".into(),
         "v1 serves on policy".into(),
-        format!("first answer with v1: step {}", answer.event_id),
+        format!("first answer with v1: step {}", answer.envelope.event_id),
         "→ done: a version trained on this step serves since".into(),
     ] {
         assert!(text.contains(&needle), "{needle:?} missing from:\n{text}");

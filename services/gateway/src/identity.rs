@@ -4,7 +4,7 @@
 //! one. Every protocol's handler asks [`resolve`]; the in-memory bookkeeping is [`crate::sessions`].
 
 use axum::http::HeaderMap;
-use clawline_schemas::{SCHEMA_VERSION, TrajectoryRegistered, derived_id, new_event_id, now_ms};
+use clawline_schemas::{Envelope, TrajectoryRegistered, derived_id, new_event_id};
 use serde_json::Value;
 
 use crate::AppState;
@@ -50,10 +50,7 @@ pub fn channel_from(state: &AppState, headers: &HeaderMap) -> Result<String, Api
 
 pub fn registration(state: &AppState, t: &Trajectory) -> TrajectoryRegistered {
     TrajectoryRegistered {
-        event_id: new_event_id("trg"),
-        event_time: now_ms(),
-        producer: state.producer.clone(),
-        schema_version: SCHEMA_VERSION,
+        envelope: Envelope::new(new_event_id("trg"), &state.producer),
         tenant: t.tenant.clone(),
         channel: t.channel.clone(),
         trajectory_uid: t.uid.clone(),

@@ -120,7 +120,7 @@ fn assert_round_trip_with_tokens(
     let before = &steps[steps.len() - 2];
     assert_eq!(
         last.previous_step_id.as_deref(),
-        Some(before.event_id.as_str()),
+        Some(before.envelope.event_id.as_str()),
         "the correction follows the answer it corrects (implicit feedback)"
     );
     assert!(

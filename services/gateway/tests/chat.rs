@@ -265,7 +265,8 @@ async fn each_choice_of_an_n_request_is_its_own_step() {
             .iter()
             .all(|s| s.step_index == 0 && s.trajectory_uid == steps[0].trajectory_uid)
     );
-    let ids: std::collections::HashSet<_> = steps.iter().map(|s| s.event_id.clone()).collect();
+    let ids: std::collections::HashSet<_> =
+        steps.iter().map(|s| s.envelope.event_id.clone()).collect();
     assert_eq!(ids.len(), 3);
 }
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use clawline_nats::{publish_event, subjects};
 use clawline_schemas::{
-    FeedbackReceived, RewardAssigned, Thumbs, TrainingMetrics, WeightsActivated, now_ms,
+    Envelope, FeedbackReceived, RewardAssigned, Thumbs, TrainingMetrics, WeightsActivated, now_ms,
 };
 use common::*;
 use futures::StreamExt as _;
@@ -47,8 +47,11 @@ async fn system_events(h: &Harness) {
     .enumerate()
     {
         let reward = RewardAssigned {
-            event_id: format!("rw-{i}"),
-            event_time: now_ms() - ago,
+            envelope: Envelope {
+                event_id: format!("rw-{i}"),
+                event_time: now_ms() - ago,
+                ..Default::default()
+            },
             tenant: tenant.into(),
             trajectory_uid: format!("t-{i}"),
             source: "rm:bundled@1234abcd".into(),
@@ -60,8 +63,11 @@ async fn system_events(h: &Harness) {
             .await
             .unwrap();
         let feedback = FeedbackReceived {
-            event_id: format!("fb-{i}"),
-            event_time: now_ms(),
+            envelope: Envelope {
+                event_id: format!("fb-{i}"),
+                event_time: now_ms(),
+                ..Default::default()
+            },
             tenant: tenant.into(),
             trajectory_uid: format!("t-{i}"),
             thumbs: Some(Thumbs::Up),
@@ -72,8 +78,11 @@ async fn system_events(h: &Harness) {
             .unwrap();
     }
     let activated = WeightsActivated {
-        event_id: "wa-1".into(),
-        event_time: now_ms(),
+        envelope: Envelope {
+            event_id: "wa-1".into(),
+            event_time: now_ms(),
+            ..Default::default()
+        },
         version: 1,
         engine: "policy".into(),
         reason: "published".into(),

@@ -114,7 +114,7 @@ async fn the_official_anthropic_client_works_through_messages() {
     );
     assert_eq!(
         task[2].previous_step_id.as_deref(),
-        Some(task[1].event_id.as_str()),
+        Some(task[1].envelope.event_id.as_str()),
         "the correction follows the answer it corrects (implicit feedback)"
     );
 }
@@ -203,7 +203,7 @@ async fn messages_go_as_they_are_to_an_engine_that_speaks_them() {
     assert_eq!(tool_message.tool_call_id.as_deref(), Some(call.id.as_str()));
     assert_eq!(
         task[2].previous_step_id.as_deref(),
-        Some(task[1].event_id.as_str()),
+        Some(task[1].envelope.event_id.as_str()),
         "the correction follows the answer it corrects (implicit feedback)"
     );
 }
@@ -293,7 +293,7 @@ async fn the_official_openai_client_works_through_responses_and_completions() {
     );
     assert_eq!(
         task[2].previous_step_id.as_deref(),
-        Some(task[1].event_id.as_str()),
+        Some(task[1].envelope.event_id.as_str()),
         "the correction follows the answer it corrects"
     );
 }
@@ -356,7 +356,7 @@ async fn responses_go_to_an_engine_that_speaks_them_and_keep_their_state_here() 
     assert_eq!(tool_message.tool_call_id.as_deref(), Some(call.id.as_str()));
     assert_eq!(
         task[2].previous_step_id.as_deref(),
-        Some(task[1].event_id.as_str()),
+        Some(task[1].envelope.event_id.as_str()),
         "the correction follows the answer it corrects"
     );
 }

@@ -134,8 +134,8 @@ async fn a_client_named_trajectory_keeps_every_step_across_gateway_restarts() {
     h.wait_for_messages("STEPS", 6).await;
     let steps = h.steps().await;
     assert_eq!(
-        steps.iter().map(|s| &s.event_id).collect::<Vec<_>>(),
-        ids.iter().collect::<Vec<_>>(),
+        steps.iter().map(Event::event_id).collect::<Vec<_>>(),
+        ids.iter().map(String::as_str).collect::<Vec<_>>(),
         "every acknowledged call has its step, in order"
     );
     let indexes: Vec<u32> = steps.iter().map(|s| s.step_index).collect();
@@ -228,7 +228,7 @@ async fn feedback_lands_on_the_step_the_client_names() {
     assert_eq!(feedback[2].step_id, None, "trajectory-level feedback");
     let steps = h.steps().await;
     assert_eq!(
-        steps[1].event_id, second_step,
+        steps[1].envelope.event_id, second_step,
         "the header names the recorded step"
     );
 
@@ -300,7 +300,7 @@ async fn an_agents_heartbeat_is_a_background_turn_of_the_same_conversation() {
     );
 
     let steps = h.steps().await;
-    let step = |id: &str| steps.iter().find(|s| s.event_id == id).unwrap().clone();
+    let step = |id: &str| steps.iter().find(|s| s.event_id() == id).unwrap().clone();
     assert!(!step(&s0).background);
     assert!(step(&s1).background, "the heartbeat is background");
     assert_eq!(
@@ -334,7 +334,7 @@ async fn an_agents_heartbeat_is_a_background_turn_of_the_same_conversation() {
         h.steps()
             .await
             .iter()
-            .any(|s| s.event_id == id && s.background)
+            .any(|s| s.envelope.event_id == id && s.background)
     );
     let r = h
         .http

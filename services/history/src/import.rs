@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::Context as _;
 use async_nats::jetstream;
 use clawline_nats::{publish_event, subjects};
-use clawline_schemas::{SCHEMA_VERSION, StepRecorded, StepSource, TokenSource, now_ms};
+use clawline_schemas::{Envelope, StepRecorded, StepSource, TokenSource};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -154,10 +154,10 @@ pub fn import_line(
         hex::encode(&Sha256::digest(serde_json::to_vec(prompt).unwrap_or_default())[..8])
     );
     Ok(StepRecorded {
-        event_id: StepRecorded::id_for(tenant, &trajectory_uid, 0, 0),
-        event_time: now_ms(),
-        producer: producer.to_string(),
-        schema_version: SCHEMA_VERSION,
+        envelope: Envelope::new(
+            StepRecorded::id_for(tenant, &trajectory_uid, 0, 0),
+            producer,
+        ),
         tenant: tenant.to_string(),
         channel: channel.to_string(),
         trajectory_uid,

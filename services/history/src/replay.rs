@@ -13,8 +13,7 @@ use anyhow::Context as _;
 use async_nats::jetstream;
 use clawline_nats::{publish_event, streams, subjects};
 use clawline_schemas::{
-    CompletionReason, SCHEMA_VERSION, StepRecorded, StepSource, TrajectoryCompleted, derived_id,
-    now_ms,
+    CompletionReason, Envelope, StepRecorded, StepSource, TrajectoryCompleted, derived_id,
 };
 use serde_json::{Value, json};
 
@@ -168,10 +167,7 @@ pub async fn replay(
     // The replayed trajectories are complete as selected.
     for ((tenant, uid), (last, prompt)) in trajectories {
         let done = TrajectoryCompleted {
-            event_id: TrajectoryCompleted::id_for(&tenant, &uid),
-            event_time: now_ms(),
-            producer: producer.to_string(),
-            schema_version: SCHEMA_VERSION,
+            envelope: Envelope::new(TrajectoryCompleted::id_for(&tenant, &uid), producer),
             tenant,
             channel: channel.to_string(),
             trajectory_uid: uid,
@@ -200,17 +196,16 @@ pub fn replayed(
         Some(Value::Object(m)) => m.clone(),
         _ => serde_json::Map::new(),
     };
-    metadata.insert("replay_of".into(), json!(original.event_id));
+    metadata.insert("replay_of".into(), json!(original.envelope.event_id));
     metadata.insert("replay_query".into(), json!(query));
+    let event_id = StepRecorded::id_for(
+        &original.tenant,
+        &trajectory_uid,
+        original.step_index,
+        original.choice_index,
+    );
     StepRecorded {
-        event_id: StepRecorded::id_for(
-            &original.tenant,
-            &trajectory_uid,
-            original.step_index,
-            original.choice_index,
-        ),
-        event_time: now_ms(),
-        producer: producer.to_string(),
+        envelope: Envelope::new(event_id, producer),
         channel: channel.to_string(),
         trajectory_uid,
         source: StepSource::Replayed,

@@ -134,26 +134,28 @@ async fn every_table_has_its_schema_with_token_lists_and_text() {
         .await
         .unwrap();
     let reward = RewardAssigned {
-        event_id: RewardAssigned::id_for(&s.event_id, "rm:x@1", "v"),
-        event_time: now_ms(),
+        envelope: Envelope::new(
+            RewardAssigned::id_for(&s.envelope.event_id, "rm:x@1", "v"),
+            "test",
+        )
+        .at(now_ms()),
         tenant: "acme".into(),
         channel: Some("train".into()),
         trajectory_uid: s.trajectory_uid.clone(),
-        step_id: Some(s.event_id.clone()),
+        step_id: Some(s.envelope.event_id.clone()),
         source: "rm:x@1".into(),
         value: 0.75,
-        caused_by: s.event_id.clone(),
+        caused_by: s.envelope.event_id.clone(),
         ..Default::default()
     };
     publish_event(&js, subjects::rewards("rm"), &reward)
         .await
         .unwrap();
     let fb = FeedbackReceived {
-        event_id: "fbk_1".into(),
-        event_time: now_ms(),
+        envelope: Envelope::new("fbk_1".into(), "test").at(now_ms()),
         tenant: "acme".into(),
         trajectory_uid: s.trajectory_uid.clone(),
-        step_id: Some(s.event_id.clone()),
+        step_id: Some(s.envelope.event_id.clone()),
         thumbs: Some(Thumbs::Up),
         ..Default::default()
     };
@@ -161,8 +163,7 @@ async fn every_table_has_its_schema_with_token_lists_and_text() {
         .await
         .unwrap();
     let weights = WeightsPublished {
-        event_id: WeightsPublished::id_for(3, "ab12"),
-        event_time: now_ms(),
+        envelope: Envelope::new(WeightsPublished::id_for(3, "ab12"), "test").at(now_ms()),
         version: 3,
         parent: 2,
         format: WeightsFormat::Lora,
@@ -235,11 +236,14 @@ async fn every_table_has_its_schema_with_token_lists_and_text() {
     assert_eq!(
         rows,
         vec![
-            json!({"step_id": s.event_id, "reward": 0.75, "reward_source": "rm:x@1", "response_text": "Paris.", "channel": "train"})
+            json!({"step_id": s.envelope.event_id, "reward": 0.75, "reward_source": "rm:x@1", "response_text": "Paris.", "channel": "train"})
         ]
     );
     let rows = query_json(&sql, "SELECT thumbs, step_id FROM feedback", &Scope::All).await;
-    assert_eq!(rows, vec![json!({"thumbs": "up", "step_id": s.event_id})]);
+    assert_eq!(
+        rows,
+        vec![json!({"thumbs": "up", "step_id": s.envelope.event_id})]
+    );
     let rows = query_json(
         &sql,
         "SELECT event, version, parent, format, object, sha256, size FROM weights",

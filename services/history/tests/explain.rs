@@ -36,8 +36,7 @@ fn step_at(tenant: &str, traj: &str, index: u32, t: i64, version: u64) -> StepRe
     let mut s = common::step(tenant, 0, "an answer");
     s.trajectory_uid = traj.into();
     s.step_index = index;
-    s.event_id = StepRecorded::id_for(tenant, traj, index, 0);
-    s.event_time = t;
+    s.envelope = Envelope::new(StepRecorded::id_for(tenant, traj, index, 0), "test").at(t);
     s.policy_version = Some(version);
     s
 }
@@ -57,36 +56,38 @@ async fn tell(js: &jetstream::Context) -> Story {
             .unwrap();
     }
     let reward = RewardAssigned {
-        event_id: RewardAssigned::id_for(&step.event_id, "rm:rm@1234abcd", "v"),
-        event_time: base + 1000,
+        envelope: Envelope::new(
+            RewardAssigned::id_for(step.event_id(), "rm:rm@1234abcd", "v"),
+            "test",
+        )
+        .at(base + 1000),
         tenant: "acme".into(),
         channel: Some("train".into()),
         trajectory_uid: step.trajectory_uid.clone(),
-        step_id: Some(step.event_id.clone()),
+        step_id: Some(step.envelope.event_id.clone()),
         source: "rm:rm@1234abcd".into(),
         value: 0.61,
-        caused_by: step.event_id.clone(),
+        caused_by: step.envelope.event_id.clone(),
         ..Default::default()
     };
     publish_event(js, subjects::rewards("rm"), &reward)
         .await
         .unwrap();
     let batch_step = |s: &StepRecorded| BatchStep {
-        step_id: s.event_id.clone(),
+        step_id: s.envelope.event_id.clone(),
         tenant: s.tenant.clone(),
         trajectory_uid: s.trajectory_uid.clone(),
         ..Default::default()
     };
     let first_batch = BatchFormed {
-        event_id: BatchFormed::id_for([neighbour.event_id.as_str()]),
-        event_time: base + 3000,
+        envelope: Envelope::new(BatchFormed::id_for([neighbour.event_id()]), "test")
+            .at(base + 3000),
         channel: "train".into(),
         steps: vec![batch_step(&neighbour)],
         ..Default::default()
     };
     let batch = BatchFormed {
-        event_id: BatchFormed::id_for([step.event_id.as_str()]),
-        event_time: base + 5000,
+        envelope: Envelope::new(BatchFormed::id_for([step.event_id()]), "test").at(base + 5000),
         channel: "train".into(),
         steps: vec![batch_step(&step)],
         ..Default::default()
@@ -97,20 +98,19 @@ async fn tell(js: &jetstream::Context) -> Story {
             .unwrap();
     }
     let v3 = WeightsPublished {
-        event_id: WeightsPublished::id_for(3, "ab12cd34ef56aa"),
-        event_time: base + 10_000,
+        envelope: Envelope::new(WeightsPublished::id_for(3, "ab12cd34ef56aa"), "test")
+            .at(base + 10_000),
         version: 3,
         parent: 2,
         sha256: "ab12cd34ef56aa".into(),
-        batch_ids: vec![first_batch.event_id.clone(), batch.event_id.clone()],
+        batch_ids: vec![first_batch.event_id().into(), batch.event_id().into()],
         ..Default::default()
     };
     publish_event(js, subjects::WEIGHTS_PUBLISHED.into(), &v3)
         .await
         .unwrap();
     let activated = WeightsActivated {
-        event_id: "wa-3".into(),
-        event_time: base + 20_000,
+        envelope: Envelope::new("wa-3".into(), "test").at(base + 20_000),
         version: 3,
         engine: "policy".into(),
         reason: "published".into(),
@@ -120,8 +120,7 @@ async fn tell(js: &jetstream::Context) -> Story {
         .await
         .unwrap();
     let v4 = WeightsPublished {
-        event_id: WeightsPublished::id_for(4, "ffee"),
-        event_time: base + 40_000,
+        envelope: Envelope::new(WeightsPublished::id_for(4, "ffee"), "test").at(base + 40_000),
         version: 4,
         parent: 3,
         sha256: "ffee".into(),
@@ -131,8 +130,7 @@ async fn tell(js: &jetstream::Context) -> Story {
         .await
         .unwrap();
     let rejected = WeightsRejected {
-        event_id: "wr-4".into(),
-        event_time: base + 45_000,
+        envelope: Envelope::new("wr-4".into(), "test").at(base + 45_000),
         version: 4,
         engine: "policy".into(),
         reason: format!("canary: {CANARY}"),
@@ -146,7 +144,7 @@ async fn tell(js: &jetstream::Context) -> Story {
         step,
         served,
         pending,
-        batch_id: batch.event_id,
+        batch_id: batch.envelope.event_id,
     }
 }
 
@@ -225,7 +223,7 @@ async fn a_batched_step_is_followed_to_the_first_answer_served_with_its_version(
     let dir = tempfile::tempdir().unwrap();
     let story = tell(&js).await;
     let e = explainer(&js, &dir)
-        .step(&story.step.event_id, &Scope::Tenant("acme".into()))
+        .step(&story.step.envelope.event_id, &Scope::Tenant("acme".into()))
         .await
         .unwrap();
     let names: Vec<&str> = e.stages.iter().map(|s| s.stage.as_str()).collect();
@@ -269,7 +267,7 @@ async fn a_batched_step_is_followed_to_the_first_answer_served_with_its_version(
     let served = stage(&e, "served");
     assert_eq!(
         served.detail["step_id"],
-        story.served.event_id.as_str(),
+        story.served.envelope.event_id.as_str(),
         "the first v3 answer after the activation, not the canary-time one before it"
     );
     assert_eq!(served.time, at(30_000));
@@ -292,16 +290,16 @@ async fn a_step_not_yet_batched_shows_what_the_batcher_says_it_waits_for() {
 
     // No batcher yet: SQL's part, and the note.
     let e = explain
-        .step(&story.pending.event_id, &Scope::All)
+        .step(&story.pending.envelope.event_id, &Scope::All)
         .await
         .unwrap();
     assert_eq!(e.notes, ["batcher not answering"]);
     assert_eq!(stage(&e, "batch").status, Status::Unknown);
     assert_eq!(stage(&e, "captured").status, Status::Done);
 
-    batcher(nats.client().await, story.pending.event_id.clone()).await;
+    batcher(nats.client().await, story.pending.envelope.event_id.clone()).await;
     let e = explain
-        .step(&story.pending.event_id, &Scope::All)
+        .step(&story.pending.envelope.event_id, &Scope::All)
         .await
         .unwrap();
     assert!(e.notes.is_empty(), "{:?}", e.notes);
@@ -332,7 +330,7 @@ async fn http_explain_and_diagnosis_keep_tenants_apart_and_speak_openai_errors()
     let js = nats.jetstream().await;
     let dir = tempfile::tempdir().unwrap();
     let story = tell(&js).await;
-    batcher(nats.client().await, story.pending.event_id.clone()).await;
+    batcher(nats.client().await, story.pending.envelope.event_id.clone()).await;
     let keys =
         clawline_runtime::keys::ApiKeys::parse("ka acme\nkg globex\nkadm ops admin\n").unwrap();
     let engine = SqlEngine::new(
@@ -350,7 +348,7 @@ async fn http_explain_and_diagnosis_keep_tenants_apart_and_speak_openai_errors()
     let get =
         |key: &'static str, path: String| http.get(format!("{url}{path}")).bearer_auth(key).send();
 
-    let r = get("ka", format!("/explain/{}", story.step.event_id))
+    let r = get("ka", format!("/explain/{}", story.step.envelope.event_id))
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
@@ -361,7 +359,7 @@ async fn http_explain_and_diagnosis_keep_tenants_apart_and_speak_openai_errors()
     );
 
     for (key, id, status) in [
-        ("kg", story.step.event_id.clone(), 404),
+        ("kg", story.step.envelope.event_id.clone(), 404),
         ("ka", "stp_doesnotexist".to_string(), 404),
         ("ka", "a'b".to_string(), 400),
     ] {
@@ -432,7 +430,7 @@ async fn http_explain_and_diagnosis_keep_tenants_apart_and_speak_openai_errors()
     assert_eq!(d["serving_version"], 3);
 
     let text = http
-        .get(format!("{url}/explain/{}", story.step.event_id))
+        .get(format!("{url}/explain/{}", story.step.envelope.event_id))
         .bearer_auth("ka")
         .header("accept", "text/plain")
         .send()
@@ -476,10 +474,10 @@ async fn the_nats_responder_answers_the_gateway_with_status_and_body() {
             serde_json::from_slice::<Value>(&m.payload).unwrap()
         }
     };
-    let mine = ask(json!({"step_id": story.step.event_id, "tenant": "acme"})).await;
+    let mine = ask(json!({"step_id": story.step.envelope.event_id, "tenant": "acme"})).await;
     assert_eq!(mine["status"], 200);
     assert_eq!(mine["body"]["state"], "served");
-    let theirs = ask(json!({"step_id": story.step.event_id, "tenant": "globex"})).await;
+    let theirs = ask(json!({"step_id": story.step.envelope.event_id, "tenant": "globex"})).await;
     assert_eq!(theirs["status"], 404);
     assert_eq!(theirs["body"]["error"]["code"], "unknown_step");
     let diagnosis = ask(json!({"tenant": "globex"})).await;

@@ -123,15 +123,22 @@ async fn export_writes_a_dataset_with_a_manifest_that_pyarrow_reads() {
     publish_steps(&js, "acme", 0..4).await;
     let s = step("acme", 0, "an answer");
     let reward = RewardAssigned {
-        event_id: RewardAssigned::id_for(&s.event_id, "rm:x@12345678", "1234567812345678"),
-        event_time: now_ms(),
+        envelope: Envelope {
+            event_id: RewardAssigned::id_for(
+                &s.envelope.event_id,
+                "rm:x@12345678",
+                "1234567812345678",
+            ),
+            event_time: now_ms(),
+            ..Default::default()
+        },
         tenant: "acme".into(),
         trajectory_uid: s.trajectory_uid.clone(),
-        step_id: Some(s.event_id.clone()),
+        step_id: Some(s.envelope.event_id.clone()),
         source: "rm:x@12345678".into(),
         source_version: "1234567812345678".into(),
         value: 0.5,
-        caused_by: s.event_id.clone(),
+        caused_by: s.envelope.event_id.clone(),
         ..Default::default()
     };
     publish_event(&js, subjects::rewards("rm"), &reward)

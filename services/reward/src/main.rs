@@ -1,12 +1,3 @@
-use clap::Parser;
-use clawline_reward::Args;
-use clawline_runtime::{Shutdown, bind, init_tracing};
+//! `clawline-reward`: scores steps and feedback; flags: its `Args`.
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    init_tracing(&args.log);
-    let listener = bind("--listen", args.listen).await?;
-    let shutdown = Shutdown::on_signals();
-    clawline_reward::run(args.settings(), listener, shutdown.token()).await
-}
+clawline_runtime::service_main!(clawline_reward);

@@ -2,8 +2,8 @@
 //! Pure with respect to NATS: the consumers publish what this returns.
 
 use clawline_schemas::{
-    FeedbackReceived, Message, RewardAssigned, RewardScope, SCHEMA_VERSION, StepRecorded,
-    TrajectoryCompleted, now_ms,
+    Envelope, FeedbackReceived, Message, RewardAssigned, RewardScope, StepRecorded,
+    TrajectoryCompleted,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -46,10 +46,10 @@ impl Scorer {
         details: Value,
     ) -> RewardAssigned {
         RewardAssigned {
-            event_id: RewardAssigned::id_for(target.caused_by, source, version),
-            event_time: now_ms(),
-            producer: self.producer.clone(),
-            schema_version: SCHEMA_VERSION,
+            envelope: Envelope::new(
+                RewardAssigned::id_for(target.caused_by, source, version),
+                &self.producer,
+            ),
             tenant: target.tenant.to_string(),
             channel: target.channel.map(str::to_string),
             trajectory_uid: target.trajectory_uid.to_string(),
@@ -74,8 +74,8 @@ impl Scorer {
             tenant: &step.tenant,
             channel: Some(&step.channel),
             trajectory_uid: &step.trajectory_uid,
-            step_id: Some(&step.event_id),
-            caused_by: &step.event_id,
+            step_id: Some(&step.envelope.event_id),
+            caused_by: &step.envelope.event_id,
         };
         let response = response_text(step);
         let model_scores = futures::future::join_all(self.models.iter().map(|(model, cfg)| {
@@ -149,7 +149,7 @@ impl Scorer {
             channel: None,
             trajectory_uid: &fb.trajectory_uid,
             step_id: fb.step_id.as_deref(),
-            caused_by: &fb.event_id,
+            caused_by: &fb.envelope.event_id,
         };
         vec![self.reward(&target, source, "v1", value, details)]
     }
@@ -164,7 +164,7 @@ impl Scorer {
             channel: Some(&done.channel),
             trajectory_uid: &done.trajectory_uid,
             step_id: None,
-            caused_by: &done.event_id,
+            caused_by: &done.envelope.event_id,
         };
         vec![self.reward(
             &target,

@@ -370,7 +370,9 @@ async fn process(ctx: &Ctx, message: &Message) -> Outcome {
         };
         match ctx.scorer.score_step(&step).await {
             Ok(r) => r,
-            Err(e) => return Outcome::Retry(format!("scoring step {}: {e}", step.event_id)),
+            Err(e) => {
+                return Outcome::Retry(format!("scoring step {}: {e}", step.envelope.event_id));
+            }
         }
     } else if subject == subjects::FEEDBACK {
         match clawline_nats::decode_message::<FeedbackReceived>(&message.payload) {
@@ -408,7 +410,7 @@ async fn publish(ctx: &Ctx, rewards: &[RewardAssigned]) -> Result<(), String> {
                     })
                     .inc();
             }
-            Err(e) => return Err(format!("publishing {}: {e}", reward.event_id)),
+            Err(e) => return Err(format!("publishing {}: {e}", reward.envelope.event_id)),
         }
     }
     Ok(())

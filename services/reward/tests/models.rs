@@ -25,7 +25,7 @@ async fn bundled_model_scores_every_step_and_acks_it() {
     }
     let all = rewards(&js, 3).await;
     let value = |s: &StepRecorded| {
-        let r = of(&all, &s.event_id, "rm:bundled@");
+        let r = of(&all, &s.envelope.event_id, "rm:bundled@");
         assert_eq!(r.len(), 1, "one bundled-model reward per step: {all:#?}");
         r[0].value
     };
@@ -36,13 +36,13 @@ async fn bundled_model_scores_every_step_and_acks_it() {
     );
     assert!(value(&bad) < 0.4, "refusal scores low: {}", value(&bad));
     assert_eq!(value(&empty), 0.0, "an empty answer gets empty_value");
-    let r = &of(&all, &good.event_id, "rm:")[0];
-    assert_eq!(r.caused_by, good.event_id);
+    let r = &of(&all, &good.envelope.event_id, "rm:")[0];
+    assert_eq!(r.caused_by, good.envelope.event_id);
     assert_eq!(r.channel.as_deref(), Some("train"));
     assert_eq!(r.scope, RewardScope::Step);
     assert_eq!(
-        r.event_id,
-        RewardAssigned::id_for(&good.event_id, &r.source, &r.source_version)
+        r.envelope.event_id,
+        RewardAssigned::id_for(&good.envelope.event_id, &r.source, &r.source_version)
     );
     assert!(r.details.as_ref().unwrap()["logits"].is_array());
 
@@ -127,7 +127,7 @@ async fn several_models_score_side_by_side_including_a_transformer_export() {
             std::fs::read(model_dir.join("model.onnx")).unwrap(),
         ))
     };
-    let r = &of(&all, &s.event_id, "rm:tiny@")[0];
+    let r = &of(&all, &s.envelope.event_id, "rm:tiny@")[0];
     assert_eq!(r.source, format!("rm:tiny@{}", &sha[..8]));
     assert_eq!(r.source_version, sha[..16]);
     // softmax:1 from the export's config.json: a probability from two logits.
@@ -140,9 +140,9 @@ async fn several_models_score_side_by_side_including_a_transformer_export() {
     );
     assert!(r.value > 0.0 && r.value < 1.0, "{}", r.value);
     // sigmoid from the lexicon export's config.json.
-    let lex = &of(&all, &s.event_id, "rm:lex@")[0];
+    let lex = &of(&all, &s.envelope.event_id, "rm:lex@")[0];
     assert!(lex.value > 0.0 && lex.value < 1.0, "{}", lex.value);
-    assert_ne!(lex.event_id, r.event_id);
+    assert_ne!(lex.envelope.event_id, r.envelope.event_id);
     svc.stop().await;
 }
 

@@ -58,7 +58,7 @@ kind = "tool_call"
         .to_string(),
     );
     let mut bad_tools = tools.clone();
-    bad_tools.event_id = StepRecorded::id_for("default", "r5", 0, 0);
+    bad_tools.envelope.event_id = StepRecorded::id_for("default", "r5", 0, 0);
     bad_tools.trajectory_uid = "r5".into();
     tools.response_tool_calls = vec![ToolCall {
         id: "c1".into(),
@@ -77,7 +77,7 @@ kind = "tool_call"
     // boxed: gsm8k, boxed, length; tools: length, tools; bad_tools: length, tools.
     let all = rewards(&js, 3 + 4 + 3 + 2 + 2).await;
     let v = |s: &StepRecorded, src: &str| {
-        let r = of(&all, &s.event_id, src);
+        let r = of(&all, &s.envelope.event_id, src);
         assert_eq!(r.len(), 1, "{src} on {}: {all:#?}", s.trajectory_uid);
         r[0].value
     };
@@ -91,7 +91,7 @@ kind = "tool_call"
     assert_eq!(v(&right, "rule:boxed"), 0.0);
     assert_eq!(v(&wrong, "rule:no_apology"), -1.0);
     assert!(
-        of(&all, &right.event_id, "rule:no_apology").is_empty(),
+        of(&all, &right.envelope.event_id, "rule:no_apology").is_empty(),
         "no on_miss, no reward"
     );
     assert!(
@@ -101,7 +101,7 @@ kind = "tool_call"
     assert_eq!(v(&wrong, "rule:short"), -0.5, "capped at max_penalty");
     assert_eq!(v(&tools, "rule:tools"), 1.0);
     assert_eq!(v(&bad_tools, "rule:tools"), -1.0);
-    let problems = of(&all, &bad_tools.event_id, "rule:tools")[0]
+    let problems = of(&all, &bad_tools.envelope.event_id, "rule:tools")[0]
         .details
         .clone()
         .unwrap();
@@ -110,7 +110,7 @@ kind = "tool_call"
         "{problems}"
     );
     assert!(
-        of(&all, &tools.event_id, "rule:gsm8k").is_empty(),
+        of(&all, &tools.envelope.event_id, "rule:gsm8k").is_empty(),
         "no ground truth, no reward"
     );
     svc.stop().await;
@@ -124,10 +124,7 @@ async fn explicit_feedback_client_rewards_and_completions_become_rewards() {
     let js = nats.jetstream().await;
     let step_id = StepRecorded::id_for("default", "f1", 0, 0);
     let fb = |id: &str, step: Option<&str>| FeedbackReceived {
-        event_id: id.into(),
-        event_time: now_ms(),
-        producer: "test".into(),
-        schema_version: SCHEMA_VERSION,
+        envelope: Envelope::new(id.into(), "test"),
         tenant: "default".into(),
         trajectory_uid: "f1".into(),
         step_id: step.map(str::to_string),
@@ -151,10 +148,7 @@ async fn explicit_feedback_client_rewards_and_completions_become_rewards() {
             .unwrap();
     }
     let done = TrajectoryCompleted {
-        event_id: TrajectoryCompleted::id_for("default", "f1"),
-        event_time: now_ms(),
-        producer: "test".into(),
-        schema_version: SCHEMA_VERSION,
+        envelope: Envelope::new(TrajectoryCompleted::id_for("default", "f1"), "test"),
         tenant: "default".into(),
         channel: "train".into(),
         trajectory_uid: "f1".into(),
@@ -190,12 +184,12 @@ async fn explicit_feedback_client_rewards_and_completions_become_rewards() {
         "rating 0.75 → 0.5"
     );
     assert_eq!(r.step_id, None);
-    let r = find(&done.event_id);
+    let r = find(&done.envelope.event_id);
     assert_eq!(
         (r.source.as_str(), r.value, r.scope),
         ("client", 0.5, RewardScope::Trajectory)
     );
-    let r = find(&with_reward.event_id);
+    let r = find(&with_reward.envelope.event_id);
     assert_eq!((r.source.as_str(), r.value), ("client", 2.0));
     svc.stop().await;
 }
@@ -249,7 +243,7 @@ kind = "tool_call"
     // only tools.
     let all = rewards(&js, 2 * 5 + 1 + 1).await;
     let v = |s: &StepRecorded, src: &str| {
-        let r = of(&all, &s.event_id, src);
+        let r = of(&all, &s.envelope.event_id, src);
         assert_eq!(r.len(), 1, "{src} on {}: {all:#?}", s.trajectory_uid);
         (r[0].value, r[0].details.clone().unwrap())
     };
@@ -286,7 +280,10 @@ kind = "tool_call"
         "{details}"
     );
     for s in [&looping, &echo, &clean, &junk] {
-        assert!(of(&all, &s.event_id, "rule:tools").is_empty(), "no calls");
+        assert!(
+            of(&all, &s.envelope.event_id, "rule:tools").is_empty(),
+            "no calls"
+        );
     }
     svc.stop().await;
 }
@@ -306,7 +303,7 @@ async fn the_default_rules_guard_against_repetition_and_degenerate_text() {
     // The bundled model, repetition and degenerate text.
     let all = rewards(&js, 3).await;
     let one = |src: &str| {
-        let r = of(&all, &looping.event_id, src);
+        let r = of(&all, &looping.envelope.event_id, src);
         assert_eq!(r.len(), 1, "{src}: {all:#?}");
         r[0].value
     };

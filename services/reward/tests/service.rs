@@ -26,7 +26,10 @@ async fn a_poison_message_is_terminated_counted_and_does_not_block() {
     let good = step("after", 0, "Sure, here it is.");
     publish_step(&js, &good).await;
     let all = rewards(&js, 1).await;
-    assert_eq!(all[0].step_id.as_deref(), Some(good.event_id.as_str()));
+    assert_eq!(
+        all[0].step_id.as_deref(),
+        Some(good.envelope.event_id.as_str())
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     let m = svc.metrics().await;
     assert_eq!(

@@ -177,7 +177,7 @@ impl Checkpoints {
         save(&tmp)?;
         if let Some(event) = state.pending.as_mut() {
             let (sha256, size) = clawline_model::weights::sha256_file(&tmp.join(WEIGHTS_FILE))?;
-            event.event_id = WeightsPublished::id_for(event.version, &sha256);
+            event.envelope.event_id = WeightsPublished::id_for(event.version, &sha256);
             event.sha256 = sha256;
             event.size = size;
         }

@@ -1,12 +1,3 @@
-use clap::Parser;
-use clawline_runtime::{Shutdown, bind, init_tracing};
-use clawline_trainer::Args;
+//! `clawline-trainer`: trains on batches, publishes weight versions; flags: its `Args`.
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    init_tracing(&args.log);
-    let listener = bind("--listen", args.listen).await?;
-    let shutdown = Shutdown::on_signals();
-    clawline_trainer::run(args.settings(), listener, shutdown.token()).await
-}
+clawline_runtime::service_main!(clawline_trainer);

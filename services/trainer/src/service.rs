@@ -10,10 +10,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use async_nats::jetstream::{self, AckKind, Message};
 use clawline_nats::{DurableSpec, buckets, durable_consumer_after, streams, subjects};
-use clawline_runtime::{
-    CancellationToken, Metrics, TaskSet, admin_routes, json_snapshot, start_nats,
-};
-use clawline_schemas::{BatchFormed, TrainingMetrics, WeightsPublished, now_ms};
+use clawline_runtime::{CancellationToken, Metrics, TaskSet, start_nats};
+use clawline_schemas::{BatchFormed, Envelope, TrainingMetrics, WeightsPublished, now_ms};
 use futures::StreamExt;
 use serde::Serialize;
 
@@ -67,12 +65,8 @@ pub async fn run(
 
     let registry = Metrics::new("clawline_trainer");
     let metrics = TrainerMetrics::new(&registry);
-    let status = Arc::new(Mutex::new(Status::default()));
     let mut tasks = TaskSet::new(shutdown.clone());
-    tasks.serve(
-        listener,
-        admin_routes(Some(registry)).route("/status", json_snapshot(status.clone())),
-    );
+    let status = tasks.serve_status::<Status>(listener, registry);
 
     let rejections = Rejections::default();
     tasks.spawn(
@@ -140,9 +134,7 @@ pub async fn run(
         trainer.checkpoint().await
     };
     let result = main.await;
-    shutdown.cancel();
-    tasks.join().await?;
-    result
+    tasks.finish(result).await
 }
 
 pub(crate) struct Trainer {
@@ -199,7 +191,7 @@ impl Trainer {
                 self.metrics.batch("rejected");
             }
             Ok(batch) => {
-                let (id, channel) = (batch.event_id.clone(), batch.channel.clone());
+                let (id, channel) = (batch.envelope.event_id.clone(), batch.channel.clone());
                 let backoff = self.state.backoff;
                 let version_due = self.state.since.updates() + 1 >= self.publish_every;
                 let result = self
@@ -390,10 +382,7 @@ impl Trainer {
         let version = self.state.version.max(on_stream) + 1;
         let since = &self.state.since;
         self.state.pending = Some(WeightsPublished {
-            event_id: String::new(),
-            event_time: now_ms(),
-            producer: self.producer.clone(),
-            schema_version: clawline_schemas::SCHEMA_VERSION,
+            envelope: Envelope::new(String::new(), &self.producer),
             version,
             parent: self.state.version,
             format: self.state.format,

@@ -122,7 +122,10 @@ async fn sigkilled_trainer_trains_every_batch_exactly_once() {
         .iter()
         .flat_map(|e| e.batch_ids.iter().map(String::as_str))
         .collect();
-    let sent: Vec<&str> = batches.iter().map(|b| b.event_id.as_str()).collect();
+    let sent: Vec<&str> = batches
+        .iter()
+        .map(|b| b.envelope.event_id.as_str())
+        .collect();
     assert_eq!(
         trained, sent,
         "each batch in exactly one version, in order\n{log}"

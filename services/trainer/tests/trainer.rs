@@ -96,7 +96,10 @@ async fn versions_carry_their_batches_and_learn_the_reward() {
         .iter()
         .flat_map(|e| e.batch_ids.iter().map(String::as_str))
         .collect();
-    let sent: Vec<&str> = batches.iter().map(|b| b.event_id.as_str()).collect();
+    let sent: Vec<&str> = batches
+        .iter()
+        .map(|b| b.envelope.event_id.as_str())
+        .collect();
     assert_eq!(trained, sent, "every batch trained once, in order");
     assert_eq!(
         (events[2].first_batch_seq, events[2].last_batch_seq),
@@ -167,7 +170,10 @@ async fn versions_carry_their_batches_and_learn_the_reward() {
     assert_eq!((events[3].version, events[3].parent), (4, 3));
     assert_eq!(
         events[3].batch_ids,
-        [more[0].event_id.clone(), more[1].event_id.clone()]
+        [
+            more[0].envelope.event_id.clone(),
+            more[1].envelope.event_id.clone()
+        ]
     );
     trainer.stop().await.unwrap();
 }
@@ -209,7 +215,7 @@ async fn bad_batches_and_steps_are_counted_and_skipped() {
     );
     let events = wait_versions(&js, 1, 120).await;
     assert_eq!(events[0].metrics.steps, 2, "the two good steps");
-    assert_eq!(events[0].batch_ids, [b.event_id.clone()]);
+    assert_eq!(events[0].batch_ids, [b.envelope.event_id.clone()]);
     let rejected = metric(port, "clawline_trainer_batches_total{outcome=\"rejected\"}").await;
     assert_eq!(rejected, Some(1.0));
     for reason in ["token_out_of_vocab", "empty_response", "too_long"] {

@@ -306,7 +306,10 @@ async fn over_a_bound_to_the_base(flag: &str, reason: &str) {
     assert_eq!((events[1].version, events[1].parent), (2, 1));
     assert_eq!(
         events[1].batch_ids,
-        [batches[3].event_id.clone(), batches[4].event_id.clone()]
+        [
+            batches[3].envelope.event_id.clone(),
+            batches[4].envelope.event_id.clone()
+        ]
     );
     let m = &events[1].metrics;
     let (kl_base, drift_base) = (m.kl_base.unwrap(), m.drift_base.unwrap());

@@ -176,7 +176,10 @@ async fn losing_a_node_under_load_loses_and_doubles_nothing() {
                 continue;
             }
         };
-        let stored_ids: HashSet<&str> = stored.iter().map(|s| s.event_id.as_str()).collect();
+        let stored_ids: HashSet<&str> = stored
+            .iter()
+            .map(|s| s.envelope.event_id.as_str())
+            .collect();
         let rewarded: HashSet<&str> = rewards
             .iter()
             .filter_map(|r| r.step_id.as_deref())

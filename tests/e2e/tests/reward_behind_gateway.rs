@@ -53,15 +53,15 @@ async fn implicit_feedback_scores_the_answer_the_user_reacts_to() {
     assert_eq!(steps.len(), 2);
     assert_eq!(
         steps[1].previous_step_id.as_deref(),
-        Some(steps[0].event_id.as_str())
+        Some(steps[0].envelope.event_id.as_str())
     );
     assert_eq!(all[0].source, "feedback:implicit");
     assert_eq!(
         all[0].step_id.as_deref(),
-        Some(steps[0].event_id.as_str()),
+        Some(steps[0].envelope.event_id.as_str()),
         "on the answer reacted to"
     );
-    assert_eq!(all[0].caused_by, steps[1].event_id);
+    assert_eq!(all[0].caused_by, steps[1].envelope.event_id);
     assert_eq!(all[0].value, -1.0);
     assert_eq!(all[0].details.as_ref().unwrap()["signal"], "correction");
     gw.stop().await;

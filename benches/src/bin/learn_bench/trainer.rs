@@ -12,7 +12,7 @@ use clawline_model::Sample;
 use clawline_nats::server::{LocalServer, LocalServerConfig};
 use clawline_nats::{publish_event, subjects};
 use clawline_runtime::CancellationToken;
-use clawline_schemas::{BatchFormed, BatchStep, TrainingMetrics, WeightsPublished};
+use clawline_schemas::{BatchFormed, BatchStep, Envelope, TrainingMetrics, WeightsPublished};
 use futures::StreamExt as _;
 
 pub struct Measured {
@@ -99,10 +99,10 @@ fn batch(samples: &[Sample], round: usize) -> BatchFormed {
         })
         .collect();
     BatchFormed {
-        event_id: BatchFormed::id_for(steps.iter().map(|s| s.step_id.as_str())),
-        event_time: clawline_schemas::now_ms(),
-        producer: "learn-bench".into(),
-        schema_version: clawline_schemas::SCHEMA_VERSION,
+        envelope: Envelope::new(
+            BatchFormed::id_for(steps.iter().map(|s| s.step_id.as_str())),
+            "learn-bench",
+        ),
         channel: "train".into(),
         steps,
         ..Default::default()

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use bytes::Bytes;
-use clawline_schemas::{BatchFormed, BatchGroup, BatchStep, GroupMode, SCHEMA_VERSION};
+use clawline_schemas::{BatchFormed, BatchGroup, BatchStep, Envelope, GroupMode};
 
 use super::baseline::WindowBaseline;
 use super::ready::mean_std;
@@ -177,10 +177,10 @@ impl Pool {
     ) -> BatchFormed {
         let keys: Vec<String> = steps.iter().map(BatchStep::sample_key).collect();
         BatchFormed {
-            event_id: BatchFormed::id_for(keys.iter().map(String::as_str)),
-            event_time: clawline_schemas::now_ms(),
-            producer: self.producer.clone(),
-            schema_version: SCHEMA_VERSION,
+            envelope: Envelope::new(
+                BatchFormed::id_for(keys.iter().map(String::as_str)),
+                &self.producer,
+            ),
             channel: channel.to_string(),
             mode,
             policy_version: self.policy_version,

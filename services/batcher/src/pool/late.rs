@@ -108,7 +108,7 @@ impl Pool {
         }
         match self.recent.kept.get(&fp) {
             Some(kept) if kept.used.iter().any(|id| **id == *reward.id) => {}
-            Some(_) => self.late_sample(fp, reward, r.event_time),
+            Some(_) => self.late_sample(fp, reward, r.envelope.event_time),
             None => {
                 let channel = r.channel.clone().unwrap_or_default();
                 tracing::info!(step_id = ?r.step_id, source = %r.source, "feedback came after its step had trained and is no longer kept: too late");

@@ -334,12 +334,12 @@ impl Pool {
     pub fn add_completion(&mut self, done: &TrajectoryCompleted) {
         let prompt = done.prompt_uid.as_deref().unwrap_or_default();
         let key = self.traj_key(&done.tenant, &done.trajectory_uid);
-        let t = self.traj_entry(key, &done.channel, prompt, done.event_time);
+        let t = self.traj_entry(key, &done.channel, prompt, done.envelope.event_time);
         if t.prompt_uid.is_empty() {
             t.prompt_uid = Arc::from(prompt);
         }
         if t.completed.is_none() {
-            t.completed = Some((done.event_time, false));
+            t.completed = Some((done.envelope.event_time, false));
         }
         if done.last_step_index.is_some() {
             t.expected_last = done.last_step_index;
@@ -351,7 +351,7 @@ impl Pool {
             return;
         }
         let reward = RewardRef {
-            id: r.event_id.as_str().into(),
+            id: r.envelope.event_id.as_str().into(),
             source: self.intern(&r.source),
             weight: self.cfg.rewards.weight(&r.source),
             value: r.value,
@@ -376,7 +376,7 @@ impl Pool {
                         .queued_feedback
                         .entry(fp)
                         .or_default()
-                        .push((reward, r.event_time)),
+                        .push((reward, r.envelope.event_time)),
                     None => push_unique(self.orphan_step_rewards.entry(fp).or_default(), reward),
                 }
             }
@@ -398,7 +398,7 @@ impl Pool {
             let fp = Fp::of(&s.step_id);
             self.done.insert(fp);
             self.queued.remove(&fp);
-            self.remember_batched(&channel, s, batch.event_time);
+            self.remember_batched(&channel, s, batch.envelope.event_time);
             if let Some(key) = self.step_home.remove(&fp)
                 && let Some(t) = self.trajs.get_mut(&key)
             {

@@ -121,7 +121,7 @@ fn take(b: &mut Board, m: &async_nats::Message) {
             .map_err(|e| e.to_string())
     } else if subject.starts_with(subjects::REWARDS_PREFIX) {
         decode_message::<RewardAssigned>(&m.payload)
-            .map(|r| b.reward(&r.tenant, &r.source, r.event_time, r.value))
+            .map(|r| b.reward(&r.tenant, &r.source, r.envelope.event_time, r.value))
             .map_err(|e| e.to_string())
     } else if subject == subjects::FEEDBACK {
         decode_message::<FeedbackReceived>(&m.payload)
@@ -132,14 +132,14 @@ fn take(b: &mut Board, m: &async_nats::Message) {
                     (_, Some(Thumbs::Down)) => "thumbs down",
                     _ => "explicit (rating / correction)",
                 };
-                b.feedback(&f.tenant, label, f.event_time);
+                b.feedback(&f.tenant, label, f.envelope.event_time);
             })
             .map_err(|e| e.to_string())
     } else if subject == subjects::WEIGHTS_ACTIVATED {
         decode_message::<WeightsActivated>(&m.payload)
             .map(|a| {
                 b.weights(TimelineEntry {
-                    t: a.event_time,
+                    t: a.envelope.event_time,
                     version: a.version,
                     engine: a.engine,
                     event: "activated",
@@ -151,7 +151,7 @@ fn take(b: &mut Board, m: &async_nats::Message) {
         decode_message::<WeightsRejected>(&m.payload)
             .map(|r| {
                 b.weights(TimelineEntry {
-                    t: r.event_time,
+                    t: r.envelope.event_time,
                     version: r.version,
                     engine: r.engine,
                     event: "rejected",

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use clawline_nats::subjects;
-use clawline_schemas::{SCHEMA_VERSION, StepRecorded, StepSource, TokenSource, now_ms};
+use clawline_schemas::{Envelope, StepRecorded, StepSource, TokenSource};
 use serde_json::Value;
 
 use crate::AppState;
@@ -117,10 +117,7 @@ pub fn build_steps(state: &AppState, ctx: &CallContext, answer: &Answer) -> Vec<
             let (token_source, prompt_ids, response_ids, response_logprobs) =
                 tokens_for(state, ctx, answer, choice);
             StepRecorded {
-                event_id: ctx.step_id(i as u32),
-                event_time: now_ms(),
-                producer: state.producer.clone(),
-                schema_version: SCHEMA_VERSION,
+                envelope: Envelope::new(ctx.step_id(i as u32), &state.producer),
                 tenant: ctx.caller.tenant.clone(),
                 channel: ctx.trajectory.channel.clone(),
                 trajectory_uid: ctx.trajectory.uid.clone(),
@@ -177,12 +174,12 @@ pub async fn record_call(state: &AppState, ctx: &mut CallContext, answer: &Answe
                 state.metrics.count_step(step.token_source.as_str());
                 entries.push(SpoolEntry {
                     subject: subjects::steps(&step.channel),
-                    msg_id: step.event_id.clone(),
+                    msg_id: step.envelope.event_id.clone(),
                     payload: payload.into(),
                 })
             }
             Err(err) => {
-                tracing::error!(step_id = %step.event_id, error = %err, "encoding step failed; step lost")
+                tracing::error!(step_id = %step.envelope.event_id, error = %err, "encoding step failed; step lost")
             }
         }
     }

@@ -7,8 +7,8 @@ use axum::routing::post;
 use axum::{Json, Router};
 use clawline_nats::subjects;
 use clawline_schemas::{
-    CompletionReason, FeedbackKind, FeedbackReceived, SCHEMA_VERSION, StepRecorded, Thumbs,
-    TrajectoryCompleted, new_event_id, now_ms,
+    CompletionReason, Envelope, FeedbackKind, FeedbackReceived, StepRecorded, Thumbs,
+    TrajectoryCompleted, new_event_id,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -249,10 +249,10 @@ fn completion(
     reason: CompletionReason,
 ) -> TrajectoryCompleted {
     TrajectoryCompleted {
-        event_id: TrajectoryCompleted::id_for(&t.tenant, &t.uid),
-        event_time: now_ms(),
-        producer: state.producer.clone(),
-        schema_version: SCHEMA_VERSION,
+        envelope: Envelope::new(
+            TrajectoryCompleted::id_for(&t.tenant, &t.uid),
+            &state.producer,
+        ),
         tenant: t.tenant.clone(),
         channel: channel.to_string(),
         trajectory_uid: t.uid.clone(),
@@ -382,10 +382,7 @@ async fn feedback(
         (None, index) => index,
     };
     let event = FeedbackReceived {
-        event_id: new_event_id("fbk"),
-        event_time: now_ms(),
-        producer: state.producer.clone(),
-        schema_version: SCHEMA_VERSION,
+        envelope: Envelope::new(new_event_id("fbk"), &state.producer),
         tenant: caller.tenant.clone(),
         trajectory_uid: t.uid.clone(),
         step_id: step_index.map(|i| StepRecorded::id_for(&t.tenant, &t.uid, i, 0)),
@@ -400,6 +397,6 @@ async fn feedback(
     };
     record(&state, subjects::FEEDBACK, &event).await?;
     Ok(Json(
-        json!({"status": "ok", "feedback_id": event.event_id, "step_id": event.step_id}),
+        json!({"status": "ok", "feedback_id": event.envelope.event_id, "step_id": event.step_id}),
     ))
 }

@@ -7,8 +7,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use clawline_nats::subjects;
 use clawline_schemas::{
-    CompletionReason, SCHEMA_VERSION, StepRecorded, StepSource, TokenSource, TrajectoryCompleted,
-    now_ms,
+    CompletionReason, Envelope, StepRecorded, StepSource, TokenSource, TrajectoryCompleted,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -156,10 +155,7 @@ async fn submit_steps(
             None => (None, String::new()),
         };
         let event = StepRecorded {
-            event_id,
-            event_time: now_ms(),
-            producer: state.producer.clone(),
-            schema_version: SCHEMA_VERSION,
+            envelope: Envelope::new(event_id, &state.producer),
             tenant: caller.tenant.clone(),
             channel: channel.clone(),
             trajectory_uid: trajectory_uid.clone(),
@@ -181,10 +177,10 @@ async fn submit_steps(
         };
         if step.is_last {
             completions.push(TrajectoryCompleted {
-                event_id: TrajectoryCompleted::id_for(&caller.tenant, &trajectory_uid),
-                event_time: now_ms(),
-                producer: state.producer.clone(),
-                schema_version: SCHEMA_VERSION,
+                envelope: Envelope::new(
+                    TrajectoryCompleted::id_for(&caller.tenant, &trajectory_uid),
+                    &state.producer,
+                ),
                 tenant: caller.tenant.clone(),
                 channel: channel.clone(),
                 trajectory_uid,
@@ -198,7 +194,7 @@ async fn submit_steps(
             clawline_schemas::encode(&event).map_err(|e| ApiError::Internal(e.to_string()))?;
         entries.push(SpoolEntry {
             subject: subjects::steps(&channel),
-            msg_id: event.event_id,
+            msg_id: event.envelope.event_id,
             payload: payload.into(),
         });
     }
@@ -207,7 +203,7 @@ async fn submit_steps(
         let payload = clawline_schemas::encode(c).map_err(|e| ApiError::Internal(e.to_string()))?;
         entries.push(SpoolEntry {
             subject: subjects::TRAJECTORY_COMPLETED.to_string(),
-            msg_id: c.event_id.clone(),
+            msg_id: c.envelope.event_id.clone(),
             payload: payload.into(),
         });
     }

@@ -15,10 +15,7 @@ use serde_json::Value;
 pub fn step(tenant: &str, i: u32, text: &str) -> StepRecorded {
     let traj = format!("t{i:05}");
     StepRecorded {
-        event_id: StepRecorded::id_for(tenant, &traj, 0, 0),
-        event_time: now_ms(),
-        producer: "test".into(),
-        schema_version: SCHEMA_VERSION,
+        envelope: Envelope::new(StepRecorded::id_for(tenant, &traj, 0, 0), "test"),
         tenant: tenant.into(),
         channel: "train".into(),
         trajectory_uid: traj,

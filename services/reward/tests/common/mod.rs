@@ -82,10 +82,7 @@ pub async fn start_with(config: Settings) -> Reward {
 /// A step as the gateway records it.
 pub fn step(traj: &str, index: u32, response: &str) -> StepRecorded {
     StepRecorded {
-        event_id: StepRecorded::id_for("default", traj, index, 0),
-        event_time: now_ms(),
-        producer: "test".into(),
-        schema_version: SCHEMA_VERSION,
+        envelope: Envelope::new(StepRecorded::id_for("default", traj, index, 0), "test"),
         tenant: "default".into(),
         channel: "train".into(),
         trajectory_uid: traj.into(),

@@ -8,7 +8,9 @@ use std::time::Duration;
 use async_nats::jetstream;
 use clawline_model::{Llama, LlamaConfig, Loaded};
 use clawline_nats::{publish_event, publish_raw, streams, subjects};
-use clawline_schemas::{BatchFormed, BatchStep, GroupMode, TokenSource, WeightsPublished};
+use clawline_schemas::{
+    BatchFormed, BatchStep, Envelope, GroupMode, TokenSource, WeightsPublished,
+};
 use tch::Device;
 
 pub const PROMPT: [u32; 3] = [1, 2, 3];
@@ -62,10 +64,10 @@ pub fn batch(model: &Llama, i: usize) -> BatchFormed {
         step(model, format!("s{i}-bad"), &BAD, -1.0),
     ];
     BatchFormed {
-        event_id: BatchFormed::id_for(steps.iter().map(|s| s.step_id.as_str())),
-        event_time: clawline_schemas::now_ms(),
-        producer: "test".into(),
-        schema_version: clawline_schemas::SCHEMA_VERSION,
+        envelope: Envelope::new(
+            BatchFormed::id_for(steps.iter().map(|s| s.step_id.as_str())),
+            "test",
+        ),
         channel: "train".into(),
         mode: GroupMode::Window,
         policy_version: None,

@@ -15,7 +15,7 @@ use clawline_model::{Llama, Loaded};
 use clawline_nats::testing::NatsServer;
 use clawline_nats::{buckets, publish_event, subjects};
 use clawline_runtime::CancellationToken;
-use clawline_schemas::{BatchFormed, BatchStep, WeightsFormat, WeightsPublished};
+use clawline_schemas::{BatchFormed, BatchStep, Envelope, WeightsFormat, WeightsPublished};
 use tch::Device;
 #[allow(unused_imports, reason = "only the canary tests make versions")]
 pub use versions::*;
@@ -155,7 +155,10 @@ pub fn batch(model: &Llama, i: usize) -> BatchFormed {
         step(format!("b{i}-bad"), vec![30, 31], -1.0),
     ];
     BatchFormed {
-        event_id: BatchFormed::id_for(steps.iter().map(|s| s.step_id.as_str())),
+        envelope: Envelope {
+            event_id: BatchFormed::id_for(steps.iter().map(|s| s.step_id.as_str())),
+            ..Default::default()
+        },
         channel: "train".into(),
         steps,
         ..Default::default()
@@ -183,8 +186,8 @@ pub async fn publish_version(
     let store = js.get_object_store(buckets::WEIGHTS_OBJECTS).await.unwrap();
     store.put(object.as_str(), &mut &bytes[..]).await.unwrap();
     let event = WeightsPublished {
-        event_id: WeightsPublished::id_for(version, sha256),
-        event_time: clawline_schemas::now_ms(),
+        envelope: Envelope::new(WeightsPublished::id_for(version, sha256), "test")
+            .at(clawline_schemas::now_ms()),
         version,
         parent: version - 1,
         format: WeightsFormat::Full,
