@@ -9,22 +9,34 @@ use clawline_runtime::NatsArgs;
 
 const PRODUCER: &str = concat!("clawline-cli/", env!("CARGO_PKG_VERSION"));
 
+/// Which deployment's history a command reads: its NATS (live tail) and its archive.
 #[derive(Debug, Args)]
 pub struct Where {
     #[command(flatten)]
-    nats: NatsArgs,
+    pub(crate) nats: NatsArgs,
+    /// The archive: a directory or `s3://bucket/prefix`.
     #[arg(
         long = "archive-dir",
         env = "CLAWLINE_ARCHIVE_DIR",
         default_value = "./data/run/archive"
     )]
-    root: ArchiveRoot,
+    pub(crate) root: ArchiveRoot,
     #[command(flatten)]
     limits: QueryLimits,
 }
 
 impl Where {
+    /// For commands that write: [`connect`](Self::connect), with the topology ensured.
     async fn open(&self) -> anyhow::Result<(SqlEngine, async_nats::jetstream::Context)> {
+        let (engine, js) = self.connect().await?;
+        clawline_nats::ensure_topology(&js, &self.nats.topology()).await?;
+        Ok((engine, js))
+    }
+
+    /// SQL over this deployment's archive and live tail, and its JetStream (created nothing).
+    pub(crate) async fn connect(
+        &self,
+    ) -> anyhow::Result<(SqlEngine, async_nats::jetstream::Context)> {
         let client = self
             .nats
             .options("clawline-cli")
@@ -34,7 +46,6 @@ impl Where {
             .await
             .map_err(|e| anyhow::anyhow!("--nats-url {}: {e}", self.nats.url))?;
         let js = async_nats::jetstream::new(client);
-        clawline_nats::ensure_topology(&js, &self.nats.topology()).await?;
         let engine = SqlEngine::new(self.limits.sql_config(self.root.clone()), Some(js.clone()));
         Ok((engine, js))
     }

@@ -137,6 +137,17 @@ impl Upstreams {
         })
     }
 
+    /// `GET {base}/models` on one engine, with its key, within 2 s.
+    async fn list_models(&self, upstream: &Upstream) -> reqwest::Result<reqwest::Response> {
+        self.authorized(
+            upstream,
+            self.client.get(format!("{}/models", upstream.base)),
+        )
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+    }
+
     fn authorized(
         &self,
         upstream: &Upstream,
@@ -164,12 +175,7 @@ impl Upstreams {
         }
         let upstream = self.order()[0];
         let answer = self
-            .authorized(
-                upstream,
-                self.client.get(format!("{}/models", upstream.base)),
-            )
-            .timeout(Duration::from_secs(2))
-            .send()
+            .list_models(upstream)
             .await
             .ok()
             .filter(|r| r.status().is_success());
@@ -282,15 +288,7 @@ impl Upstreams {
                 _ = tokio::time::sleep(interval) => {}
             }
             for upstream in self.list.iter().filter(|u| !u.is_healthy()) {
-                let reachable = self
-                    .authorized(
-                        upstream,
-                        self.client.get(format!("{}/models", upstream.base)),
-                    )
-                    .timeout(Duration::from_secs(2))
-                    .send()
-                    .await
-                    .is_ok();
+                let reachable = self.list_models(upstream).await.is_ok();
                 if reachable {
                     tracing::info!(upstream = %upstream.base, "upstream reachable again");
                     upstream.healthy.store(true, Ordering::Relaxed);
