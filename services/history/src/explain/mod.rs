@@ -199,30 +199,22 @@ pub async fn respond(
 /// What the batcher says about one step (see [`subjects::DATAPOOL_EXPLAIN`]); `None` when no
 /// batcher answers within [`BATCHER_TIMEOUT`].
 pub(crate) async fn ask_batcher(engine: &SqlEngine, step_id: &str) -> Option<Value> {
-    let client = engine.jetstream()?.client();
     let payload = serde_json::to_vec(&json!({"step_id": step_id})).ok()?;
-    let reply = tokio::time::timeout(
-        BATCHER_TIMEOUT,
-        client.request(subjects::DATAPOOL_EXPLAIN, payload.into()),
-    )
-    .await
-    .ok()?
-    .ok()?;
-    serde_json::from_slice::<Value>(&reply.payload)
-        .ok()
-        .filter(Value::is_object)
+    ask(engine, subjects::DATAPOOL_EXPLAIN, payload).await
 }
 
 /// The batcher's statistics (`clawline.datapool.stats`); `None` when none answers in time.
 pub(crate) async fn batcher_stats(engine: &SqlEngine) -> Option<Value> {
+    ask(engine, subjects::DATAPOOL_STATS, Vec::new()).await
+}
+
+/// A JSON object answered on `subject` within [`BATCHER_TIMEOUT`]; `None` without one.
+async fn ask(engine: &SqlEngine, subject: &'static str, payload: Vec<u8>) -> Option<Value> {
     let client = engine.jetstream()?.client();
-    let reply = tokio::time::timeout(
-        BATCHER_TIMEOUT,
-        client.request(subjects::DATAPOOL_STATS, Vec::new().into()),
-    )
-    .await
-    .ok()?
-    .ok()?;
+    let reply = tokio::time::timeout(BATCHER_TIMEOUT, client.request(subject, payload.into()))
+        .await
+        .ok()?
+        .ok()?;
     serde_json::from_slice::<Value>(&reply.payload)
         .ok()
         .filter(Value::is_object)
