@@ -11,60 +11,21 @@ use clap::Parser;
 use clawline_model::Loaded;
 use clawline_nats::testing::NatsServer;
 use clawline_nats::{publish_event, subjects};
-use clawline_runtime::CancellationToken;
 use clawline_schemas::{TrainingMetrics, WeightsFormat};
 use common::*;
 use futures::StreamExt;
 use tch::Device;
 
-struct Running {
-    stop: CancellationToken,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-impl Running {
-    async fn stop(self) -> anyhow::Result<()> {
-        self.stop.cancel();
-        self.task.await.unwrap()
-    }
-}
-
+/// A trainer with a learning rate that moves the tiny model within a few batches.
 fn start(nats: &NatsServer, model: &Path, ckpt: &Path, port: u16, extra: &[&str]) -> Running {
-    let url = nats.url();
-    let listen = format!("127.0.0.1:{port}");
-    let mut args = vec![
-        "clawline-trainer",
-        "--nats-url",
-        &url,
-        "--model",
-        model.to_str().unwrap(),
-        "--checkpoint-dir",
-        ckpt.to_str().unwrap(),
-        "--listen",
-        &listen,
-        "--device",
-        "cpu",
-        "--lr",
-        "0.01",
-    ];
-    args.extend_from_slice(extra);
-    let parsed = clawline_trainer::Args::try_parse_from(args).unwrap();
-    let listener = clawline_runtime::bind_sync("--listen", parsed.listen).unwrap();
-    let stop = CancellationToken::new();
-    let task = tokio::spawn(clawline_trainer::run(
-        parsed.settings(),
-        listener,
-        stop.clone(),
-    ));
-    Running { stop, task }
+    let mut flags = vec!["--lr", "0.01"];
+    flags.extend_from_slice(extra);
+    start_trainer(nats, model, ckpt, port, &flags)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn versions_carry_their_batches_and_learn_the_reward() {
-    let nats = NatsServer::start().await;
-    let js = nats.jetstream().await;
-    let model = model_dir();
-    let base = Loaded::load(model.path(), Device::Cpu).unwrap();
+    let (nats, js, model, base) = setup().await;
     let batches: Vec<_> = (0..6).map(|i| batch(&base.model, i)).collect();
     let mut reports = nats
         .client()
@@ -180,10 +141,7 @@ async fn versions_carry_their_batches_and_learn_the_reward() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_batches_and_steps_are_counted_and_skipped() {
-    let nats = NatsServer::start().await;
-    let js = nats.jetstream().await;
-    let model = model_dir();
-    let base = Loaded::load(model.path(), Device::Cpu).unwrap();
+    let (nats, js, model, base) = setup().await;
     publish_garbage(&js).await;
     let mut b = batch(&base.model, 0);
     b.steps[1].old_logprobs = None; // recomputed: still learnable
@@ -234,10 +192,7 @@ async fn bad_batches_and_steps_are_counted_and_skipped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lora_versions_are_peft_adapters_and_a_resume_keeps_the_mode() {
-    let nats = NatsServer::start().await;
-    let js = nats.jetstream().await;
-    let model = model_dir();
-    let base = Loaded::load(model.path(), Device::Cpu).unwrap();
+    let (nats, js, model, base) = setup().await;
     let batches: Vec<_> = (0..2).map(|i| batch(&base.model, i)).collect();
     publish_batches(&js, &batches).await;
     let ckpt = tempfile::tempdir().unwrap();

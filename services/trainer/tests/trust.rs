@@ -9,28 +9,15 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use clap::Parser;
 use clawline_model::Loaded;
 use clawline_nats::testing::NatsServer;
 use clawline_nats::{buckets, subjects};
-use clawline_runtime::CancellationToken;
 use clawline_schemas::TrainingMetrics;
 use common::*;
 use futures::StreamExt;
 use tch::{Device, Tensor};
 
-struct Running {
-    stop: CancellationToken,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-    port: u16,
-}
-
 impl Running {
-    async fn stop(self) {
-        self.stop.cancel();
-        self.task.await.unwrap().unwrap();
-    }
-
     async fn status(&self) -> serde_json::Value {
         let url = format!("http://127.0.0.1:{}/status", self.port);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -74,31 +61,7 @@ impl Running {
 }
 
 fn start(nats: &NatsServer, model: &Path, ckpt: &Path, flags: &[&str]) -> Running {
-    let port = free_port();
-    let (url, listen) = (nats.url(), format!("127.0.0.1:{port}"));
-    let mut args = vec![
-        "clawline-trainer",
-        "--nats-url",
-        &url,
-        "--model",
-        model.to_str().unwrap(),
-        "--checkpoint-dir",
-        ckpt.to_str().unwrap(),
-        "--listen",
-        &listen,
-        "--device",
-        "cpu",
-    ];
-    args.extend_from_slice(flags);
-    let parsed = clawline_trainer::Args::try_parse_from(args).unwrap();
-    let listener = clawline_runtime::bind_sync("--listen", parsed.listen).unwrap();
-    let stop = CancellationToken::new();
-    let task = tokio::spawn(clawline_trainer::run(
-        parsed.settings(),
-        listener,
-        stop.clone(),
-    ));
-    Running { stop, task, port }
+    start_trainer(nats, model, ckpt, free_port(), flags)
 }
 
 /// The tensors of a safetensors file, by name.
@@ -157,7 +120,7 @@ async fn an_update_over_max_kl_serving_is_undone_and_the_lr_backs_off_across_res
     );
     let status = trainer.wait_batch(1).await;
     let ordinary = next_report(&mut reports).await;
-    trainer.stop().await;
+    trainer.stop().await.unwrap();
     assert_eq!(
         (status["updates"].as_u64(), status["backoffs"].as_u64()),
         (Some(1), Some(0))
@@ -203,7 +166,7 @@ async fn an_update_over_max_kl_serving_is_undone_and_the_lr_backs_off_across_res
         .unwrap()
         .1;
     assert_eq!(steps.int64_value(&[]), 1, "the undone step is not counted");
-    trainer.stop().await;
+    trainer.stop().await.unwrap();
 
     // A restart resumes at the lowered rate: the next update runs with lr 1 × 0.5.
     let trainer = start(&nats, model.path(), ckpt.path(), &huge);
@@ -216,7 +179,7 @@ async fn an_update_over_max_kl_serving_is_undone_and_the_lr_backs_off_across_res
     trainer.wait_batch(3).await;
     let report = next_report(&mut reports).await;
     assert_eq!(report.lr, Some(0.5), "{report:?}");
-    trainer.stop().await;
+    trainer.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -232,10 +195,7 @@ async fn a_version_over_max_drift_base_is_not_published_and_the_trainer_returns_
 /// A version past `flag` (a bound to the base model) is not published; the trainer returns to
 /// the serving version's weights with the learning rate halved (`reason` counted).
 async fn over_a_bound_to_the_base(flag: &str, reason: &str) {
-    let nats = NatsServer::start().await;
-    let js = nats.jetstream().await;
-    let model = model_dir();
-    let base = Loaded::load(model.path(), Device::Cpu).unwrap();
+    let (nats, js, model, base) = setup().await;
     let ckpt = tempfile::tempdir().unwrap();
     let batches: Vec<_> = (0..5).map(|i| batch(&base.model, i)).collect();
     let off = [
@@ -251,7 +211,7 @@ async fn over_a_bound_to_the_base(flag: &str, reason: &str) {
     publish_batches(&js, &batches[..1]).await;
     let trainer = start(&nats, model.path(), ckpt.path(), &off);
     let v1 = wait_versions(&js, 1, 120).await.remove(0);
-    trainer.stop().await;
+    trainer.stop().await.unwrap();
     let kv = js.get_key_value(buckets::STATE).await.unwrap();
     kv.put(buckets::POLICY_VERSION_KEY, "1".into())
         .await
@@ -287,7 +247,7 @@ async fn over_a_bound_to_the_base(flag: &str, reason: &str) {
     let v1_file = served.path().join("v1.safetensors");
     write(&v1_file, &object(&js, &v1.object).await);
     assert_same_weights(&checkpoint_weights(ckpt.path()), &v1_file);
-    trainer.stop().await;
+    trainer.stop().await.unwrap();
 
     // Within bound again, the next version descends from v1, not from the dropped updates.
     publish_batches(&js, &batches[3..5]).await;
@@ -315,5 +275,5 @@ async fn over_a_bound_to_the_base(flag: &str, reason: &str) {
     let (kl_base, drift_base) = (m.kl_base.unwrap(), m.drift_base.unwrap());
     assert!(kl_base > 0.0 && kl_base < 10.0, "{kl_base}");
     assert!(drift_base.abs() < 10.0, "{drift_base}");
-    trainer.stop().await;
+    trainer.stop().await.unwrap();
 }

@@ -33,6 +33,72 @@ pub fn model_dir() -> tempfile::TempDir {
     dir
 }
 
+/// What most trainer tests start from: a nats-server, its JetStream, and the tiny model on disk
+/// and loaded.
+pub async fn setup() -> (
+    clawline_nats::testing::NatsServer,
+    jetstream::Context,
+    tempfile::TempDir,
+    Loaded,
+) {
+    let nats = clawline_nats::testing::NatsServer::start().await;
+    let js = nats.jetstream().await;
+    let model = model_dir();
+    let base = Loaded::load(model.path(), Device::Cpu).unwrap();
+    (nats, js, model, base)
+}
+
+/// A trainer running in this process.
+pub struct Running {
+    pub stop: clawline_runtime::CancellationToken,
+    pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    pub port: u16,
+}
+
+impl Running {
+    /// Stops it and returns how its run ended.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.stop.cancel();
+        self.task.await.unwrap()
+    }
+}
+
+/// The trainer on `model`, checkpointing into `ckpt`, `/status` on `port`, on the CPU, with
+/// `flags` after those.
+pub fn start_trainer(
+    nats: &clawline_nats::testing::NatsServer,
+    model: &Path,
+    ckpt: &Path,
+    port: u16,
+    flags: &[&str],
+) -> Running {
+    use clap::Parser as _;
+    let (url, listen) = (nats.url(), format!("127.0.0.1:{port}"));
+    let mut args = vec![
+        "clawline-trainer",
+        "--nats-url",
+        &url,
+        "--model",
+        model.to_str().unwrap(),
+        "--checkpoint-dir",
+        ckpt.to_str().unwrap(),
+        "--listen",
+        &listen,
+        "--device",
+        "cpu",
+    ];
+    args.extend_from_slice(flags);
+    let parsed = clawline_trainer::Args::try_parse_from(args).unwrap();
+    let listener = clawline_runtime::bind_sync("--listen", parsed.listen).unwrap();
+    let stop = clawline_runtime::CancellationToken::new();
+    let task = tokio::spawn(clawline_trainer::run(
+        parsed.settings(),
+        listener,
+        stop.clone(),
+    ));
+    Running { stop, task, port }
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
