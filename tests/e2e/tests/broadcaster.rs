@@ -15,12 +15,7 @@ use learning::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn versions_go_live_on_every_engine_and_operators_roll_back() {
-    let nats = NatsServer::start().await;
-    let js = nats.jetstream().await;
-    let model = model_dir(0);
-    let stop = CancellationToken::new();
-    let _stop = Stop(stop.clone());
-    let policy_url = policy(model.path(), &stop).await;
+    let (nats, js, model, stop, _stop, policy_url) = policy_rig().await;
     let sglang = MockVllm::start(MockConfig::default()).await.unwrap();
     let vllm = MockVllm::start(MockConfig::default()).await.unwrap();
     let vllm_dir = tempfile::tempdir().unwrap();
@@ -118,12 +113,7 @@ async fn versions_go_live_on_every_engine_and_operators_roll_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lora_versions_load_on_vllm_under_their_own_name() {
-    let nats = NatsServer::start().await;
-    let js = nats.jetstream().await;
-    let model = model_dir(0);
-    let stop = CancellationToken::new();
-    let _stop = Stop(stop.clone());
-    let policy_url = policy(model.path(), &stop).await;
+    let (nats, js, model, stop, _stop, policy_url) = policy_rig().await;
     let vllm = MockVllm::start(MockConfig::default()).await.unwrap();
     let engines = [
         format!("policy=clawline:{policy_url}"),
@@ -212,12 +202,7 @@ async fn lora_versions_load_on_vllm_under_their_own_name() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_versions_and_refusing_engines_leave_the_old_version_serving() {
-    let nats = NatsServer::start().await;
-    let js = nats.jetstream().await;
-    let model = model_dir(0);
-    let stop = CancellationToken::new();
-    let _stop = Stop(stop.clone());
-    let policy_url = policy(model.path(), &stop).await;
+    let (nats, js, model, stop, _stop, policy_url) = policy_rig().await;
     let sglang = MockVllm::start(MockConfig::default()).await.unwrap();
     let engines = [
         format!("policy=clawline:{policy_url}"),

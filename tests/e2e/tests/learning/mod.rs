@@ -52,6 +52,27 @@ pub fn model_dir(warm_start_steps: usize) -> tempfile::TempDir {
     dir
 }
 
+/// What the broadcaster tests start from: a nats-server and its JetStream, the starting model on
+/// disk, a stop token (cancelled when the `Stop` drops) and the built-in policy server on the model
+/// (its base URL).
+#[allow(dead_code, reason = "only the broadcaster tests start from it")]
+pub async fn policy_rig() -> (
+    NatsServer,
+    async_nats::jetstream::Context,
+    tempfile::TempDir,
+    CancellationToken,
+    Stop,
+    String,
+) {
+    let nats = NatsServer::start().await;
+    let js = nats.jetstream().await;
+    let model = model_dir(0);
+    let stop = CancellationToken::new();
+    let guard = Stop(stop.clone());
+    let policy_url = policy(model.path(), &stop).await;
+    (nats, js, model, stop, guard, policy_url)
+}
+
 /// The built-in policy server on `model`; returns its base URL (no `/v1`).
 pub async fn policy(model: &Path, stop: &CancellationToken) -> String {
     policy_on(model, free_port(), stop).await
