@@ -139,11 +139,22 @@ impl Upstreams {
 
     /// `GET {base}/models` on one engine, with its key, within 2 s.
     async fn list_models(&self, upstream: &Upstream) -> reqwest::Result<reqwest::Response> {
+        self.get_from(upstream, "/models", Duration::from_secs(2))
+            .await
+    }
+
+    /// `GET {base}{path}` on one engine, with its key, within `timeout`.
+    async fn get_from(
+        &self,
+        upstream: &Upstream,
+        path: &str,
+        timeout: Duration,
+    ) -> reqwest::Result<reqwest::Response> {
         self.authorized(
             upstream,
-            self.client.get(format!("{}/models", upstream.base)),
+            self.client.get(format!("{}{path}", upstream.base)),
         )
-        .timeout(Duration::from_secs(2))
+        .timeout(timeout)
         .send()
         .await
     }
@@ -266,14 +277,9 @@ impl Upstreams {
     /// GETs `path` from the first healthy upstream.
     pub async fn get(&self, path: &str) -> Result<reqwest::Response, ApiError> {
         let upstream = self.order()[0];
-        self.authorized(
-            upstream,
-            self.client.get(format!("{}{path}", upstream.base)),
-        )
-        .timeout(Duration::from_secs(10))
-        .send()
-        .await
-        .map_err(|e| ApiError::BadGateway(format!("{}: {e}", upstream.base)))
+        self.get_from(upstream, path, Duration::from_secs(10))
+            .await
+            .map_err(|e| ApiError::BadGateway(format!("{}: {e}", upstream.base)))
     }
 
     /// Probes unhealthy upstreams every `interval` and marks the reachable ones healthy again.
