@@ -4,8 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::event;
 use crate::step::TokenSource;
-use crate::{Envelope, impl_event};
 
 /// How the batch's groups were formed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -87,23 +87,23 @@ impl BatchStep {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-pub struct BatchFormed {
-    /// `BatchFormed::id_for(step ids)`.
-    #[serde(flatten)]
-    pub envelope: Envelope,
+event! {
+    kind = "batch_formed";
+    #[derive(Debug, Clone, PartialEq, Default)]
+    pub struct BatchFormed {
+        /// `BatchFormed::id_for(step ids)`.
+        pub envelope: Envelope,
 
-    pub channel: String,
-    #[serde(default)]
-    pub mode: GroupMode,
-    /// The policy version serving when the batch was formed (staleness is measured against it).
-    #[serde(default)]
-    pub policy_version: Option<u64>,
-    pub groups: Vec<BatchGroup>,
-    pub steps: Vec<BatchStep>,
+        pub channel: String,
+        #[serde(default)]
+        pub mode: GroupMode,
+        /// The policy version serving when the batch was formed (staleness is measured against it).
+        #[serde(default)]
+        pub policy_version: Option<u64>,
+        pub groups: Vec<BatchGroup>,
+        pub steps: Vec<BatchStep>,
+    }
 }
-
-impl_event!(BatchFormed, "batch_formed");
 
 impl BatchFormed {
     /// The id of a batch from its member step ids, in any order.

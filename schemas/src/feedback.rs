@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Envelope, impl_event};
+use crate::event;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -32,34 +32,34 @@ pub enum ImplicitSignal {
     FollowUp,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-pub struct FeedbackReceived {
-    #[serde(flatten)]
-    pub envelope: Envelope,
+event! {
+    kind = "feedback_received";
+    #[derive(Debug, Clone, PartialEq, Default)]
+    pub struct FeedbackReceived {
+        pub envelope: Envelope,
 
-    pub tenant: String,
-    pub trajectory_uid: String,
-    /// The step the feedback is about; `None` means the whole trajectory.
-    #[serde(default)]
-    pub step_id: Option<String>,
-    #[serde(default)]
-    pub step_index: Option<u32>,
-    #[serde(default)]
-    pub kind: FeedbackKind,
-    #[serde(default)]
-    pub thumbs: Option<Thumbs>,
-    /// A rating in [0, 1] after normalisation (the gateway maps `rating` / `scale`).
-    #[serde(default)]
-    pub rating: Option<f64>,
-    /// A better answer the user wrote.
-    #[serde(default)]
-    pub correction: Option<String>,
-    #[serde(default)]
-    pub comment: Option<String>,
-    #[serde(default)]
-    pub implicit: Option<ImplicitSignal>,
-    #[serde(default)]
-    pub metadata: Option<serde_json::Value>,
+        pub tenant: String,
+        pub trajectory_uid: String,
+        /// The step the feedback is about; `None` means the whole trajectory.
+        #[serde(default)]
+        pub step_id: Option<String>,
+        #[serde(default)]
+        pub step_index: Option<u32>,
+        #[serde(default)]
+        pub kind: FeedbackKind,
+        #[serde(default)]
+        pub thumbs: Option<Thumbs>,
+        /// A rating in [0, 1] after normalisation (the gateway maps `rating` / `scale`).
+        #[serde(default)]
+        pub rating: Option<f64>,
+        /// A better answer the user wrote.
+        #[serde(default)]
+        pub correction: Option<String>,
+        #[serde(default)]
+        pub comment: Option<String>,
+        #[serde(default)]
+        pub implicit: Option<ImplicitSignal>,
+        #[serde(default)]
+        pub metadata: Option<serde_json::Value>,
+    }
 }
-
-impl_event!(FeedbackReceived, "feedback_received");

@@ -34,8 +34,8 @@ pub use weights::{
 /// The schema version every event written by this build carries.
 pub const SCHEMA_VERSION: u16 = 1;
 
-/// The fields every event opens with. Flattened (`#[serde(flatten)]`) into each event, so the
-/// encoding is the event's own fields, as the golden fixtures pin it.
+/// The fields every event opens with. Each event (declared with `event!`) writes and reads them
+/// as its own first fields, so the encoding is flat, as the golden fixtures pin it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, Default)]
 pub struct Envelope {
     /// The stable id: the `Nats-Msg-Id`, so publishing it twice stores it once. Each event type
@@ -76,9 +76,59 @@ pub trait Event: serde::Serialize + serde::de::DeserializeOwned {
     fn event_id(&self) -> &str;
 }
 
-macro_rules! impl_event {
-    ($ty:ty, $kind:literal) => {
-        impl $crate::Event for $ty {
+/// Declares an event: the struct as written (its first field `pub envelope: Envelope`, the rest
+/// its own), `Serialize` with the envelope flattened, [`Event`] with `kind`, and a `Deserialize`
+/// that reads the envelope's four fields as plain fields of the event. serde's own flatten would
+/// buffer every field of the event before decoding it (about 1.5× the decode time of a small
+/// event); reading them flat keeps one pass, and the bytes are the same either way.
+macro_rules! event {
+    (
+        kind = $kind:literal;
+        $(#[$meta:meta])*
+        pub struct $name:ident {
+            $(#[$envelope_meta:meta])*
+            pub envelope: Envelope,
+            $( $(#[$field_meta:meta])* pub $field:ident : $ty:ty ),* $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(serde::Serialize)]
+        pub struct $name {
+            $(#[$envelope_meta])*
+            #[serde(flatten)]
+            pub envelope: $crate::Envelope,
+            $( $(#[$field_meta])* pub $field: $ty, )*
+        }
+
+        const _: () = {
+            /// The event as it lies on the wire: the envelope's fields, then the event's own.
+            #[derive(serde::Deserialize)]
+            struct Flat {
+                event_id: String,
+                event_time: i64,
+                producer: String,
+                schema_version: u16,
+                $( $(#[$field_meta])* $field: $ty, )*
+            }
+
+            impl<'de> serde::Deserialize<'de> for $name {
+                #[inline]
+                fn deserialize<D: serde::Deserializer<'de>>(from: D) -> Result<Self, D::Error> {
+                    let flat = Flat::deserialize(from)?;
+                    Ok($name {
+                        envelope: $crate::Envelope {
+                            event_id: flat.event_id,
+                            event_time: flat.event_time,
+                            producer: flat.producer,
+                            schema_version: flat.schema_version,
+                        },
+                        $( $field: flat.$field, )*
+                    })
+                }
+            }
+        };
+
+        impl $crate::Event for $name {
             const KIND: &'static str = $kind;
             fn event_id(&self) -> &str {
                 &self.envelope.event_id
@@ -86,4 +136,4 @@ macro_rules! impl_event {
         }
     };
 }
-pub(crate) use impl_event;
+pub(crate) use event;

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Envelope, impl_event};
+use crate::event;
 
 /// What a reward is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -17,38 +17,41 @@ pub enum RewardScope {
     Trajectory,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-pub struct RewardAssigned {
-    /// `RewardAssigned::id_for(cause, source, source_version)`, so a re-scored step stores once.
-    #[serde(flatten)]
-    pub envelope: Envelope,
+event! {
+    kind = "reward_assigned";
+    #[derive(Debug, Clone, PartialEq, Default)]
+    pub struct RewardAssigned {
+        /// `RewardAssigned::id_for(cause, source, source_version)`, so a re-scored step stores
+        /// once.
+        pub envelope: Envelope,
 
-    pub tenant: String,
-    /// The channel of the scored step, when the scorer knows it (feedback events do not carry one).
-    #[serde(default)]
-    pub channel: Option<String>,
-    pub trajectory_uid: String,
-    #[serde(default)]
-    pub scope: RewardScope,
-    /// The scored step (scope `step`).
-    #[serde(default)]
-    pub step_id: Option<String>,
-    /// Who scored: `rm:<name>@<sha8>`, `rule:<name>`, `feedback:explicit`, `feedback:implicit`,
-    /// `client` (a reward the client sent with a step or a completion).
-    pub source: String,
-    /// The version of the source: the model file's sha256 (first 16 hex), a hash of a rule's
-    /// configuration, or the mapping version for feedback.
-    #[serde(default)]
-    pub source_version: String,
-    pub value: f64,
-    /// The event that caused this reward (a step, a feedback or a completion event id).
-    pub caused_by: String,
-    /// Source-specific details as JSON (raw logits, the extracted answer, the matched pattern, …).
-    #[serde(default)]
-    pub details: Option<serde_json::Value>,
+        pub tenant: String,
+        /// The channel of the scored step, when the scorer knows it (feedback events do not carry
+        /// one).
+        #[serde(default)]
+        pub channel: Option<String>,
+        pub trajectory_uid: String,
+        #[serde(default)]
+        pub scope: RewardScope,
+        /// The scored step (scope `step`).
+        #[serde(default)]
+        pub step_id: Option<String>,
+        /// Who scored: `rm:<name>@<sha8>`, `rule:<name>`, `feedback:explicit`, `feedback:implicit`,
+        /// `client` (a reward the client sent with a step or a completion).
+        pub source: String,
+        /// The version of the source: the model file's sha256 (first 16 hex), a hash of a rule's
+        /// configuration, or the mapping version for feedback.
+        #[serde(default)]
+        pub source_version: String,
+        pub value: f64,
+        /// The event that caused this reward (a step, a feedback or a completion event id).
+        pub caused_by: String,
+        /// Source-specific details as JSON (raw logits, the extracted answer, the matched pattern,
+        /// …).
+        #[serde(default)]
+        pub details: Option<serde_json::Value>,
+    }
 }
-
-impl_event!(RewardAssigned, "reward_assigned");
 
 impl RewardAssigned {
     /// The id of a reward from what identifies it: the causing event, the source and its version.

@@ -3,26 +3,27 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Envelope, impl_event};
+use crate::event;
 
-/// A trajectory was opened with its channel and metadata (`/init_trajectory`, `register_trajectory`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-pub struct TrajectoryRegistered {
-    #[serde(flatten)]
-    pub envelope: Envelope,
+event! {
+    kind = "trajectory_registered";
+    /// A trajectory was opened with its channel and metadata (`/init_trajectory`,
+    /// `register_trajectory`).
+    #[derive(Debug, Clone, PartialEq, Default)]
+    pub struct TrajectoryRegistered {
+        pub envelope: Envelope,
 
-    pub tenant: String,
-    pub channel: String,
-    pub trajectory_uid: String,
-    pub prompt_uid: String,
-    /// Free-form metadata from the agent (e.g. `ground_truth`, `data_source`).
-    #[serde(default)]
-    pub metadata: Option<serde_json::Value>,
-    #[serde(default)]
-    pub policy_version: Option<u64>,
+        pub tenant: String,
+        pub channel: String,
+        pub trajectory_uid: String,
+        pub prompt_uid: String,
+        /// Free-form metadata from the agent (e.g. `ground_truth`, `data_source`).
+        #[serde(default)]
+        pub metadata: Option<serde_json::Value>,
+        #[serde(default)]
+        pub policy_version: Option<u64>,
+    }
 }
-
-impl_event!(TrajectoryRegistered, "trajectory_registered");
 
 /// Why a trajectory ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -37,29 +38,29 @@ pub enum CompletionReason {
     IdleTimeout,
 }
 
-/// A trajectory is finished; its last step is `last_step_index`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-pub struct TrajectoryCompleted {
-    /// Derived from (tenant, trajectory_uid): completing twice stores one event.
-    #[serde(flatten)]
-    pub envelope: Envelope,
+event! {
+    kind = "trajectory_completed";
+    /// A trajectory is finished; its last step is `last_step_index`.
+    #[derive(Debug, Clone, PartialEq, Default)]
+    pub struct TrajectoryCompleted {
+        /// Derived from (tenant, trajectory_uid): completing twice stores one event.
+        pub envelope: Envelope,
 
-    pub tenant: String,
-    pub channel: String,
-    pub trajectory_uid: String,
-    #[serde(default)]
-    pub prompt_uid: Option<String>,
-    /// The final reward the agent attached, broadcast to the steps by the batcher.
-    #[serde(default)]
-    pub reward: Option<f64>,
-    /// The index of the last step the gateway saw, when it saw any.
-    #[serde(default)]
-    pub last_step_index: Option<u32>,
-    #[serde(default)]
-    pub reason: CompletionReason,
+        pub tenant: String,
+        pub channel: String,
+        pub trajectory_uid: String,
+        #[serde(default)]
+        pub prompt_uid: Option<String>,
+        /// The final reward the agent attached, broadcast to the steps by the batcher.
+        #[serde(default)]
+        pub reward: Option<f64>,
+        /// The index of the last step the gateway saw, when it saw any.
+        #[serde(default)]
+        pub last_step_index: Option<u32>,
+        #[serde(default)]
+        pub reason: CompletionReason,
+    }
 }
-
-impl_event!(TrajectoryCompleted, "trajectory_completed");
 
 impl TrajectoryCompleted {
     pub fn id_for(tenant: &str, trajectory_uid: &str) -> String {

@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Envelope, impl_event};
+use crate::event;
 
 /// What the published file holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -17,7 +17,8 @@ pub enum WeightsFormat {
     /// Every weight of the model, HF tensor names (`model.safetensors`).
     #[default]
     Full,
-    /// LoRA adapters in the PEFT layout (`adapter_model.safetensors`); `lora` says how to apply them.
+    /// LoRA adapters in the PEFT layout (`adapter_model.safetensors`); `lora` says how to apply
+    /// them.
     Lora,
 }
 
@@ -63,38 +64,39 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-pub struct WeightsPublished {
-    /// `WeightsPublished::id_for(version, sha256)`.
-    #[serde(flatten)]
-    pub envelope: Envelope,
+event! {
+    kind = "weights_published";
+    #[derive(Debug, Clone, PartialEq, Default)]
+    pub struct WeightsPublished {
+        /// `WeightsPublished::id_for(version, sha256)`.
+        pub envelope: Envelope,
 
-    pub version: u64,
-    /// The version these weights were trained from (0: the base model).
-    pub parent: u64,
-    pub format: WeightsFormat,
-    /// Where the file is: object `object` in the JetStream object store `bucket`.
-    pub bucket: String,
-    pub object: String,
-    /// Hex sha256 and byte size of the file.
-    pub sha256: String,
-    pub size: u64,
-    /// The base model the weights belong to (its directory name or id).
-    pub base_model: String,
-    #[serde(default)]
-    pub lora: Option<LoraAdapter>,
-    /// The batches trained since `parent`, in the order trained, and their BATCHES sequence range.
-    #[serde(default)]
-    pub batch_ids: Vec<String>,
-    #[serde(default)]
-    pub first_batch_seq: u64,
-    #[serde(default)]
-    pub last_batch_seq: u64,
-    #[serde(default)]
-    pub metrics: TrainingSummary,
+        pub version: u64,
+        /// The version these weights were trained from (0: the base model).
+        pub parent: u64,
+        pub format: WeightsFormat,
+        /// Where the file is: object `object` in the JetStream object store `bucket`.
+        pub bucket: String,
+        pub object: String,
+        /// Hex sha256 and byte size of the file.
+        pub sha256: String,
+        pub size: u64,
+        /// The base model the weights belong to (its directory name or id).
+        pub base_model: String,
+        #[serde(default)]
+        pub lora: Option<LoraAdapter>,
+        /// The batches trained since `parent`, in the order trained, and their BATCHES sequence
+        /// range.
+        #[serde(default)]
+        pub batch_ids: Vec<String>,
+        #[serde(default)]
+        pub first_batch_seq: u64,
+        #[serde(default)]
+        pub last_batch_seq: u64,
+        #[serde(default)]
+        pub metrics: TrainingSummary,
+    }
 }
-
-impl_event!(WeightsPublished, "weights_published");
 
 impl WeightsPublished {
     pub fn id_for(version: u64, sha256: &str) -> String {
@@ -219,41 +221,42 @@ pub struct DegenerateShares {
     pub cut_off: f64,
 }
 
-/// A version now serving on one engine. Produced by the broadcaster.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-pub struct WeightsActivated {
-    #[serde(flatten)]
-    pub envelope: Envelope,
+event! {
+    kind = "weights_activated";
+    /// A version now serving on one engine. Produced by the broadcaster.
+    #[derive(Debug, Clone, PartialEq, Default)]
+    pub struct WeightsActivated {
+        pub envelope: Envelope,
 
-    pub version: u64,
-    /// The engine's name in the broadcaster's configuration.
-    pub engine: String,
-    pub sha256: String,
-    /// Why it was activated: `published` (a new version), `activate` / `rollback` (an operator),
-    /// `restore` (the engine restarted without it and got it back).
-    pub reason: String,
-    /// Seconds from the version's `WeightsPublished` to this engine serving it (`restore`: the
-    /// re-activation's own duration).
-    #[serde(default)]
-    pub seconds: f64,
-    #[serde(default)]
-    pub canary: Option<CanaryResult>,
+        pub version: u64,
+        /// The engine's name in the broadcaster's configuration.
+        pub engine: String,
+        pub sha256: String,
+        /// Why it was activated: `published` (a new version), `activate` / `rollback` (an
+        /// operator), `restore` (the engine restarted without it and got it back).
+        pub reason: String,
+        /// Seconds from the version's `WeightsPublished` to this engine serving it (`restore`: the
+        /// re-activation's own duration).
+        #[serde(default)]
+        pub seconds: f64,
+        #[serde(default)]
+        pub canary: Option<CanaryResult>,
+    }
 }
 
-impl_event!(WeightsActivated, "weights_activated");
+event! {
+    kind = "weights_rejected";
+    /// A version an engine did not take (integrity, canary, the engine refused), the old one
+    /// serving.
+    #[derive(Debug, Clone, PartialEq, Default)]
+    pub struct WeightsRejected {
+        pub envelope: Envelope,
 
-/// A version an engine did not take (integrity, canary, the engine refused), the old one serving.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-pub struct WeightsRejected {
-    #[serde(flatten)]
-    pub envelope: Envelope,
-
-    pub version: u64,
-    pub engine: String,
-    pub sha256: String,
-    pub reason: String,
-    #[serde(default)]
-    pub canary: Option<CanaryResult>,
+        pub version: u64,
+        pub engine: String,
+        pub sha256: String,
+        pub reason: String,
+        #[serde(default)]
+        pub canary: Option<CanaryResult>,
+    }
 }
-
-impl_event!(WeightsRejected, "weights_rejected");
