@@ -351,7 +351,8 @@ fn garbage_is_a_decode_error_not_a_panic() {
     assert!(decode::<StepRecorded>(&[]).is_err());
     // An event without its envelope is not read as one with an empty envelope: the error names it.
     let mut partial = serde_json::to_value(step()).expect("json");
-    partial.as_object_mut().expect("an object").remove("producer");
+    let fields = partial.as_object_mut().expect("an object");
+    fields.remove("producer");
     let bytes = rmp_serde::to_vec_named(&partial).expect("encode");
     let err = decode::<StepRecorded>(&bytes).expect_err("no producer");
     assert!(err.to_string().contains("producer"), "{err}");

@@ -18,7 +18,7 @@ pub struct Where {
     #[arg(
         long = "archive-dir",
         env = "CLAWLINE_ARCHIVE_DIR",
-        default_value = "./data/run/archive"
+        default_value = clawline_history::ARCHIVE_DIR
     )]
     pub(crate) root: ArchiveRoot,
     #[command(flatten)]

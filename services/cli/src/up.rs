@@ -165,18 +165,12 @@ pub async fn start(args: UpArgs, shutdown: &Shutdown) -> anyhow::Result<Running>
         config: Some(batcher_config),
     };
 
-    let datapool = clawline_history::ServeConfig {
-        nats: nats.clone(),
-        archive: clawline_history::ArchiveArgs {
-            root: clawline_history::ArchiveRoot::local(args.data_dir.join("archive")),
-            roll_rows: 100_000,
-            roll_secs: 10,
-        },
-        limits: clawline_history::QueryLimits {
-            memory_limit: 1 << 30,
-            timeout_secs: 30,
-        },
+    let history = clawline_history::Settings {
         api_keys: args.api_keys.clone(),
+        ..clawline_history::Settings::new(
+            nats.clone(),
+            clawline_history::ArchiveRoot::local(args.data_dir.join("archive")),
+        )
     };
     // Every address is taken before anything starts: one in use stops `up` with its flag named.
     let gateway_listener = clawline_runtime::bind("--listen", args.listen).await?;
@@ -251,8 +245,8 @@ pub async fn start(args: UpArgs, shutdown: &Shutdown) -> anyhow::Result<Running>
         clawline_batcher::run(batcher, batcher_listener, shutdown.token()),
     );
     tasks.spawn(
-        "datapool",
-        clawline_history::serve(datapool, sql_listener, shutdown.token()),
+        "history",
+        clawline_history::run(history, sql_listener, shutdown.token()),
     );
     Ok(Running {
         nats_url,

@@ -1,5 +1,5 @@
 //! "Why isn't it learning?" from end to end: a chat through the real gateway is captured, the
-//! gateway's `/v1/explain/{step_id}` asks the real SQL service (`clawline_history::serve`) over
+//! gateway's `/v1/explain/{step_id}` asks the real SQL service (`clawline_history::run`) over
 //! NATS and shows where the step waits (only to its own tenant); then, with a batch, a version
 //! listing it, its activation and a later answer on the stream, `clawline explain STEP_ID` prints
 //! the whole timeline and `clawline explain` the diagnosis. The real batcher runs too (no reward
@@ -37,25 +37,14 @@ async fn a_step_is_explained_through_the_gateway_and_by_the_cli() {
     let archive = dir.path().join("archive");
     let shutdown = CancellationToken::new();
 
-    let sql = clawline_history::ServeConfig {
-        nats: NatsArgs {
-            url: nats.url(),
-            replicas: 1,
-            auth: Default::default(),
-        },
-        archive: clawline_history::ArchiveArgs {
-            root: clawline_history::ArchiveRoot::local(&archive),
-            roll_rows: 100_000,
-            roll_secs: 1,
-        },
-        limits: clawline_history::QueryLimits {
-            memory_limit: 1 << 30,
-            timeout_secs: 30,
-        },
-        api_keys: Some(keys.clone()),
-    };
+    let mut sql = clawline_history::Settings::new(
+        NatsArgs::at(nats.url()),
+        clawline_history::ArchiveRoot::local(&archive),
+    );
+    sql.archive.roll_every = Duration::from_secs(1);
+    sql.api_keys = Some(keys.clone());
     let listener = clawline_runtime::bind_loopback().await.unwrap();
-    tokio::spawn(clawline_history::serve(sql, listener, shutdown.clone()));
+    tokio::spawn(clawline_history::run(sql, listener, shutdown.clone()));
     let batcher = clawline_batcher::Settings {
         nats: clawline_runtime::NatsArgs::at(nats.url()),
         config: None,

@@ -31,6 +31,18 @@ pub struct ArchiveConfig {
     pub roll_every: Duration,
 }
 
+impl ArchiveConfig {
+    /// The archive at `root`, rolling files at the defaults ([`crate::ROLL_ROWS`] messages or
+    /// [`crate::ROLL_SECS`] seconds).
+    pub fn new(root: ArchiveRoot) -> Self {
+        Self {
+            root,
+            roll_rows: crate::ROLL_ROWS,
+            roll_every: Duration::from_secs(crate::ROLL_SECS),
+        }
+    }
+}
+
 #[derive(Debug, Default, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Checkpoint {
     /// Every message up to this stream sequence is in a file.

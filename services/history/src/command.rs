@@ -3,7 +3,7 @@
 use clap::{Parser, Subcommand};
 use clawline_runtime::{CancellationToken, LogArgs, NatsArgs};
 
-use crate::{ArchiveArgs, ServeConfig, SqlCommand};
+use crate::{ArchiveArgs, ServeArgs, SqlCommand};
 
 #[derive(Parser)]
 #[command(
@@ -28,13 +28,7 @@ pub enum Command {
         archive: ArchiveArgs,
     },
     /// The archiver plus `POST /sql`.
-    Serve {
-        #[command(flatten)]
-        config: Box<ServeConfig>,
-        /// Address of `POST /sql`, `GET /explain/{step_id}`, `GET /diagnosis`, `/healthz`.
-        #[arg(long, env = "CLAWLINE_DATAPOOL_LISTEN", default_value_t = crate::LISTEN)]
-        listen: std::net::SocketAddr,
-    },
+    Serve(Box<ServeArgs>),
     /// Run one query and print the answer.
     Sql(SqlCommand),
 }
@@ -44,11 +38,11 @@ pub async fn run(command: Command, shutdown: CancellationToken) -> anyhow::Resul
     match command {
         Command::Archive { nats, archive } => {
             let (_, js) = clawline_runtime::start_nats(&nats, "clawline-history").await?;
-            crate::run_archiver(js, archive.config(), shutdown).await
+            crate::archive_all(js, archive.config(), shutdown).await
         }
-        Command::Serve { config, listen } => {
-            let listener = clawline_runtime::bind("--listen", listen).await?;
-            crate::serve(*config, listener, shutdown).await
+        Command::Serve(args) => {
+            let listener = clawline_runtime::bind("--listen", args.listen).await?;
+            crate::run(args.settings(), listener, shutdown).await
         }
         Command::Sql(cmd) => crate::run_sql_command(cmd).await,
     }

@@ -70,9 +70,9 @@ pub struct SqlConfig {
 impl Default for SqlConfig {
     fn default() -> Self {
         Self {
-            root: ArchiveRoot::local("./data/run/archive"),
-            memory_limit: 1 << 30,
-            timeout: Duration::from_secs(30),
+            root: ArchiveRoot::local(crate::ARCHIVE_DIR),
+            memory_limit: crate::SQL_MEMORY_LIMIT,
+            timeout: Duration::from_secs(crate::SQL_TIMEOUT_SECS),
         }
     }
 }
