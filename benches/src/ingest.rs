@@ -1,6 +1,8 @@
 //! `/submit_steps` ingestion against raw async-nats publishes of events of the same size.
 
-use std::time::Instant;
+use std::{path::Path, time::Instant};
+
+use clawline_runtime::tokenize::ChatTokenizer;
 
 use clawline_schemas::{Envelope, StepRecorded, StepSource, TokenSource};
 use serde_json::json;
@@ -19,7 +21,8 @@ impl Result {
         format!(
             "## `/submit_steps` ingestion\n\n{} white-box steps (512 prompt ids, 128 response ids with logprobs; {} B as an event), \
              {} steps a request from {} concurrent clients, against the same number of raw async-nats JetStream publishes of \
-             same-size events in batches of {} with acks awaited per batch (what the gateway itself does).\n\n\
+             same-size events (the text the gateway decodes from the ids included) in batches of {} with acks \
+             awaited per batch (what the gateway itself does).\n\n\
              | path | steps/s |\n|---|---|\n| raw async-nats publish | {:.0} |\n| clawline `/submit_steps` | {:.0} |\n\n\
              **Ratio:** {:.0} % of raw publish.\n",
             self.steps,
@@ -43,7 +46,15 @@ fn step_json(trajectory: &str, index: u32) -> serde_json::Value {
     })
 }
 
-fn step_event(trajectory: &str, index: u32) -> StepRecorded {
+/// The texts the gateway stores beside a submitted step's ids (decoded with its tokenizer), so
+/// the raw events are the size of the gateway's.
+#[derive(Clone, Default)]
+struct Texts {
+    prompt: Option<String>,
+    response: String,
+}
+
+fn step_event(trajectory: &str, index: u32, texts: &Texts) -> StepRecorded {
     StepRecorded {
         envelope: Envelope::new(
             StepRecorded::id_for("default", trajectory, index, 0),
@@ -60,27 +71,47 @@ fn step_event(trajectory: &str, index: u32) -> StepRecorded {
         response_ids: (0..128).map(|i| (i * 13) % 30000).collect(),
         response_logprobs: Some((0..128).map(|i| -0.01 * (i % 50) as f32).collect()),
         reward: Some(1.0),
+        prompt_text: texts.prompt.clone(),
+        response_text: texts.response.clone(),
         ..Default::default()
     }
 }
 
-pub async fn compare(nats_url: &str, gateway: &str) -> anyhow::Result<Result> {
+/// `tokenizer`: the directory the gateway was started with (`--tokenizer`), if any.
+pub async fn compare(
+    nats_url: &str,
+    gateway: &str,
+    tokenizer: Option<&Path>,
+) -> anyhow::Result<Result> {
     const STEPS: usize = 20_000;
     const BATCH: usize = 100;
     const CLIENTS: usize = 4;
 
+    let texts = match tokenizer {
+        Some(dir) => {
+            let tok = ChatTokenizer::load(dir)?;
+            let sample = step_event("", 0, &Texts::default());
+            Texts {
+                prompt: tok.decode(&sample.prompt_ids).ok(),
+                response: tok.decode_text(&sample.response_ids)?,
+            }
+        }
+        None => Texts::default(),
+    };
+
     // Raw: the same events published straight to JetStream by CLIENTS publishers.
     let js = async_nats::jetstream::new(async_nats::connect(nats_url).await?);
-    let event_bytes = clawline_schemas::encode(&step_event("raw-x", 0))?.len();
+    let event_bytes = clawline_schemas::encode(&step_event("raw-x", 0, &texts))?.len();
     let started = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..CLIENTS {
         let js = js.clone();
+        let texts = texts.clone();
         tasks.push(tokio::spawn(async move {
             for b in 0..STEPS / CLIENTS / BATCH {
                 let mut acks = Vec::with_capacity(BATCH);
                 for i in 0..BATCH {
-                    let event = step_event(&format!("raw-{c}-{b}"), i as u32);
+                    let event = step_event(&format!("raw-{c}-{b}"), i as u32, &texts);
                     let payload = clawline_schemas::encode(&event)?;
                     let mut headers = async_nats::HeaderMap::new();
                     headers.insert("Nats-Msg-Id", event.envelope.event_id.as_str());

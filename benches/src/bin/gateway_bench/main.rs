@@ -40,6 +40,9 @@ struct Args {
     /// Only the per-protocol run (chat, Responses, Anthropic Messages, completions).
     #[arg(long)]
     protocols_only: bool,
+    /// Leave out the per-protocol run (to measure a gateway built before it had those protocols).
+    #[arg(long, conflicts_with = "protocols_only")]
+    skip_protocols: bool,
     /// Calls per protocol row.
     #[arg(long, default_value_t = 1000)]
     protocol_requests: u32,
@@ -90,6 +93,20 @@ async fn wait_http(url: &str, timeout: Duration) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// The tokenizer every gateway here is started with (the decoded text is part of what it stores).
+const TOKENIZER: &str = "data/tokenizer";
+
+/// A gauge from a service's `/metrics` (NaN when it cannot be read).
+async fn gauge(base: &str, name: &str) -> f64 {
+    let text = match reqwest::get(format!("{base}/metrics")).await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(f64::NAN)
 }
 
 /// Resident and peak resident memory of a process, in MiB.
@@ -285,25 +302,30 @@ async fn main() -> anyhow::Result<()> {
             "--log-level",
             "warn",
         ]);
-        cmd.args(["--tokenizer", "data/tokenizer"]);
+        cmd.args(["--tokenizer", TOKENIZER]);
         cmd.args(extra);
         let child = spawn(cmd, &dir.path().join(format!("{name}.log")))?;
         anyhow::Ok((child, format!("http://127.0.0.1:{port}")))
     };
+    // The chat loads go to a gateway that serves nothing else, so its memory is theirs; the
+    // protocol rows have their own (translating and native).
     let (gateway, gw_url) = start_gateway("gateway", &[])?;
     wait_http(&format!("{gw_url}/ready"), Duration::from_secs(20)).await?;
-    let (_native, native_url) =
-        start_gateway("native", &["--engine-speaks", "messages,responses"])?;
-    wait_http(&format!("{native_url}/ready"), Duration::from_secs(20)).await?;
-
-    let per_protocol = protocols::measure(
-        &args.oha,
-        &mock_url,
-        (&gw_url, &native_url),
-        args.protocol_requests,
-    )?;
-    std::fs::write(&args.protocols_report, &per_protocol)?;
-    println!("{per_protocol}");
+    if !args.skip_protocols {
+        let (_translating, translating_url) = start_gateway("protocols", &[])?;
+        wait_http(&format!("{translating_url}/ready"), Duration::from_secs(20)).await?;
+        let (_native, native_url) =
+            start_gateway("native", &["--engine-speaks", "messages,responses"])?;
+        wait_http(&format!("{native_url}/ready"), Duration::from_secs(20)).await?;
+        let per_protocol = protocols::measure(
+            &args.oha,
+            &mock_url,
+            (&translating_url, &native_url),
+            args.protocol_requests,
+        )?;
+        std::fs::write(&args.protocols_report, &per_protocol)?;
+        println!("{per_protocol}");
+    }
     if args.protocols_only {
         return Ok(());
     }
@@ -421,6 +443,11 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let (rss, peak) = rss_mib(gateway.child.id());
+    let memory = report::Memory {
+        rss,
+        peak,
+        conversations: gauge(&gw_url, "clawline_gateway_trajectories_in_memory").await,
+    };
     // Capture on and acked: every answered call through the gateway is a stored step.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let steps = stream_messages(&nats_url, "STEPS").await? - steps_before;
@@ -430,12 +457,11 @@ async fn main() -> anyhow::Result<()> {
     let last = stored.info().await?.state.last_sequence;
     let captured = stored.get_raw_message(last).await?.payload;
     let floor = floor::ack_floor(&nats_url, "clawline.steps.bench.floor", captured, 2000).await?;
-    let ingest = ingest::compare(&nats_url, &gw_url).await?;
+    let ingest = ingest::compare(&nats_url, &gw_url, Some(std::path::Path::new(TOKENIZER))).await?;
     let mut report = render(
         &args,
         &rows,
-        rss,
-        peak,
+        &memory,
         gateway_ok,
         steps,
         &ingest,

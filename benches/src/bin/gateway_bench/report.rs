@@ -4,12 +4,20 @@ use clawline_benches::{floor::Floor, ingest};
 
 use super::{Args, Load};
 
+/// The gateway's memory after the chat loads.
+pub struct Memory {
+    /// Resident now and at its peak, MiB.
+    pub rss: f64,
+    pub peak: f64,
+    /// Trajectories it keeps in memory (`clawline_gateway_trajectories_in_memory`).
+    pub conversations: f64,
+}
+
 #[expect(clippy::too_many_arguments, reason = "one call site")]
 pub fn render(
     args: &Args,
     rows: &[(String, Vec<(&str, Load)>)],
-    rss: f64,
-    peak: f64,
+    memory: &Memory,
     gateway_ok: u64,
     steps: u64,
     ingest: &ingest::Result,
@@ -117,9 +125,15 @@ pub fn render(
             verdict(a <= 1.0)
         ));
     }
+    let Memory {
+        rss,
+        peak,
+        conversations,
+    } = memory;
     out.push_str(&format!(
-        "| gateway RSS ≤ 64 MB | peak {peak:.1} MiB (now {rss:.1}) | {} |\n",
-        verdict(peak <= 64.0)
+        "| gateway RSS ≤ 64 MB | peak {peak:.1} MiB (now {rss:.1}), after every chat load above; it remembers \
+         {conversations:.0} conversations (one per call here) until `--session-idle` | {} |\n",
+        verdict(*peak <= 64.0)
     ));
     if with_litellm {
         for (label, _) in rows {
