@@ -88,7 +88,9 @@ type Point = (String, (u32, String));
 
 #[derive(Default)]
 struct Inner {
-    by_uid: HashMap<String, Trajectory>,
+    /// Boxed: a slot of the table (which keeps up to half its slots spare) is a pointer, not a
+    /// whole trajectory.
+    by_uid: HashMap<String, Box<Trajectory>>,
     by_fingerprint: HashMap<Fingerprint, Point>,
     /// The trajectory of each recorded step (its first choice's id), for feedback that names
     /// only the step.
@@ -173,7 +175,7 @@ impl Sessions {
         let mut inner = self.lock();
         if let Some(existing) = inner.by_uid.get(uid) {
             return if existing.tenant == tenant {
-                Ok((existing.clone(), false))
+                Ok((Trajectory::clone(existing), false))
             } else {
                 Err(Denied::NotFound)
             };
@@ -193,7 +195,9 @@ impl Sessions {
             fingerprints: Vec::new(),
             last_answer: None,
         };
-        inner.by_uid.insert(uid.to_string(), trajectory.clone());
+        inner
+            .by_uid
+            .insert(uid.to_string(), Box::new(trajectory.clone()));
         Ok((trajectory, true))
     }
 
@@ -201,7 +205,7 @@ impl Sessions {
     pub fn get(&self, uid: &str, tenant: &str) -> Result<Trajectory, Denied> {
         let inner = self.lock();
         match inner.by_uid.get(uid) {
-            Some(t) if t.tenant == tenant => Ok(t.clone()),
+            Some(t) if t.tenant == tenant => Ok(Trajectory::clone(t)),
             _ => Err(Denied::NotFound),
         }
     }
@@ -218,7 +222,7 @@ impl Sessions {
             Some(t) if t.tenant == tenant => {
                 change(t);
                 t.last_active = Instant::now();
-                Ok(t.clone())
+                Ok(Trajectory::clone(t))
             }
             _ => Err(Denied::NotFound),
         }
@@ -249,7 +253,7 @@ impl Sessions {
             return Err(Untaken::NeedsLease(t.next_step));
         }
         t.last_active = Instant::now();
-        let out = t.clone();
+        let out = Trajectory::clone(t);
         t.next_step += 1;
         Ok(out)
     }
@@ -305,7 +309,7 @@ impl Sessions {
         (!t.completed && t.tenant == tenant && t.last_active.elapsed() < self.limits.session_idle)
             .then(|| Trajectory {
                 last_step: Some(step.clone()),
-                ..t.clone()
+                ..Trajectory::clone(t)
             })
     }
 
@@ -359,7 +363,7 @@ impl Sessions {
                 // A summary alone replaced the answers: nothing in the call reacts to one of them.
                 // Kept turns end with the latest answer, which the new message reacts to.
                 last_step: kept_answer.and(t.last_step.clone()),
-                ..t.clone()
+                ..Trajectory::clone(t)
             })
     }
 
@@ -434,7 +438,7 @@ impl Sessions {
                 for fp in std::mem::take(&mut t.fingerprints) {
                     by_fingerprint.remove(&fp);
                 }
-                ended.push(t.clone());
+                ended.push(Trajectory::clone(t));
             }
         }
         by_uid.retain(|_, t| {
