@@ -37,11 +37,22 @@ impl Result {
     }
 }
 
+/// Every bench step's ids and logprobs: 512 prompt ids, 128 response ids with one logprob each.
+fn prompt_ids() -> Vec<u32> {
+    (0..512).map(|i| (i * 7) % 30000).collect()
+}
+
+fn response_ids() -> Vec<u32> {
+    (0..128).map(|i| (i * 13) % 30000).collect()
+}
+
+fn logprobs() -> Vec<f32> {
+    (0..128).map(|i| -0.01 * (i % 50) as f32).collect()
+}
+
 fn step_json(trajectory: &str, index: u32) -> serde_json::Value {
     json!({
-        "prompt_ids": (0..512).map(|i| (i * 7) % 30000).collect::<Vec<u32>>(),
-        "response_ids": (0..128).map(|i| (i * 13) % 30000).collect::<Vec<u32>>(),
-        "rollout_log_probs": (0..128).map(|i| -0.01 * (i % 50) as f32).collect::<Vec<f32>>(),
+        "prompt_ids": prompt_ids(), "response_ids": response_ids(), "rollout_log_probs": logprobs(),
         "reward": 1.0, "trajectory_uid": trajectory, "prompt_uid": "bench", "step_index": index,
     })
 }
@@ -67,9 +78,9 @@ fn step_event(trajectory: &str, index: u32, texts: &Texts) -> StepRecorded {
         step_index: index,
         source: StepSource::Submitted,
         token_source: TokenSource::Client,
-        prompt_ids: (0..512).map(|i| (i * 7) % 30000).collect(),
-        response_ids: (0..128).map(|i| (i * 13) % 30000).collect(),
-        response_logprobs: Some((0..128).map(|i| -0.01 * (i % 50) as f32).collect()),
+        prompt_ids: prompt_ids(),
+        response_ids: response_ids(),
+        response_logprobs: Some(logprobs()),
         reward: Some(1.0),
         prompt_text: texts.prompt.clone(),
         response_text: texts.response.clone(),
@@ -90,10 +101,9 @@ pub async fn compare(
     let texts = match tokenizer {
         Some(dir) => {
             let tok = ChatTokenizer::load(dir)?;
-            let sample = step_event("", 0, &Texts::default());
             Texts {
-                prompt: tok.decode(&sample.prompt_ids).ok(),
-                response: tok.decode_text(&sample.response_ids)?,
+                prompt: tok.decode(&prompt_ids()).ok(),
+                response: tok.decode_text(&response_ids())?,
             }
         }
         None => Texts::default(),
