@@ -12,9 +12,19 @@ use super::caller;
 use crate::AppState;
 use crate::error::ApiError;
 
-const PAGE: &str = include_str!("../../dashboard/dist/index.html");
-const SCRIPT: &str = include_str!("../../dashboard/dist/dashboard.js");
-const STYLE: &str = include_str!("../../dashboard/dist/dashboard.css");
+// The page as written in dashboard/src, after uPlot's own build (vendored, MIT) in one script
+// and one stylesheet: no bundler between the source and what is served.
+const PAGE: &str = include_str!("../../dashboard/src/index.html");
+const SCRIPT: &str = concat!(
+    include_str!("../../dashboard/vendor/uplot/uPlot.iife.min.js"),
+    "\n",
+    include_str!("../../dashboard/src/app.js"),
+);
+const STYLE: &str = concat!(
+    include_str!("../../dashboard/vendor/uplot/uPlot.min.css"),
+    "\n",
+    include_str!("../../dashboard/src/style.css"),
+);
 
 pub fn router() -> Router<AppState> {
     Router::new()
