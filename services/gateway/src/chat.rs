@@ -5,7 +5,7 @@ use clawline_schemas::{Message, ToolCall};
 use serde_json::{Map, Value};
 
 /// The text of a message's `content`: the string itself, or the text parts of an array joined by
-/// newlines; empty for null.
+/// newlines (parts of any protocol: `text`, `input_text`, `output_text`); empty for null.
 pub fn content_text(content: Option<&Value>) -> String {
     match content {
         Some(Value::String(s)) => s.clone(),
@@ -18,25 +18,50 @@ pub fn content_text(content: Option<&Value>) -> String {
     }
 }
 
-fn tool_calls_of(value: Option<&Value>) -> Vec<ToolCall> {
-    value
-        .and_then(|v| v.as_array())
-        .map(|calls| {
-            calls
-                .iter()
-                .map(|c| {
-                    let f = c.get("function");
-                    let s =
-                        |v: Option<&Value>| v.and_then(|v| v.as_str()).unwrap_or("").to_string();
-                    ToolCall {
-                        id: s(c.get("id")),
-                        name: s(f.and_then(|f| f.get("name"))),
-                        arguments: s(f.and_then(|f| f.get("arguments"))),
-                    }
-                })
-                .collect()
+/// A message's reasoning (`reasoning_content`, or vLLM's newer `reasoning`); none when empty.
+pub fn reasoning_of(message: &Value) -> Option<&str> {
+    message
+        .get("reasoning_content")
+        .or_else(|| message.get("reasoning"))
+        .and_then(Value::as_str)
+        .filter(|r| !r.is_empty())
+}
+
+/// One entry of a message's `tool_calls`: a whole call, or in a streamed delta the fragment of
+/// call `slot` (its `index`) that this chunk carries. Absent parts are "".
+pub struct CallPart<'a> {
+    pub slot: usize,
+    pub id: &'a str,
+    pub name: &'a str,
+    pub arguments: &'a str,
+}
+
+/// The `tool_calls` of a chat message or of a streamed chunk's delta.
+pub fn call_parts(message: &Value) -> impl Iterator<Item = CallPart<'_>> {
+    message
+        .get("tool_calls")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|call| {
+            let s = |p: &str| call.pointer(p).and_then(Value::as_str).unwrap_or("");
+            CallPart {
+                slot: call.get("index").and_then(Value::as_u64).unwrap_or(0) as usize,
+                id: s("/id"),
+                name: s("/function/name"),
+                arguments: s("/function/arguments"),
+            }
         })
-        .unwrap_or_default()
+}
+
+fn tool_calls_of(message: &Value) -> Vec<ToolCall> {
+    call_parts(message)
+        .map(|c| ToolCall {
+            id: c.id.to_string(),
+            name: c.name.to_string(),
+            arguments: c.arguments.to_string(),
+        })
+        .collect()
 }
 
 /// A request message as the step stores it.
@@ -54,7 +79,7 @@ pub fn to_message(value: &Value) -> Message {
             _ => None,
         },
         name: s("name"),
-        tool_calls: tool_calls_of(value.get("tool_calls")),
+        tool_calls: tool_calls_of(value),
         tool_call_id: s("tool_call_id"),
     }
 }
@@ -277,11 +302,8 @@ impl Answer {
                     Some(_) => content_text(field("content")),
                     None => content_text(choice.get("text")),
                 },
-                reasoning: field("reasoning_content")
-                    .or_else(|| field("reasoning"))
-                    .and_then(Value::as_str)
-                    .map(str::to_string),
-                tool_calls: tool_calls_of(field("tool_calls")),
+                reasoning: message.and_then(reasoning_of).map(str::to_string),
+                tool_calls: message.map(tool_calls_of).unwrap_or_default(),
                 finish_reason: choice
                     .get("finish_reason")
                     .and_then(Value::as_str)
@@ -328,16 +350,11 @@ impl Answer {
                 Some(_) => field("content"),
                 None => choice.get("text"),
             }
-            .and_then(Value::as_str)
-            .map(str::to_string);
+            .and_then(Value::as_str);
             if let Some(ids) = token_ids(choice.get("prompt_token_ids")) {
                 self.prompt_token_ids = Some(ids);
             }
-            let reasoning = field("reasoning_content")
-                .or_else(|| field("reasoning"))
-                .and_then(Value::as_str)
-                .map(str::to_string);
-            let calls = field("tool_calls").and_then(Value::as_array).cloned();
+            let reasoning = delta.and_then(reasoning_of);
             let finish = choice
                 .get("finish_reason")
                 .and_then(Value::as_str)
@@ -346,10 +363,10 @@ impl Answer {
             let lps = logprobs(choice.get("logprobs"));
             let c = self.choice_mut(index);
             if let Some(text) = text {
-                c.text.push_str(&text);
+                c.text.push_str(text);
             }
             if let Some(r) = reasoning {
-                c.reasoning.get_or_insert_with(String::new).push_str(&r);
+                c.reasoning.get_or_insert_with(String::new).push_str(r);
             }
             if finish.is_some() {
                 c.finish_reason = finish;
@@ -360,26 +377,20 @@ impl Answer {
             if let Some(lps) = lps {
                 c.logprobs.get_or_insert_with(Vec::new).extend(lps);
             }
-            for call in calls.into_iter().flatten() {
-                let slot = call.get("index").and_then(Value::as_u64).unwrap_or(0) as usize;
-                if slot >= MAX_INDEX {
+            for call in delta.into_iter().flat_map(call_parts) {
+                if call.slot >= MAX_INDEX {
                     continue;
                 }
                 let pending = &mut self.pending_calls[index];
-                while pending.len() <= slot {
+                while pending.len() <= call.slot {
                     pending.push(ToolCall::default());
                 }
-                let p = &mut pending[slot];
-                if let Some(id) = call.get("id").and_then(Value::as_str) {
-                    p.id = id.to_string();
+                let p = &mut pending[call.slot];
+                if !call.id.is_empty() {
+                    p.id = call.id.to_string();
                 }
-                let f = call.get("function");
-                if let Some(name) = f.and_then(|f| f.get("name")).and_then(Value::as_str) {
-                    p.name.push_str(name);
-                }
-                if let Some(args) = f.and_then(|f| f.get("arguments")).and_then(Value::as_str) {
-                    p.arguments.push_str(args);
-                }
+                p.name.push_str(call.name);
+                p.arguments.push_str(call.arguments);
             }
         }
     }

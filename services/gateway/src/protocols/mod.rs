@@ -54,20 +54,6 @@ pub fn usage_of(body: &Value) -> Option<(u64, u64)> {
     Some((n("prompt_tokens"), n("completion_tokens")))
 }
 
-/// The text of a content value whose parts may be text blocks of any protocol (`text`,
-/// `input_text`, `output_text`), joined with newlines.
-pub fn blocks_text(content: Option<&Value>) -> String {
-    match content {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Array(parts)) => parts
-            .iter()
-            .filter_map(|p| p.get("text").and_then(Value::as_str))
-            .collect::<Vec<_>>()
-            .join("\n"),
-        _ => String::new(),
-    }
-}
-
 /// Chat content parts: text parts alone become one string (as engines join them), anything else
 /// stays an array of parts.
 pub fn parts_content(parts: Vec<Value>) -> Value {
@@ -93,13 +79,4 @@ pub fn first_choice(body: &Value) -> Option<&Value> {
         .as_array()?
         .iter()
         .find(|c| c.get("index").and_then(Value::as_u64).unwrap_or(0) == 0)
-}
-
-/// A message's or delta's non-empty reasoning text (vLLM's `reasoning_content`, or `reasoning`).
-pub fn reasoning_of(message: &Value) -> Option<&str> {
-    message
-        .get("reasoning_content")
-        .or_else(|| message.get("reasoning"))
-        .and_then(Value::as_str)
-        .filter(|r| !r.is_empty())
 }

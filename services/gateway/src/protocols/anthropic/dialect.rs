@@ -6,9 +6,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
-use super::super::{
-    Dialect, arguments_value, blocks_text, first_choice, reasoning_of, sse_event, usage_of,
-};
+use super::super::{Dialect, arguments_value, first_choice, sse_event, usage_of};
+use crate::chat::{call_parts, content_text, reasoning_of};
 use crate::error::ApiError;
 use crate::http::steps::CallContext;
 
@@ -119,18 +118,12 @@ impl Dialect for MessagesDialect {
         if let Some(r) = reasoning_of(&message) {
             content.push(json!({"type": "thinking", "thinking": r, "signature": ""}));
         }
-        let text = blocks_text(message.get("content"));
+        let text = content_text(message.get("content"));
         if !text.is_empty() {
             content.push(json!({"type": "text", "text": text}));
         }
-        for call in message
-            .get("tool_calls")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let s = |p: &str| call.pointer(p).and_then(Value::as_str).unwrap_or("");
-            content.push(json!({"type": "tool_use", "id": s("/id"), "name": s("/function/name"), "input": arguments_value(s("/function/arguments"))}));
+        for call in call_parts(&message) {
+            content.push(json!({"type": "tool_use", "id": call.id, "name": call.name, "input": arguments_value(call.arguments)}));
         }
         let (reason, sequence) = stop_reason(
             choice.get("finish_reason").and_then(Value::as_str),
@@ -185,19 +178,11 @@ impl Dialect for MessagesDialect {
             let index = self.open_block(Block::Text, json!({"type": "text", "text": ""}), &mut out);
             out.push(sse_event("content_block_delta", &json!({"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": text}})));
         }
-        for call in delta
-            .get("tool_calls")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let slot = call.get("index").and_then(Value::as_u64).unwrap_or(0) as usize;
-            let s = |p: &str| call.pointer(p).and_then(Value::as_str).unwrap_or("");
-            let start = json!({"type": "tool_use", "id": s("/id"), "name": s("/function/name"), "input": {}});
-            let index = self.open_block(Block::Tool(slot), start, &mut out);
-            let args = s("/function/arguments");
-            if !args.is_empty() {
-                out.push(sse_event("content_block_delta", &json!({"type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": args}})));
+        for call in call_parts(&delta) {
+            let start = json!({"type": "tool_use", "id": call.id, "name": call.name, "input": {}});
+            let index = self.open_block(Block::Tool(call.slot), start, &mut out);
+            if !call.arguments.is_empty() {
+                out.push(sse_event("content_block_delta", &json!({"type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": call.arguments}})));
             }
         }
         if let Some(f) = choice.get("finish_reason").and_then(Value::as_str) {

@@ -14,7 +14,8 @@
 
 use serde_json::{Map, Value, json};
 
-use super::{Invalid, blocks_text, invalid, parts_content};
+use super::{Invalid, invalid, parts_content};
+use crate::chat::content_text;
 
 mod dialect;
 mod native;
@@ -46,7 +47,7 @@ pub fn to_chat(request: &Map<String, Value>) -> Result<Map<String, Value>, Inval
     match request.get("system") {
         None | Some(Value::Null) => {}
         Some(s @ (Value::String(_) | Value::Array(_))) => {
-            messages.push(json!({"role": "system", "content": blocks_text(Some(s))}))
+            messages.push(json!({"role": "system", "content": content_text(Some(s))}))
         }
         Some(_) => {
             return Err(invalid(
@@ -183,7 +184,7 @@ fn translate_turn(turn: &Value, i: usize, messages: &mut Vec<Value>) -> Result<(
     let role = turn.get("role").and_then(Value::as_str).unwrap_or("");
     if role == "system" {
         // Claude Code puts per-turn context in system messages between the turns.
-        messages.push(json!({"role": "system", "content": blocks_text(turn.get("content"))}));
+        messages.push(json!({"role": "system", "content": content_text(turn.get("content"))}));
         return Ok(());
     }
     if role != "user" && role != "assistant" {
@@ -269,7 +270,7 @@ fn translate_turn(turn: &Value, i: usize, messages: &mut Vec<Value>) -> Result<(
                     }
                     texts.join("\n")
                 }
-                other => blocks_text(other),
+                other => content_text(other),
             };
             messages.push(json!({"role": "tool", "tool_call_id": id, "content": content}));
         } else {

@@ -5,11 +5,10 @@ use std::collections::HashMap;
 use axum::body::Bytes;
 use serde_json::{Map, Value, json};
 
-use super::super::{
-    Dialect, arguments_value, blocks_text, first_choice, reasoning_of, sse_event, usage_of,
-};
+use super::super::{Dialect, arguments_value, first_choice, sse_event, usage_of};
 use super::store::{ResponseStore, Stored};
 use super::{CUSTOM_INPUT, custom_tools};
+use crate::chat::{call_parts, content_text, reasoning_of};
 use crate::http::steps::CallContext;
 
 #[derive(Debug, Clone)]
@@ -299,31 +298,20 @@ impl Dialect for ResponsesDialect {
                 },
             });
         }
-        let text = blocks_text(message.get("content"));
+        let text = content_text(message.get("content"));
         if !text.is_empty() {
             self.items.push(Item {
                 id: new_id("msg"),
                 kind: ItemKind::Message { text },
             });
         }
-        for call in message
-            .get("tool_calls")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let s = |p: &str| {
-                call.pointer(p)
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string()
-            };
+        for call in call_parts(&message) {
             self.items.push(Item {
                 id: new_id("fc"),
                 kind: ItemKind::Call {
-                    call_id: s("/id"),
-                    name: s("/function/name"),
-                    arguments: s("/function/arguments"),
+                    call_id: call.id.to_string(),
+                    name: call.name.to_string(),
+                    arguments: call.arguments.to_string(),
                 },
             });
         }
@@ -393,38 +381,26 @@ impl Dialect for ResponsesDialect {
             let id = self.items[index].id.clone();
             out.push(self.event("response.output_text.delta", json!({"item_id": id, "output_index": index, "content_index": 0, "delta": t, "logprobs": []})));
         }
-        for call in delta
-            .get("tool_calls")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let slot = call.get("index").and_then(Value::as_u64).unwrap_or(0) as usize;
-            let s = |p: &str| {
-                call.pointer(p)
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string()
-            };
-            let index = match self.slots.get(&slot) {
+        for call in call_parts(&delta) {
+            let index = match self.slots.get(&call.slot) {
                 Some(&i) => i,
                 None => {
                     let kind = ItemKind::Call {
-                        call_id: s("/id"),
-                        name: s("/function/name"),
+                        call_id: call.id.to_string(),
+                        name: call.name.to_string(),
                         arguments: String::new(),
                     };
                     let i = self.open_item(kind, "fc", &mut out);
-                    self.slots.insert(slot, i);
+                    self.slots.insert(call.slot, i);
                     i
                 }
             };
-            let args = s("/function/arguments");
+            let args = call.arguments;
             let custom = match &mut self.items[index].kind {
                 ItemKind::Call {
                     arguments, name, ..
                 } => {
-                    arguments.push_str(&args);
+                    arguments.push_str(args);
                     self.custom.contains(name)
                 }
                 _ => false,

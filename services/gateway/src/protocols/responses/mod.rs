@@ -15,7 +15,8 @@
 
 use serde_json::{Map, Value, json};
 
-use super::{Invalid, blocks_text, invalid, parts_content};
+use super::{Invalid, invalid, parts_content};
+use crate::chat::content_text;
 
 mod dialect;
 pub mod native;
@@ -101,7 +102,7 @@ pub fn input_messages(request: &Map<String, Value>) -> Result<Vec<Value>, Invali
             "function_call_output" | "custom_tool_call_output" => {
                 let output = match item.get("output") {
                     Some(Value::String(text)) => text.clone(),
-                    other => blocks_text(other),
+                    other => content_text(other),
                 };
                 messages
                     .push(json!({"role": "tool", "tool_call_id": s("call_id"), "content": output}));
