@@ -279,17 +279,13 @@ fn sampling_follows_seed_temperature_top_k_and_stop_ids() {
 fn reference_logits(dir: &Path, ids: &[i64]) -> Tensor {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/llama_reference.py");
     let out = std::process::Command::new(clawline_runtime::testing::python())
-        .arg(script)
+        .arg(&script)
         .arg(dir)
         .args(ids.iter().map(i64::to_string))
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rows: Vec<Vec<f32>> = serde_json::from_slice(&out.stdout).unwrap();
+    let rows: Vec<Vec<f32>> =
+        serde_json::from_value(clawline_runtime::testing::json_of(script.display(), out)).unwrap();
     let flat: Vec<f32> = rows.iter().flatten().copied().collect();
     Tensor::from_slice(&flat).view([1, rows.len() as i64, -1])
 }

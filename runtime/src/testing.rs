@@ -42,3 +42,27 @@ pub async fn exits_within(
     }
     child.wait_with_output().expect("output of an exited child")
 }
+
+/// The stdout of a finished command (`what` names it in the failure); the test fails with the
+/// command's stdout and stderr unless it exited 0.
+pub fn stdout_of(what: impl std::fmt::Display, output: std::process::Output) -> Vec<u8> {
+    assert!(
+        output.status.success(),
+        "{what} failed ({}):\n{}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output.stdout
+}
+
+/// [`stdout_of`], which must be one JSON value.
+pub fn json_of(what: impl std::fmt::Display, output: std::process::Output) -> serde_json::Value {
+    let stdout = stdout_of(&what, output);
+    serde_json::from_slice(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "{what} printed no JSON ({e}):\n{}",
+            String::from_utf8_lossy(&stdout)
+        )
+    })
+}

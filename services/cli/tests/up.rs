@@ -264,12 +264,7 @@ async fn clawline_up_serves_stops_cleanly_and_resumes_from_its_data_dir() {
         ])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let printed = clawline_runtime::testing::json_of("clawline datapool stats", out);
     assert_eq!(printed["channels"]["train"]["steps"], 1);
     // The history answers SQL at once (live tail) over HTTP.
     let rows = sql(http, http_port, "SELECT count(*) AS n FROM steps").await;

@@ -64,14 +64,7 @@ async fn run_agent(mut cmd: tokio::process::Command, what: &str) -> String {
         .await
         .unwrap_or_else(|_| panic!("{what} did not finish in 180 s"))
         .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "{what} failed ({}):\n{stdout}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
+    String::from_utf8_lossy(&clawline_runtime::testing::stdout_of(what, output)).into_owned()
 }
 
 /// The agent's task as the gateway captured it: one trajectory, a call of `tool` whose result

@@ -214,12 +214,7 @@ async fn the_dashboard_shows_each_tenant_its_own_traffic_and_renders_live_withou
         .current_dir(&dashboard)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let seen = clawline_runtime::testing::json_of("test/check.mjs", out);
     assert!(seen["rendered"].as_u64().unwrap() >= 2, "{seen}");
     assert_eq!(seen["errors"], Value::Array(vec![]), "{seen}");
     // (A point is ~15 pixels of the series colour; axes and grid are grey.)

@@ -7,7 +7,7 @@ mod common;
 use std::path::PathBuf;
 
 use common::*;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use clawline_runtime::testing::python;
 
@@ -29,12 +29,7 @@ async fn the_official_openai_client_works_unchanged() {
         .output()
         .await
         .expect("running python");
-    assert!(
-        output.status.success(),
-        "openai client failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let seen: Value = serde_json::from_slice(&output.stdout).expect("client output");
+    let seen = clawline_runtime::testing::json_of("openai client", output);
     assert_eq!(seen["plain"], "echo: hello from the openai client");
     assert_eq!(seen["streamed"], "echo: now stream it");
     assert!(

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use common::*;
 use serde_json::{Value, json};
 
-use clawline_runtime::testing::python;
+use clawline_runtime::testing::{json_of, python};
 
 async fn run_client(h: &Harness, script: &str, base_url: &str) -> Value {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -23,14 +23,8 @@ async fn run_client(h: &Harness, script: &str, base_url: &str) -> Value {
         .output()
         .await
         .expect("running python");
-    assert!(
-        output.status.success(),
-        "{} failed:\n{}",
-        script.display(),
-        String::from_utf8_lossy(&output.stderr)
-    );
     let _ = h;
-    serde_json::from_slice(&output.stdout).expect("client output")
+    json_of(script.display(), output)
 }
 
 fn with_tool_parser() -> Options {

@@ -428,13 +428,8 @@ async fn the_sql_command_writes_table_csv_json_and_parquet() {
             .unwrap()
     };
     let q = "SELECT step_index, trajectory_uid FROM steps ORDER BY trajectory_uid";
-    let out = run(&[q]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
+    let out = clawline_runtime::testing::stdout_of("clawline-history sql", run(&[q]));
+    let text = String::from_utf8_lossy(&out);
     assert!(
         text.contains("| step_index | trajectory_uid |") && text.contains("t00002"),
         "{text}"

@@ -183,13 +183,9 @@ print(t.num_rows, t.schema.field('response_ids').type, df['response_text'][0])"]
         .arg(file.parent().unwrap())
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = clawline_runtime::testing::stdout_of("pyarrow and pandas", out);
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
+        String::from_utf8_lossy(&out).trim(),
         "4 list<item: uint32> an answer"
     );
 }
