@@ -15,7 +15,7 @@ use super::chat::{Native, Reply, prompt_tokens, serve};
 use super::{Body, caller, parse_json};
 use crate::AppState;
 use crate::error::ApiError;
-use crate::protocols::anthropic::{MessagesDialect, error_response, recordable, to_chat};
+use crate::protocols::anthropic::{AnthropicError, MessagesDialect, recordable, to_chat};
 use crate::settings::EngineProtocol;
 
 pub fn router() -> Router<AppState> {
@@ -31,71 +31,66 @@ async fn count_tokens(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<Body, ApiError>,
-) -> Response {
-    let answer = async {
-        let Body(body) = body?;
-        caller(&state, &headers)?;
-        let mut request: Map<String, Value> = parse_json(&body)?;
-        if state.config.engine_speaks(EngineProtocol::Messages) {
-            let (response, _) = state
-                .upstreams
-                .post(
-                    "/messages/count_tokens",
-                    |_| body.to_vec(),
-                    Some(state.config.upstream_timeout),
-                    &headers,
-                )
-                .await?;
-            let status = response.status();
-            let bytes = response.bytes().await.unwrap_or_default();
-            if !status.is_success() {
-                return Err(ApiError::Upstream {
-                    status,
-                    body: bytes,
-                });
+) -> Result<Response, AnthropicError> {
+    let Body(body) = body?;
+    caller(&state, &headers)?;
+    let mut request: Map<String, Value> = parse_json(&body)?;
+    if state.config.engine_speaks(EngineProtocol::Messages) {
+        let (response, _) = state
+            .upstreams
+            .post(
+                "/messages/count_tokens",
+                |_| body.to_vec(),
+                Some(state.config.upstream_timeout),
+                &headers,
+            )
+            .await?;
+        let status = response.status();
+        let bytes = response.bytes().await.unwrap_or_default();
+        if !status.is_success() {
+            return Err(ApiError::Upstream {
+                status,
+                body: bytes,
             }
-            return Ok(([("content-type", "application/json")], bytes).into_response());
+            .into());
         }
-        // Counting takes no `max_tokens`; the translation wants one.
-        request.entry("max_tokens").or_insert(Value::from(1));
-        let chat = to_chat(&recordable(&request)).map_err(|(p, m)| ApiError::bad_param(&p, m))?;
-        let messages = chat
-            .get("messages")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        let tokens = prompt_tokens(
-            &state,
-            &messages,
-            chat.get("tools"),
-            &TemplateArgs::default(),
-        );
-        Ok(Json(json!({"input_tokens": tokens})).into_response())
-    };
-    answer.await.unwrap_or_else(error_response)
+        return Ok(([("content-type", "application/json")], bytes).into_response());
+    }
+    // Counting takes no `max_tokens`; the translation wants one.
+    request.entry("max_tokens").or_insert(Value::from(1));
+    let chat = to_chat(&recordable(&request)).map_err(|(p, m)| ApiError::bad_param(&p, m))?;
+    let messages = chat
+        .get("messages")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let tokens = prompt_tokens(
+        &state,
+        &messages,
+        chat.get("tools"),
+        &TemplateArgs::default(),
+    );
+    Ok(Json(json!({"input_tokens": tokens})).into_response())
 }
 
 async fn messages(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<Body, ApiError>,
-) -> Response {
-    let answer = async {
-        let Body(body) = body?;
-        let request: Map<String, Value> = parse_json(&body)?;
-        let native = state.config.engine_speaks(EngineProtocol::Messages);
-        let chat = if native {
-            to_chat(&recordable(&request))
-        } else {
-            to_chat(&request)
-        }
-        .map_err(|(param, message)| ApiError::bad_param(&param, message))?;
-        let reply = if native {
-            Reply::Native(Box::new(Native::messages(request)))
-        } else {
-            Reply::Translated(Box::new(MessagesDialect::new(&request)))
-        };
-        serve(state, headers, None, chat, reply).await
+) -> Result<Response, AnthropicError> {
+    let Body(body) = body?;
+    let request: Map<String, Value> = parse_json(&body)?;
+    let native = state.config.engine_speaks(EngineProtocol::Messages);
+    let chat = if native {
+        to_chat(&recordable(&request))
+    } else {
+        to_chat(&request)
+    }
+    .map_err(|(param, message)| ApiError::bad_param(&param, message))?;
+    let reply = if native {
+        Reply::Native(Box::new(Native::messages(request)))
+    } else {
+        Reply::Translated(Box::new(MessagesDialect::new(&request)))
     };
-    answer.await.unwrap_or_else(error_response)
+    Ok(serve(state, headers, None, chat, reply).await?)
 }

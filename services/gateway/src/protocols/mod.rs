@@ -31,6 +31,16 @@ pub trait Dialect: Send + 'static {
     fn stream_error(&mut self, message: &str) -> Bytes;
 }
 
+/// What a dialect's `finish` sends first: nothing once a chunk has opened the stream, else the
+/// opening events an empty chunk makes (a stream that ended before its first chunk still opens).
+pub fn opening(dialect: &mut impl Dialect, started: bool, ctx: &CallContext) -> Vec<Bytes> {
+    if started {
+        Vec::new()
+    } else {
+        dialect.chunk(&Value::Null, ctx)
+    }
+}
+
 /// One named SSE event (`event:` and `data:` lines), as Anthropic and Responses streams send them.
 pub fn sse_event(name: &str, data: &Value) -> Bytes {
     Bytes::from(format!("event: {name}\ndata: {data}\n\n"))

@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
-use super::super::{Dialect, arguments_value, first_choice, sse_event, usage_of};
+use super::super::{Dialect, arguments_value, first_choice, opening, sse_event, usage_of};
 use crate::chat::{call_parts, content_text, reasoning_of};
 use crate::error::ApiError;
 use crate::http::steps::CallContext;
@@ -193,11 +193,7 @@ impl Dialect for MessagesDialect {
     }
 
     fn finish(&mut self, ctx: &CallContext) -> Vec<Bytes> {
-        let mut out = if self.started {
-            Vec::new()
-        } else {
-            self.chunk(&Value::Null, ctx)
-        };
+        let mut out = opening(self, self.started, ctx);
         self.close(&mut out);
         let (reason, sequence) = stop_reason(self.finish.as_deref(), self.matched_stop.as_deref());
         out.push(sse_event(
@@ -226,9 +222,25 @@ fn error_body(kind: &str, message: &str) -> Value {
     json!({"type": "error", "error": {"type": kind, "message": message}})
 }
 
+/// An [`ApiError`] that answers in Anthropic's shape: what `/v1/messages` handlers return, so
+/// that `?` on an `ApiError` gives a Messages client an error it reads.
+pub struct AnthropicError(pub ApiError);
+
+impl From<ApiError> for AnthropicError {
+    fn from(err: ApiError) -> Self {
+        Self(err)
+    }
+}
+
+impl IntoResponse for AnthropicError {
+    fn into_response(self) -> Response {
+        error_response(self.0)
+    }
+}
+
 /// An error in Anthropic's shape (`{"type": "error", "error": {"type", "message"}}`), with the
 /// status it had; an engine's own error keeps its status and message.
-pub fn error_response(err: ApiError) -> Response {
+fn error_response(err: ApiError) -> Response {
     let status = err.status();
     let message = match &err {
         ApiError::Upstream { body, .. } => serde_json::from_slice::<Value>(body)

@@ -20,7 +20,7 @@ use crate::chat::content_text;
 mod dialect;
 mod native;
 
-pub use dialect::{MessagesDialect, error_response, stream_error};
+pub use dialect::{AnthropicError, MessagesDialect, stream_error};
 pub use native::{NativeMessages, as_chat_completion, is_closing, recordable};
 
 /// The chat-completions request for a Messages request, or the field that cannot be translated.

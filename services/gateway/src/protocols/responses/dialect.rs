@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use axum::body::Bytes;
 use serde_json::{Map, Value, json};
 
-use super::super::{Dialect, arguments_value, first_choice, sse_event, usage_of};
+use super::super::{Dialect, arguments_value, first_choice, opening, sse_event, usage_of};
 use super::store::{ResponseStore, Stored};
 use super::{CUSTOM_INPUT, custom_tools};
 use crate::chat::{call_parts, content_text, reasoning_of};
@@ -421,11 +421,7 @@ impl Dialect for ResponsesDialect {
     }
 
     fn finish(&mut self, ctx: &CallContext) -> Vec<Bytes> {
-        let mut out = if self.started {
-            Vec::new()
-        } else {
-            self.chunk(&Value::Null, ctx)
-        };
+        let mut out = opening(self, self.started, ctx);
         self.close(&mut out);
         let status = self.status();
         let response = self.response(status);
