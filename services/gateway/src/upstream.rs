@@ -304,6 +304,29 @@ impl Upstreams {
     }
 }
 
+/// The body of an engine's successful (2xx) answer; an error answer becomes [`ApiError::Upstream`]
+/// (its status and body go back to the client as they were), a body that breaks off a 502.
+pub async fn answer_body(response: reqwest::Response) -> Result<axum::body::Bytes, ApiError> {
+    let status = response.status();
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| ApiError::BadGateway(e.to_string()))?;
+    if status.is_success() {
+        Ok(body)
+    } else {
+        Err(ApiError::Upstream { status, body })
+    }
+}
+
+/// An engine's error answer as the client gets it: its status and as much of its body as arrives.
+pub async fn upstream_error(response: reqwest::Response) -> ApiError {
+    ApiError::Upstream {
+        status: response.status(),
+        body: response.bytes().await.unwrap_or_default(),
+    }
+}
+
 /// What an engine speaking Anthropic Messages needs besides the body: the protocol's own headers
 /// from the client (`anthropic-version`, default 2023-06-01, and `anthropic-beta`) and the engine's
 /// key also as Anthropic sends it (`x-api-key`).

@@ -17,6 +17,7 @@ use crate::AppState;
 use crate::error::ApiError;
 use crate::protocols::anthropic::{AnthropicError, MessagesDialect, recordable, to_chat};
 use crate::settings::EngineProtocol;
+use crate::upstream::answer_body;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -45,15 +46,7 @@ async fn count_tokens(
                 &headers,
             )
             .await?;
-        let status = response.status();
-        let bytes = response.bytes().await.unwrap_or_default();
-        if !status.is_success() {
-            return Err(ApiError::Upstream {
-                status,
-                body: bytes,
-            }
-            .into());
-        }
+        let bytes = answer_body(response).await?;
         return Ok(([("content-type", "application/json")], bytes).into_response());
     }
     // Counting takes no `max_tokens`; the translation wants one.

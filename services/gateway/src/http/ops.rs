@@ -71,13 +71,6 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Result<Re
 async fn models(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     super::caller(&state, &headers)?;
     let response = state.upstreams.get("/models").await?;
-    let status = response.status();
-    let body = response
-        .bytes()
-        .await
-        .map_err(|e| ApiError::BadGateway(e.to_string()))?;
-    if !status.is_success() {
-        return Err(ApiError::Upstream { status, body });
-    }
+    let body = crate::upstream::answer_body(response).await?;
     Ok(([("content-type", "application/json")], body).into_response())
 }

@@ -309,17 +309,7 @@ async fn generate(
             &headers,
         )
         .await?;
-    let status = response.status();
-    let bytes = response
-        .bytes()
-        .await
-        .map_err(|e| ApiError::BadGateway(e.to_string()))?;
-    if !status.is_success() {
-        return Err(ApiError::Upstream {
-            status,
-            body: bytes,
-        });
-    }
+    let bytes = crate::upstream::answer_body(response).await?;
     let answer: Value = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::BadGateway(format!("the upstream answered invalid JSON: {e}")))?;
     let choice = answer

@@ -131,10 +131,8 @@ pub(super) async fn forward(
         .map_err(|_| ApiError::GatewayTimeout(state.config.upstream_timeout))??;
     ctx.upstream = upstream.base.clone();
     ctx.policy_version = policy_version_of(&state, &response);
-    let status = response.status();
-    if !status.is_success() {
-        let body = response.bytes().await.unwrap_or_default();
-        return Err(ApiError::Upstream { status, body });
+    if !response.status().is_success() {
+        return Err(crate::upstream::upstream_error(response).await);
     }
     if is_event_stream(&response) {
         return Ok(stream_response(

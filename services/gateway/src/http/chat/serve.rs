@@ -21,6 +21,7 @@ use crate::http::caller;
 use crate::http::steps::{CallContext, record_call};
 use crate::identity::{POLICY_VERSION_HEADER, header, resolve};
 use crate::protocols::Dialect;
+use crate::upstream::upstream_error;
 
 /// The request fields other than the conversation itself, for provenance.
 fn params_of(request: &Map<String, Value>) -> Option<String> {
@@ -223,11 +224,7 @@ pub(crate) async fn serve(
     let status = response.status();
     let policy_version = policy_version_of(&state, &response);
     if !status.is_success() {
-        let error_body = response.bytes().await.unwrap_or_default();
-        return Err(ApiError::Upstream {
-            status,
-            body: error_body,
-        });
+        return Err(upstream_error(response).await);
     }
     let mut ctx = CallContext {
         caller,
