@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 
-use crate::server::{LocalServer, LocalServerConfig};
+use crate::server::{LocalServer, LocalServerConfig, free_port};
 use crate::{TopologyOptions, ensure_topology};
 
 pub struct NatsServer {
@@ -81,13 +81,6 @@ impl NatsServer {
 pub struct NatsCluster {
     servers: Vec<LocalServer>,
     _dir: tempfile::TempDir,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
 }
 
 impl NatsCluster {

@@ -14,11 +14,7 @@ use serde_json::Value;
 const T0: i64 = 1_800_000_000_000;
 
 fn batcher(nats: &NatsServer, config: Option<&std::path::Path>) -> Child {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = clawline_nats::server::free_port();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_clawline-batcher"));
     cmd.args([
         "--nats-url",

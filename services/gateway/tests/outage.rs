@@ -153,11 +153,7 @@ async fn a_client_named_trajectory_is_served_and_kept_through_an_outage() {
 async fn without_nats_the_gateway_is_not_ready_but_still_answers() {
     let dir = tempfile::tempdir().unwrap();
     // A port nothing listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = clawline_nats::server::free_port();
     let (state, url, shutdown, _mock) =
         Harness::start_without_nats(&dir, &format!("nats://127.0.0.1:{port}")).await;
     let http = reqwest::Client::new();

@@ -50,11 +50,7 @@ impl S3Server {
         );
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join(bucket)).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = clawline_nats::server::free_port();
         let child = Command::new(bin)
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
             .args(["--access-key", KEY, "--secret-key", SECRET])

@@ -7,12 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
+pub use clawline_nats::server::free_port;
 
 pub struct Proc {
     pub name: String,

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use clawline_nats::server::{LocalServer, LocalServerConfig};
+use clawline_nats::server::{LocalServer, LocalServerConfig, free_port};
 use serde_json::{Value, json};
 
 mod protocols;
@@ -71,12 +71,6 @@ fn spawn(mut command: Command, log: &Path) -> anyhow::Result<Proc> {
         .spawn()
         .with_context(|| format!("starting {command:?}"))?;
     Ok(Proc { child })
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 async fn wait_http(url: &str, timeout: Duration) -> anyhow::Result<()> {
@@ -257,7 +251,7 @@ async fn main() -> anyhow::Result<()> {
     let js = async_nats::jetstream::new(async_nats::connect(&nats_url).await?);
     clawline_nats::ensure_topology(&js, &Default::default()).await?;
 
-    let mock_port = free_port()?;
+    let mock_port = free_port();
     let mut mock_cmd = Command::new(args.bin_dir.join("clawline-mock-vllm"));
     mock_cmd.args([
         "--listen",
@@ -270,7 +264,7 @@ async fn main() -> anyhow::Result<()> {
     wait_http(&format!("{mock_url}/models"), Duration::from_secs(10)).await?;
 
     // The yardstick for one extra HTTP hop: the same server and client stack, nothing else.
-    let proxy_port = free_port()?;
+    let proxy_port = free_port();
     let mut proxy_cmd = Command::new(args.bin_dir.join("bare-proxy"));
     proxy_cmd.args([
         "--listen",
@@ -283,7 +277,7 @@ async fn main() -> anyhow::Result<()> {
     wait_http(&format!("{proxy_url}/healthz"), Duration::from_secs(10)).await?;
 
     let start_gateway = |name: &str, extra: &[&str]| {
-        let port = free_port()?;
+        let port = free_port();
         let mut cmd = Command::new(args.bin_dir.join("clawline-gateway"));
         cmd.args([
             "--upstream",
@@ -333,7 +327,7 @@ async fn main() -> anyhow::Result<()> {
     let mut _litellm = None;
     let mut litellm_url = None;
     if let Some(bin) = &args.litellm {
-        let port = free_port()?;
+        let port = free_port();
         let mut cmd = Command::new(bin);
         cmd.args([
             "--config",

@@ -99,13 +99,7 @@ pub fn start_trainer(
     Running { stop, task, port }
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use clawline_nats::server::free_port;
 
 pub fn step(model: &Llama, id: String, response: &[u32], advantage: f64) -> BatchStep {
     BatchStep {

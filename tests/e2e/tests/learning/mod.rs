@@ -29,13 +29,7 @@ impl Drop for Stop {
     }
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use clawline_nats::server::free_port;
 
 pub fn model_dir(warm_start_steps: usize) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
