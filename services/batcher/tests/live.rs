@@ -7,7 +7,7 @@ use clawline_batcher::pool::Pool;
 use clawline_schemas::*;
 
 mod common;
-use common::drain;
+use common::{drain, reward, step};
 
 const T0: i64 = 1_800_000_000_000;
 const SEC: i64 = 1000;
@@ -15,37 +15,9 @@ const SEC: i64 = 1000;
 /// A turn of a conversation the gateway grouped itself (a plain OpenAI client).
 fn turn(traj: &str, index: u32, at: i64, implicit: bool) -> StepRecorded {
     StepRecorded {
-        envelope: Envelope::new(StepRecorded::id_for("acme", traj, index, 0), "test").at(at),
-        tenant: "acme".into(),
-        channel: "train".into(),
-        trajectory_uid: traj.into(),
-        prompt_uid: "p".into(),
-        step_index: index,
-        token_source: TokenSource::Engine,
-        prompt_ids: vec![1, 2, 3],
         response_ids: vec![4, 5 + index],
-        response_logprobs: Some(vec![-0.1, -0.2]),
-        policy_version: Some(1),
         implicit_trajectory: implicit,
-        ..Default::default()
-    }
-}
-
-fn reward(step: &StepRecorded, source: &str, value: f64, at: i64) -> RewardAssigned {
-    RewardAssigned {
-        envelope: Envelope::new(
-            RewardAssigned::id_for(&step.envelope.event_id, source, &at.to_string()),
-            "test",
-        )
-        .at(at),
-        tenant: step.tenant.clone(),
-        channel: Some(step.channel.clone()),
-        trajectory_uid: step.trajectory_uid.clone(),
-        step_id: Some(step.envelope.event_id.clone()),
-        source: source.into(),
-        value,
-        caused_by: step.envelope.event_id.clone(),
-        ..Default::default()
+        ..step(traj, "p", index, at)
     }
 }
 

@@ -6,41 +6,13 @@ use clawline_batcher::pool::Pool;
 use clawline_schemas::*;
 
 mod common;
-use common::drain;
+use common::{drain, step};
 
 const T0: i64 = 1_800_000_000_000;
 
-fn step(traj: &str, prompt: &str, index: u32, at: i64) -> StepRecorded {
-    StepRecorded {
-        envelope: Envelope::new(StepRecorded::id_for("acme", traj, index, 0), "test").at(at),
-        tenant: "acme".into(),
-        channel: "train".into(),
-        trajectory_uid: traj.into(),
-        prompt_uid: prompt.into(),
-        step_index: index,
-        token_source: TokenSource::Engine,
-        prompt_ids: vec![1, 2, 3],
-        response_ids: vec![4, 5],
-        response_logprobs: Some(vec![-0.1, -0.2]),
-        policy_version: Some(1),
-        ..Default::default()
-    }
-}
-
+/// A reward given when its step was recorded.
 fn reward(step: &StepRecorded, source: &str, value: f64) -> RewardAssigned {
-    RewardAssigned {
-        envelope: Envelope {
-            event_id: RewardAssigned::id_for(&step.envelope.event_id, source, "v"),
-            ..Default::default()
-        },
-        tenant: step.tenant.clone(),
-        trajectory_uid: step.trajectory_uid.clone(),
-        step_id: Some(step.envelope.event_id.clone()),
-        source: source.into(),
-        value,
-        caused_by: step.envelope.event_id.clone(),
-        ..Default::default()
-    }
+    common::reward(step, source, value, step.envelope.event_time)
 }
 
 fn completed(traj: &str, prompt: &str, at: i64) -> TrajectoryCompleted {

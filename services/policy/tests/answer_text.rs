@@ -10,7 +10,7 @@ use clawline_model::init::{IM_END, IM_START, InitOptions, init};
 use clawline_model::{LlamaConfig, Loaded};
 use clawline_runtime::CancellationToken;
 use clawline_runtime::tokenize::ChatTokenizer;
-use common::{Server, config, start};
+use common::{Server, config, ids, start};
 use serde_json::{Value, json};
 use tch::Device;
 
@@ -116,13 +116,6 @@ async fn ask(server: &Server, chat: bool, stream: bool, extra: Value) -> Answer 
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let ids = |v: &Value| -> Vec<u32> {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_u64().unwrap() as u32)
-            .collect()
-    };
     let text_of = |choice: &Value| -> String {
         let t = if chat {
             choice

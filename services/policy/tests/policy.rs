@@ -40,12 +40,7 @@ async fn answers_carry_token_ids_and_logprobs_the_trainer_recomputes() {
     let choice = &body["choices"][0];
     let completion = ids(&choice["token_ids"]);
     assert_eq!(body["usage"]["completion_tokens"], completion.len());
-    let served: Vec<f32> = choice["logprobs"]["content"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["logprob"].as_f64().unwrap() as f32)
-        .collect();
+    let served = served_logprobs(choice);
     assert_eq!(served.len(), completion.len());
 
     // The trainer's recomputation: the same weights, prompt + completion in one forward pass.
@@ -342,12 +337,7 @@ async fn answers_decoded_together_carry_the_logprobs_the_trainer_recomputes() {
         let prompt = ids(&body["prompt_token_ids"]);
         let choice = &body["choices"][0];
         let completion = ids(&choice["token_ids"]);
-        let served: Vec<f32> = choice["logprobs"]["content"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| c["logprob"].as_f64().unwrap() as f32)
-            .collect();
+        let served = served_logprobs(choice);
         let lp = model.model.completion_logprobs(&prompt, &completion);
         for (k, (a, b)) in served.iter().zip(&lp).enumerate() {
             assert!(

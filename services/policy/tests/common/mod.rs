@@ -101,3 +101,13 @@ pub fn ids(v: &Value) -> Vec<u32> {
         .map(|x| x.as_u64().unwrap() as u32)
         .collect()
 }
+
+/// The logprobs a chat choice was served with, one a generated token.
+pub fn served_logprobs(choice: &Value) -> Vec<f32> {
+    choice["logprobs"]["content"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["logprob"].as_f64().unwrap() as f32)
+        .collect()
+}
