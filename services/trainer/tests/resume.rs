@@ -118,14 +118,7 @@ async fn sigkilled_trainer_trains_every_batch_exactly_once() {
     let status = trainer.status().await.unwrap();
     let log = std::fs::read_to_string(&log).unwrap_or_default();
 
-    let trained: Vec<&str> = events
-        .iter()
-        .flat_map(|e| e.batch_ids.iter().map(String::as_str))
-        .collect();
-    let sent: Vec<&str> = batches
-        .iter()
-        .map(|b| b.envelope.event_id.as_str())
-        .collect();
+    let (trained, sent) = trained_and_sent(&events, &batches);
     assert_eq!(
         trained, sent,
         "each batch in exactly one version, in order\n{log}"

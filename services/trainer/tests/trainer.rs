@@ -53,14 +53,7 @@ async fn versions_carry_their_batches_and_learn_the_reward() {
         events.iter().map(|e| e.parent).collect::<Vec<_>>(),
         [0, 1, 2]
     );
-    let trained: Vec<&str> = events
-        .iter()
-        .flat_map(|e| e.batch_ids.iter().map(String::as_str))
-        .collect();
-    let sent: Vec<&str> = batches
-        .iter()
-        .map(|b| b.envelope.event_id.as_str())
-        .collect();
+    let (trained, sent) = trained_and_sent(&events, &batches);
     assert_eq!(trained, sent, "every batch trained once, in order");
     assert_eq!(
         (events[2].first_batch_seq, events[2].last_batch_seq),

@@ -188,6 +188,20 @@ pub async fn wait_versions(js: &jetstream::Context, n: usize, secs: u64) -> Vec<
 }
 
 /// The bytes of a version's object.
+/// The batch ids the versions say they trained, in version order, beside the ids of the batches
+/// sent: equal when every batch was trained exactly once, in order.
+pub fn trained_and_sent(
+    events: &[WeightsPublished],
+    batches: &[BatchFormed],
+) -> (Vec<String>, Vec<String>) {
+    let trained = events.iter().flat_map(|e| e.batch_ids.clone()).collect();
+    let sent = batches
+        .iter()
+        .map(|b| b.envelope.event_id.clone())
+        .collect();
+    (trained, sent)
+}
+
 pub async fn object(js: &jetstream::Context, name: &str) -> Vec<u8> {
     use tokio::io::AsyncReadExt as _;
     let store = js
