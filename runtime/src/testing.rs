@@ -66,3 +66,29 @@ pub fn json_of(what: impl std::fmt::Display, output: std::process::Output) -> se
         )
     })
 }
+
+/// A test's HTTP call read to its end: `http.get(url).json_answer().await`. Whatever the status
+/// (the test asserts on the body); a call that gets no answer, or a body that is not JSON, fails
+/// the test with what it got.
+pub trait Answer {
+    fn json_answer(self) -> impl std::future::Future<Output = serde_json::Value> + Send;
+    fn text_answer(self) -> impl std::future::Future<Output = String> + Send;
+}
+
+impl Answer for reqwest::RequestBuilder {
+    async fn json_answer(self) -> serde_json::Value {
+        let text = self.text_answer().await;
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+    }
+
+    async fn text_answer(self) -> String {
+        let response = self
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("no answer: {e}"));
+        response
+            .text()
+            .await
+            .unwrap_or_else(|e| panic!("the answer broke off: {e}"))
+    }
+}

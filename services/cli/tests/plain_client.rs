@@ -22,6 +22,7 @@ use common::*;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use clawline_runtime::testing::Answer as _;
 use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -167,5 +168,5 @@ async fn a_plain_openai_client_trains_the_policy_without_completing_anything() {
 }
 
 async fn get_json(http: &reqwest::Client, url: &str) -> Value {
-    http.get(url).send().await.unwrap().json().await.unwrap()
+    http.get(url).json_answer().await
 }

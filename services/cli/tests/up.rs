@@ -15,6 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clawline_mock_vllm::{MockConfig, MockVllm};
+use clawline_runtime::testing::Answer as _;
 use serde_json::{Value, json};
 
 /// The SQL port of the `clawline up` serving on `http_port`: one free port per test, remembered.
@@ -239,12 +240,8 @@ async fn clawline_up_serves_stops_cleanly_and_resumes_from_its_data_dir() {
     loop {
         let stats: Value = http
             .get(format!("{url}/v1/datapool/stats"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            .json_answer()
+            .await;
         if stats["channels"]["train"]["steps"] == 1 {
             assert_eq!(stats["channels"]["train"]["consumed_steps"], 0, "{stats}");
             break;
@@ -305,12 +302,8 @@ async fn clawline_up_serves_stops_cleanly_and_resumes_from_its_data_dir() {
 async fn sql(http: &reqwest::Client, http_port: u16, query: &'static str) -> Value {
     http.post(format!("http://127.0.0.1:{}/sql", sql_port_for(http_port)))
         .body(query)
-        .send()
+        .json_answer()
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
 }
 
 async fn async_nats_client_fails(port: u16) -> bool {
@@ -413,12 +406,8 @@ async fn clawline_up_without_an_engine_serves_and_learns_with_the_built_in_polic
     for port in [trainer, broadcaster] {
         let status: Value = http
             .get(format!("http://127.0.0.1:{port}/status"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            .json_answer()
+            .await;
         assert!(status.is_object(), "{status}");
     }
     assert!(dir.path().join("model/config.json").is_file());

@@ -5,6 +5,7 @@
 mod common;
 
 use clawline_mock_vllm::MockConfig;
+use clawline_runtime::testing::Answer as _;
 use common::*;
 use serde_json::{Value, json};
 
@@ -15,12 +16,8 @@ async fn a_black_box_agent_runs_a_trajectory_through_its_base_url() {
     let init: Value = h
         .http
         .post(format!("{}/init_trajectory", h.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .json_answer()
+        .await;
     let uid = init["trajectory_uid"].as_str().unwrap().to_string();
     assert_eq!(uid.len(), 32);
     let base_url = init["base_url"].as_str().unwrap();

@@ -12,6 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use clawline_nats::{publish_event, subjects};
+use clawline_runtime::testing::Answer as _;
 use clawline_schemas::{
     Envelope, FeedbackReceived, RewardAssigned, Thumbs, TrainingMetrics, WeightsActivated, now_ms,
 };
@@ -27,12 +28,8 @@ async fn data(h: &Harness, key: &str) -> Value {
     h.http
         .get(format!("{}/v1/dashboard/data", h.url))
         .bearer_auth(key)
-        .send()
+        .json_answer()
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
 }
 
 /// Rewards, feedback, an activation and a training update, as the other services publish them.

@@ -7,6 +7,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
+use clawline_runtime::testing::Answer as _;
 use common::*;
 use serde_json::{Value, json};
 
@@ -64,15 +65,7 @@ async fn every_step_arrives_exactly_once_across_a_nats_outage() {
         h.state.capture.spool_depth() > 0,
         "steps were spooled while NATS was down"
     );
-    let metrics = h
-        .http
-        .get(format!("{}/metrics", h.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = h.http.get(format!("{}/metrics", h.url)).text_answer().await;
     assert!(
         metrics.contains("clawline_gateway_spool_depth"),
         "{metrics}"

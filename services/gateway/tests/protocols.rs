@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use common::*;
 use serde_json::{Value, json};
 
+use clawline_runtime::testing::Answer as _;
 use clawline_runtime::testing::{json_of, python};
 
 async fn run_client(h: &Harness, script: &str, base_url: &str) -> Value {
@@ -400,12 +401,8 @@ async fn stored_responses_survive_a_gateway_restart() {
     let got: Value = h
         .http
         .get(format!("{}/v1/responses/{id}", h.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .json_answer()
+        .await;
     assert_eq!(got["output"], first["output"]);
 }
 

@@ -17,6 +17,7 @@ use clawline_history::{ArchiveRoot, Scope, SqlConfig, SqlEngine};
 use clawline_nats::async_nats::{self, jetstream};
 use clawline_nats::testing::NatsServer;
 use clawline_nats::{publish_event, subjects};
+use clawline_runtime::testing::Answer as _;
 use clawline_schemas::*;
 use futures::StreamExt;
 use serde_json::{Value, json};
@@ -416,12 +417,8 @@ async fn http_explain_and_diagnosis_keep_tenants_apart_and_speak_openai_errors()
         .get(format!("{url}/diagnosis"))
         .bearer_auth("kadm")
         .header("accept", "text/plain")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+        .text_answer()
+        .await;
     eprintln!("{text}");
     assert!(
         text.contains("412 steps wait for a user reaction"),
@@ -433,12 +430,8 @@ async fn http_explain_and_diagnosis_keep_tenants_apart_and_speak_openai_errors()
         .get(format!("{url}/explain/{}", story.step.envelope.event_id))
         .bearer_auth("ka")
         .header("accept", "text/plain")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+        .text_answer()
+        .await;
     assert!(text.contains("first answer with v3"), "{text}");
 }
 
