@@ -25,7 +25,7 @@ mod tracing_init;
 pub use args::{DEFAULT_NATS_URL, LogArgs, LogFormat, NatsArgs, NatsAuth};
 pub use dir_lock::{DirLock, lock_dir};
 pub use listen::{bind, bind_loopback, bind_sync, serve_main};
-pub use metrics::{Metrics, admin_routes, json_snapshot};
+pub use metrics::{Metrics, admin_routes, json_snapshot, sample};
 pub use nats::{connect_nats, start_nats, watch_policy_version, watch_state_key};
 pub use shutdown::{Shutdown, TaskSet};
 pub use tracing_init::init_tracing;

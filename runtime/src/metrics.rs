@@ -37,6 +37,16 @@ impl Metrics {
     }
 }
 
+/// The value of one series in a text exposition such as [`Metrics::render`] writes: `series` is
+/// the name with its labels as rendered, e.g. `clawline_trainer_batches_total{outcome="rejected"}`.
+/// For readers of a service's `/metrics` (tests, benchmarks).
+pub fn sample(exposition: &str, series: &str) -> Option<f64> {
+    exposition.lines().find_map(|line| {
+        let (name, value) = line.rsplit_once(' ')?;
+        (name == series).then(|| value.parse().ok())?
+    })
+}
+
 /// `/healthz`, and `/metrics` rendering `metrics`: the routes every service's admin port has.
 pub fn admin_routes(metrics: Option<Metrics>) -> axum::Router {
     use axum::routing::get;
@@ -81,5 +91,41 @@ impl crate::TaskSet {
             admin_routes(Some(registry)).route("/status", json_snapshot(status.clone())),
         );
         status
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prometheus_client::metrics::counter::Counter;
+    use prometheus_client::metrics::family::Family;
+
+    use super::*;
+
+    #[test]
+    fn a_sample_is_read_back_by_its_series_and_labels() {
+        let metrics = Metrics::new("clawline_test");
+        let calls = Family::<Vec<(String, String)>, Counter>::default();
+        metrics.register("calls", "Calls by outcome", calls.clone());
+        calls
+            .get_or_create(&vec![("outcome".into(), "ok".into())])
+            .inc_by(3);
+        calls
+            .get_or_create(&vec![("outcome".into(), "failed".into())])
+            .inc();
+        let text = metrics.render();
+        assert_eq!(
+            sample(&text, r#"clawline_test_calls_total{outcome="ok"}"#),
+            Some(3.0),
+            "{text}"
+        );
+        assert_eq!(
+            sample(&text, r#"clawline_test_calls_total{outcome="failed"}"#),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(&text, "clawline_test_calls_total"),
+            None,
+            "only whole series"
+        );
     }
 }

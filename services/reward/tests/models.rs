@@ -6,6 +6,7 @@ mod common;
 use std::time::Duration;
 
 use clawline_nats::testing::NatsServer;
+use clawline_runtime::sample as metric;
 use common::*;
 
 const NO_MODEL: &str = "bundled_model = false\n";

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clawline_nats::testing::NatsServer;
 use clawline_nats::{publish_raw, subjects};
+use clawline_runtime::sample as metric;
 use common::*;
 
 #[tokio::test]

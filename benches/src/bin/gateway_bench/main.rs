@@ -98,9 +98,7 @@ async fn gauge(base: &str, name: &str) -> f64 {
         Ok(r) => r.text().await.unwrap_or_default(),
         Err(_) => String::new(),
     };
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or(f64::NAN)
+    clawline_runtime::sample(&text, name).unwrap_or(f64::NAN)
 }
 
 /// Resident and peak resident memory of a process, in MiB.

@@ -138,14 +138,6 @@ pub fn of<'a>(
         .collect()
 }
 
-/// The value of a counter or histogram line on /metrics, e.g. `clawline_reward_model_batch_size_count`.
-pub fn metric(text: &str, line_prefix: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.starts_with(line_prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
 /// Messages the durable consumer has neither delivered nor had acked. A service serves its
 /// `/metrics` before its consumers exist, so this waits (20 s at most) for the consumer.
 pub async fn consumer_backlog(

@@ -228,18 +228,15 @@ pub fn preference(model: &Llama) -> f32 {
     mean(&GOOD) - mean(&BAD)
 }
 
-/// Fetches `/metrics` and returns the value of the first line starting with `prefix`.
-pub async fn metric(port: u16, prefix: &str) -> Option<f64> {
+/// Fetches `/metrics` and returns the value of `series` (name and labels).
+pub async fn metric(port: u16, series: &str) -> Option<f64> {
     let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
         .await
         .ok()?
         .text()
         .await
         .ok()?;
-    text.lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
+    clawline_runtime::sample(&text, series)
 }
 
 pub fn write(path: &Path, bytes: &[u8]) {
