@@ -274,6 +274,21 @@ impl Upstreams {
         Err(ApiError::BadGateway(last_error))
     }
 
+    /// A whole (not streamed) call: POSTs `body` to `path` as [`Self::post`] does and returns the
+    /// body of the engine's successful answer ([`answer_body`]).
+    pub async fn call(
+        &self,
+        path: &str,
+        body: &[u8],
+        timeout: Duration,
+        client_headers: &axum::http::HeaderMap,
+    ) -> Result<axum::body::Bytes, ApiError> {
+        let (response, _) = self
+            .post(path, |_| body.to_vec(), Some(timeout), client_headers)
+            .await?;
+        answer_body(response).await
+    }
+
     /// GETs `path` from the first healthy upstream.
     pub async fn get(&self, path: &str) -> Result<reqwest::Response, ApiError> {
         let upstream = self.order()[0];

@@ -17,7 +17,6 @@ use crate::AppState;
 use crate::error::ApiError;
 use crate::protocols::anthropic::{AnthropicError, MessagesDialect, recordable, to_chat};
 use crate::settings::EngineProtocol;
-use crate::upstream::answer_body;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -37,16 +36,15 @@ async fn count_tokens(
     caller(&state, &headers)?;
     let mut request: Map<String, Value> = parse_json(&body)?;
     if state.config.engine_speaks(EngineProtocol::Messages) {
-        let (response, _) = state
+        let bytes = state
             .upstreams
-            .post(
+            .call(
                 "/messages/count_tokens",
-                |_| body.to_vec(),
-                Some(state.config.upstream_timeout),
+                &body,
+                state.config.upstream_timeout,
                 &headers,
             )
             .await?;
-        let bytes = answer_body(response).await?;
         return Ok(([("content-type", "application/json")], bytes).into_response());
     }
     // Counting takes no `max_tokens`; the translation wants one.

@@ -300,16 +300,15 @@ async fn generate(
     upstream_body.insert("return_token_ids".into(), json!(true));
     let body = serde_json::to_vec(&Value::Object(upstream_body))
         .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let (response, _) = state
+    let bytes = state
         .upstreams
-        .post(
+        .call(
             "/completions",
-            |_| body.clone(),
-            Some(state.config.upstream_timeout),
+            &body,
+            state.config.upstream_timeout,
             &headers,
         )
         .await?;
-    let bytes = crate::upstream::answer_body(response).await?;
     let answer: Value = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::BadGateway(format!("the upstream answered invalid JSON: {e}")))?;
     let choice = answer
