@@ -12,6 +12,9 @@ use serde_json::Value;
 
 use crate::http::steps::CallContext;
 
+/// What a dialect reads where the engine's answer has no such part.
+pub static NULL: Value = Value::Null;
+
 /// A request field that cannot be translated: (the field's path, why).
 pub type Invalid = (String, String);
 

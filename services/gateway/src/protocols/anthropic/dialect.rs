@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
-use super::super::{Dialect, arguments_value, first_choice, opening, sse_event, usage_of};
+use super::super::{Dialect, NULL, arguments_value, first_choice, opening, sse_event, usage_of};
 use crate::chat::{call_parts, content_text, reasoning_of};
 use crate::error::ApiError;
 use crate::http::steps::CallContext;
@@ -112,22 +112,22 @@ impl MessagesDialect {
 
 impl Dialect for MessagesDialect {
     fn whole(&mut self, completion: &Value, _ctx: &CallContext) -> Value {
-        let choice = first_choice(completion).cloned().unwrap_or(Value::Null);
-        let message = choice.get("message").cloned().unwrap_or(Value::Null);
+        let choice = first_choice(completion).unwrap_or(&NULL);
+        let message = choice.get("message").unwrap_or(&NULL);
         let mut content = Vec::new();
-        if let Some(r) = reasoning_of(&message) {
+        if let Some(r) = reasoning_of(message) {
             content.push(json!({"type": "thinking", "thinking": r, "signature": ""}));
         }
         let text = content_text(message.get("content"));
         if !text.is_empty() {
             content.push(json!({"type": "text", "text": text}));
         }
-        for call in call_parts(&message) {
+        for call in call_parts(message) {
             content.push(json!({"type": "tool_use", "id": call.id, "name": call.name, "input": arguments_value(call.arguments)}));
         }
         let (reason, sequence) = stop_reason(
             choice.get("finish_reason").and_then(Value::as_str),
-            self.matched(&choice).as_deref(),
+            self.matched(choice).as_deref(),
         );
         let (input, output) = usage_of(completion).unwrap_or((0, 0));
         json!({
@@ -161,8 +161,8 @@ impl Dialect for MessagesDialect {
         let Some(choice) = first_choice(chunk) else {
             return out;
         };
-        let delta = choice.get("delta").cloned().unwrap_or(Value::Null);
-        if let Some(r) = reasoning_of(&delta) {
+        let delta = choice.get("delta").unwrap_or(&NULL);
+        if let Some(r) = reasoning_of(delta) {
             let index = self.open_block(
                 Block::Thinking,
                 json!({"type": "thinking", "thinking": "", "signature": ""}),
@@ -178,7 +178,7 @@ impl Dialect for MessagesDialect {
             let index = self.open_block(Block::Text, json!({"type": "text", "text": ""}), &mut out);
             out.push(sse_event("content_block_delta", &json!({"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": text}})));
         }
-        for call in call_parts(&delta) {
+        for call in call_parts(delta) {
             let start = json!({"type": "tool_use", "id": call.id, "name": call.name, "input": {}});
             let index = self.open_block(Block::Tool(call.slot), start, &mut out);
             if !call.arguments.is_empty() {

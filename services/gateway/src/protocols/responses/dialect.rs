@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use axum::body::Bytes;
 use serde_json::{Map, Value, json};
 
-use super::super::{Dialect, arguments_value, first_choice, opening, sse_event, usage_of};
+use super::super::{Dialect, NULL, arguments_value, first_choice, opening, sse_event, usage_of};
 use super::store::{ResponseStore, Stored};
 use super::{CUSTOM_INPUT, custom_tools};
 use crate::chat::{call_parts, content_text, reasoning_of};
@@ -288,9 +288,9 @@ impl ResponsesDialect {
 
 impl Dialect for ResponsesDialect {
     fn whole(&mut self, completion: &Value, ctx: &CallContext) -> Value {
-        let choice = first_choice(completion).cloned().unwrap_or(Value::Null);
-        let message = choice.get("message").cloned().unwrap_or(Value::Null);
-        if let Some(r) = reasoning_of(&message) {
+        let choice = first_choice(completion).unwrap_or(&NULL);
+        let message = choice.get("message").unwrap_or(&NULL);
+        if let Some(r) = reasoning_of(message) {
             self.items.push(Item {
                 id: new_id("rs"),
                 kind: ItemKind::Reasoning {
@@ -305,7 +305,7 @@ impl Dialect for ResponsesDialect {
                 kind: ItemKind::Message { text },
             });
         }
-        for call in call_parts(&message) {
+        for call in call_parts(message) {
             self.items.push(Item {
                 id: new_id("fc"),
                 kind: ItemKind::Call {
@@ -339,8 +339,8 @@ impl Dialect for ResponsesDialect {
         let Some(choice) = first_choice(chunk) else {
             return out;
         };
-        let delta = choice.get("delta").cloned().unwrap_or(Value::Null);
-        if let Some(r) = reasoning_of(&delta) {
+        let delta = choice.get("delta").unwrap_or(&NULL);
+        if let Some(r) = reasoning_of(delta) {
             let index = match self.open_is(|k| matches!(k, ItemKind::Reasoning { .. })) {
                 Some(i) => i,
                 None => self.open_item(
@@ -381,7 +381,7 @@ impl Dialect for ResponsesDialect {
             let id = self.items[index].id.clone();
             out.push(self.event("response.output_text.delta", json!({"item_id": id, "output_index": index, "content_index": 0, "delta": t, "logprobs": []})));
         }
-        for call in call_parts(&delta) {
+        for call in call_parts(delta) {
             let index = match self.slots.get(&call.slot) {
                 Some(&i) => i,
                 None => {
